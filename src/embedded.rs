@@ -1,0 +1,471 @@
+//! A PostgreSQL server of our own, started from the binaries on this machine,
+//! for development, tests, benches and the command line's default database.
+//!
+//! - The binaries are found through `MACHINE_STATE_PG_BINDIR`, `PATH`,
+//!   `pg_config --bindir`, or the newest `/usr/lib/postgresql/*/bin`.
+//! - As root (which `initdb` refuses), the server runs as the unprivileged
+//!   user `postgres` (or `nobody` when there is none).
+//! - It listens on a unix socket in a private directory of its own and on no
+//!   TCP port, so it never meets another server on this machine.
+//! - It stops on [`EmbeddedPostgres::stop`] or drop; should this process die
+//!   without stopping it, the kernel tells it to shut down (parent-death
+//!   signal), so no server is left behind.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use diesel::{Connection, PgConnection};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Gid, Pid, Uid, User};
+
+use crate::error::Error;
+
+/// The port number in the socket's file name. The server has no TCP
+/// listener, and the socket lives in a directory of its own, so this number
+/// cannot collide with another server.
+const SOCKET_PORT: u16 = 5432;
+
+/// How long the server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a fast shutdown may take before an immediate one.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running PostgreSQL server that this process started and owns.
+pub struct EmbeddedPostgres {
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    bin_dir: PathBuf,
+    owner: Mutex<Option<Owner>>,
+    /// The throwaway directory (data and socket), or the socket directory of
+    /// a persistent server; removed once the server has stopped.
+    scratch: Mutex<Option<tempfile::TempDir>>,
+}
+
+struct Owner {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// Options for [`EmbeddedPostgres`]; start with [`EmbeddedPostgres::builder`].
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    data_dir: Option<PathBuf>,
+    durable: bool,
+    settings: Vec<(String, String)>,
+}
+
+impl Builder {
+    /// Keep the cluster in `dir` (created and initialised when missing, reused
+    /// otherwise). Defaults to a throwaway directory removed on stop.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether commits are durable (`fsync`, `synchronous_commit`). Defaults
+    /// to false for a throwaway cluster; a persistent one is always durable.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// Add a server setting (`-c name=value`), e.g. `("max_connections", "300")`.
+    pub fn setting(mut self, name: &str, value: &str) -> Self {
+        self.settings.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Initialise (if needed) and start the server; returns once it accepts
+    /// connections.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Server`] naming what to install when no binaries are found,
+    /// or quoting the server's log when it does not start.
+    pub fn start(self) -> Result<EmbeddedPostgres, Error> {
+        EmbeddedPostgres::start(self)
+    }
+}
+
+impl EmbeddedPostgres {
+    /// Options for a new server.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Start a throwaway server (not durable; its directory is removed on
+    /// stop).
+    ///
+    /// # Errors
+    ///
+    /// As [`Builder::start`].
+    pub fn start_temporary() -> Result<EmbeddedPostgres, Error> {
+        Builder::default().start()
+    }
+
+    fn start(options: Builder) -> Result<EmbeddedPostgres, Error> {
+        let bin_dir = find_bin_dir()?;
+        let run_as = unprivileged_user()?;
+        let scratch = tempfile::Builder::new()
+            .prefix("machine-state-pg-")
+            .tempdir()
+            .map_err(|e| server_error("cannot create a temporary directory", e))?;
+        hand_over(scratch.path(), run_as)?;
+        let socket_dir = scratch.path().to_path_buf();
+        let durable = options.durable || options.data_dir.is_some();
+        let data_dir = match options.data_dir {
+            Some(dir) => absolute(&dir)?,
+            None => scratch.path().join("data"),
+        };
+        if !data_dir.join("PG_VERSION").exists() {
+            init_cluster(&bin_dir, &data_dir, run_as, durable)?;
+        }
+        let log_path = socket_dir.join("postgres.log");
+        let mut command = Command::new(bin_dir.join("postgres"));
+        command
+            .arg("-D")
+            .arg(&data_dir)
+            .arg("-k")
+            .arg(&socket_dir)
+            .arg("-p")
+            .arg(SOCKET_PORT.to_string())
+            .args(["-c", "listen_addresses="]);
+        if !durable {
+            command.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
+            command.args(["-c", "full_page_writes=off"]);
+        }
+        for (name, value) in &options.settings {
+            command.arg("-c").arg(format!("{name}={value}"));
+        }
+        let log = File::create(&log_path).map_err(|e| server_error("cannot create the log", e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| server_error("cannot create the log", e))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .current_dir(&socket_dir);
+        as_user(&mut command, run_as);
+        let exited = Arc::new(Mutex::new(None));
+        let owner = spawn_owner(command, Arc::clone(&exited))?;
+        let server = EmbeddedPostgres {
+            data_dir,
+            socket_dir,
+            bin_dir,
+            owner: Mutex::new(Some(owner)),
+            scratch: Mutex::new(Some(scratch)),
+        };
+        server.wait_until_ready(&exited, &log_path)?;
+        Ok(server)
+    }
+
+    fn wait_until_ready(
+        &self,
+        exited: &Mutex<Option<ExitStatus>>,
+        log_path: &Path,
+    ) -> Result<(), Error> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if PgConnection::establish(&self.url("postgres")).is_ok() {
+                return Ok(());
+            }
+            let status = *exited.lock().unwrap_or_else(|e| e.into_inner());
+            if status.is_some() || Instant::now() > deadline {
+                let why = match status {
+                    Some(status) => format!("the server exited ({status})"),
+                    None => format!("the server did not accept connections in {START_TIMEOUT:?}"),
+                };
+                let _ = self.stop();
+                return Err(Error::Server(format!(
+                    "{why}; its log ends with:\n{}",
+                    tail(log_path)
+                )));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A libpq URL for `database` on this server, as the superuser
+    /// `postgres`.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgresql://postgres@/{database}?host={}&port={SOCKET_PORT}",
+            self.socket_dir.display()
+        )
+    }
+
+    /// The cluster's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The directory holding the server's unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The directory of the PostgreSQL binaries in use (`pgbench`, `psql`
+    /// and friends are there too).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// Stop the server (fast shutdown: sessions are disconnected, the data
+    /// is kept consistent), wait for it to exit, and remove the throwaway
+    /// directory. Calling it again does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Server`] when the directory cannot be removed.
+    pub fn stop(&self) -> Result<(), Error> {
+        let owner = self.owner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(owner) = owner {
+            let _ = owner.stop.send(());
+            let _ = owner.thread.join();
+        }
+        let scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(scratch) = scratch {
+            scratch
+                .close()
+                .map_err(|e| server_error("cannot remove the server's directory", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+impl std::fmt::Debug for EmbeddedPostgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedPostgres")
+            .field("data_dir", &self.data_dir)
+            .field("socket_dir", &self.socket_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Spawn the server from a thread that lives exactly as long as the server
+/// should: the parent-death signal fires when the *thread* that spawned a
+/// child ends, so it must not be whatever short-lived thread called us.
+fn spawn_owner(
+    mut command: Command,
+    exited: Arc<Mutex<Option<ExitStatus>>>,
+) -> Result<Owner, Error> {
+    let (stop, stop_requested) = mpsc::channel::<()>();
+    let (spawned, spawn_result) = mpsc::channel::<std::io::Result<()>>();
+    let thread = thread::Builder::new()
+        .name("embedded-postgres".into())
+        .spawn(move || {
+            // SAFETY: `prctl` is async-signal-safe; the closure allocates
+            // nothing and touches no locks.
+            unsafe {
+                command.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)
+                });
+            }
+            let mut child = match command.spawn() {
+                Ok(child) => {
+                    let _ = spawned.send(Ok(()));
+                    child
+                }
+                Err(e) => {
+                    let _ = spawned.send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                match stop_requested.recv_timeout(Duration::from_millis(100)) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            *exited.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+                            let _ = stop_requested.recv();
+                            return;
+                        }
+                    }
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                        shut_down(&mut child);
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| server_error("cannot start the server thread", e))?;
+    match spawn_result.recv() {
+        Ok(Ok(())) => Ok(Owner { stop, thread }),
+        Ok(Err(e)) => Err(server_error("cannot start `postgres`", e)),
+        Err(_) => Err(Error::Server("the server thread died".into())),
+    }
+}
+
+/// Fast shutdown, then immediate shutdown, then kill: never leave it running.
+fn shut_down(child: &mut Child) {
+    let pid = Pid::from_raw(child.id() as i32);
+    for signal in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGKILL] {
+        let _ = kill(pid, signal);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.wait();
+}
+
+fn init_cluster(
+    bin_dir: &Path,
+    data_dir: &Path,
+    run_as: Option<(Uid, Gid)>,
+    durable: bool,
+) -> Result<(), Error> {
+    fs::create_dir_all(data_dir)
+        .map_err(|e| server_error("cannot create the data directory", e))?;
+    fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| server_error("cannot set the data directory's mode", e))?;
+    hand_over(data_dir, run_as)?;
+    let mut command = Command::new(bin_dir.join("initdb"));
+    command
+        .arg("-D")
+        .arg(data_dir)
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
+        .current_dir(data_dir)
+        .stdin(Stdio::null());
+    if !durable {
+        command.arg("--no-sync");
+    }
+    as_user(&mut command, run_as);
+    let output = command
+        .output()
+        .map_err(|e| server_error("cannot run `initdb`", e))?;
+    if !output.status.success() {
+        return Err(Error::Server(format!(
+            "`initdb` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Find the directory of `initdb` and `postgres`.
+fn find_bin_dir() -> Result<PathBuf, Error> {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(dir) = std::env::var_os("MACHINE_STATE_PG_BINDIR") {
+        let dir = PathBuf::from(dir);
+        return if has_server(&dir) {
+            Ok(dir)
+        } else {
+            Err(Error::Server(format!(
+                "`MACHINE_STATE_PG_BINDIR` ({}) has no `initdb` and `postgres`",
+                dir.display()
+            )))
+        };
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if let Some(dir) = on_path.into_iter().find(|dir| has_server(dir)) {
+        return Ok(dir);
+    }
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if output.status.success() && has_server(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let dir = entry.path().join("bin");
+            has_server(&dir).then_some((version, dir))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, dir)| dir).ok_or_else(|| {
+        Error::Server(
+            "no PostgreSQL server binaries found (looked for `initdb` and `postgres` in \
+             `MACHINE_STATE_PG_BINDIR`, PATH, `pg_config --bindir` and \
+             /usr/lib/postgresql/*/bin): install them, e.g. `apt-get install postgresql`, \
+             or pass a server with `--database-url`"
+                .into(),
+        )
+    })
+}
+
+/// The user to run the server as: `None` (ourselves) unless we are root.
+fn unprivileged_user() -> Result<Option<(Uid, Gid)>, Error> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    for name in ["postgres", "nobody"] {
+        if let Ok(Some(user)) = User::from_name(name) {
+            return Ok(Some((user.uid, user.gid)));
+        }
+    }
+    Err(Error::Server(
+        "running as root, and `initdb` refuses root, but there is no `postgres` or `nobody` \
+         user to run the server as: create one (`useradd --system postgres`)"
+            .into(),
+    ))
+}
+
+fn as_user(command: &mut Command, run_as: Option<(Uid, Gid)>) {
+    if let Some((uid, gid)) = run_as {
+        command.uid(uid.as_raw()).gid(gid.as_raw());
+    }
+}
+
+/// Give a directory to the server's user.
+fn hand_over(dir: &Path, run_as: Option<(Uid, Gid)>) -> Result<(), Error> {
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw())).map_err(|e| {
+            server_error(
+                &format!("cannot hand {} to the server's user", dir.display()),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf, Error> {
+    std::path::absolute(dir).map_err(|e| server_error("cannot resolve the data directory", e))
+}
+
+fn server_error(what: &str, error: std::io::Error) -> Error {
+    Error::Server(format!("{what}: {error}"))
+}
+
+/// The last lines of the server log.
+fn tail(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(path) {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(2000)));
+        let _ = file.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}

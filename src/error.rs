@@ -1,0 +1,177 @@
+//! The crate's one error type, and the error of a transition that hands the
+//! machine back.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::state::Status;
+
+/// Everything that can go wrong in this crate.
+///
+/// Refusals that leave the database untouched (`Conflict`, `NotFound`,
+/// `Inconsistent`, `InvalidInput`, ...) are distinct from failures of the
+/// database or the connection, so callers can tell "try something else" from
+/// "try again".
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No machine with this id exists.
+    #[error("machine `{0}` not found")]
+    NotFound(Uuid),
+
+    /// A machine with this id already exists.
+    #[error("machine `{0}` already exists")]
+    AlreadyExists(Uuid),
+
+    /// The machine is no longer in the state (or running the process) the
+    /// caller's typed machine claims: another transition got there first, or
+    /// the caller holds a stale value. Nothing was written.
+    #[error("machine `{machine_id}` is not {expected} any more: the database holds {found}")]
+    Conflict {
+        /// The machine.
+        machine_id: Uuid,
+        /// What the transition expected to find.
+        expected: Status,
+        /// What the database holds now.
+        found: Status,
+    },
+
+    /// The two rows of the machine disagree (or break an invariant together),
+    /// so no state can be trusted; `machine-state audit` and `repair` deal
+    /// with it. Nothing was written.
+    #[error("machine `{machine_id}` is inconsistent: {reason}")]
+    Inconsistent {
+        /// The machine.
+        machine_id: Uuid,
+        /// Which invariants the pair breaks.
+        reason: String,
+    },
+
+    /// The database holds a state string this crate does not know (a legacy
+    /// `running`, say).
+    #[error("machine `{machine_id}` has unknown state `{state}` in the database")]
+    UnknownState {
+        /// The machine.
+        machine_id: Uuid,
+        /// The string found.
+        state: String,
+    },
+
+    /// The runtime form of an illegal transition (the typed API makes these
+    /// impossible to write).
+    #[error("machine `{machine_id}` cannot go from `{from}` to `{to}`")]
+    IllegalTransition {
+        /// The machine.
+        machine_id: Uuid,
+        /// Its current state.
+        from: crate::State,
+        /// The state asked for.
+        to: crate::State,
+    },
+
+    /// An argument was refused before anything was sent to the database.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// This operation id was already used for a different transition.
+    #[error("operation `{0}` was already used for a different transition")]
+    OperationReused(Uuid),
+
+    /// A transition was run inside the caller's own transaction, which is not
+    /// REPEATABLE READ.
+    #[error("a transition inside an open transaction needs REPEATABLE READ, found `{0}`")]
+    NotRepeatableRead(String),
+
+    /// Serialization failures or deadlocks went on past the retry budget.
+    #[error("gave up after {attempts} attempt(s) lost to concurrent transitions")]
+    RetriesExhausted {
+        /// How many times the transition was tried.
+        attempts: u32,
+        /// The last serialization failure or deadlock.
+        #[source]
+        source: diesel::result::Error,
+    },
+
+    /// The connection broke while the transition was in flight, so whether it
+    /// committed is unknown. Look the operation up with
+    /// [`find_operation`](crate::find_operation), or retry the transition with
+    /// the same operation id: it applies at most once.
+    #[error("connection lost before the outcome of operation `{operation_id}` was known")]
+    OutcomeUnknown {
+        /// The operation whose outcome is unknown.
+        operation_id: Uuid,
+        /// What the connection reported.
+        #[source]
+        source: diesel::result::Error,
+    },
+
+    /// The database lacks this crate's tables: run the migrations.
+    #[error("the database has no `{0}` table: run `machine-state migrate` first")]
+    NotMigrated(&'static str),
+
+    /// Any other database error.
+    #[error("database error")]
+    Database(#[from] diesel::result::Error),
+
+    /// Connecting failed.
+    #[error("could not connect to the database")]
+    Connection(#[from] diesel::ConnectionError),
+
+    /// The pool could not hand out a connection.
+    #[error("could not get a connection from the pool")]
+    Pool(#[from] diesel::r2d2::PoolError),
+
+    /// Applying or reverting migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+
+    /// The embedded PostgreSQL server could not be started or stopped.
+    #[error("embedded PostgreSQL: {0}")]
+    Server(String),
+}
+
+/// A transition that did not happen, with the machine it was called on, so
+/// the caller keeps its value and can decide what to do next.
+///
+/// Converts into [`Error`] with `?`.
+pub struct TransitionError<M> {
+    /// The machine, unchanged, as the caller held it.
+    pub machine: M,
+    /// Why the transition did not happen.
+    pub error: Error,
+}
+
+impl<M> TransitionError<M> {
+    /// Split into the machine and the error.
+    pub fn into_parts(self) -> (M, Error) {
+        (self.machine, self.error)
+    }
+}
+
+impl<M: fmt::Debug> fmt::Debug for TransitionError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransitionError")
+            .field("machine", &self.machine)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl<M> fmt::Display for TransitionError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<M: fmt::Debug> std::error::Error for TransitionError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}
+
+impl<M> From<TransitionError<M>> for Error {
+    fn from(error: TransitionError<M>) -> Self {
+        error.error
+    }
+}

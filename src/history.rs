@@ -1,0 +1,66 @@
+//! The transition history: one append-only row per applied transition.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::schema::machine_state_transitions;
+
+/// One row of `machine_state_transitions`.
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, serde::Serialize)]
+#[diesel(table_name = machine_state_transitions, check_for_backend(diesel::pg::Pg))]
+pub struct HistoryEntry {
+    /// Position in the history (increases with commit order per machine).
+    pub id: i64,
+    /// The machine.
+    pub machine_id: Uuid,
+    /// The state left; `None` on the entry that registered the machine.
+    pub from_state: Option<String>,
+    /// The state entered.
+    pub to_state: String,
+    /// The process started (to `processing`) or ended (from it).
+    pub process_id: Option<Uuid>,
+    /// The failure description, or the note of a repair.
+    pub description: Option<String>,
+    /// The client-generated id of the operation.
+    pub operation_id: Uuid,
+    /// `create`, `transition` or `repair`.
+    pub kind: String,
+    /// The transaction time of the transition.
+    pub transitioned_at: DateTime<Utc>,
+    /// The isolation level the transition ran under.
+    pub isolation_level: String,
+}
+
+/// A machine's history, oldest first.
+///
+/// # Errors
+///
+/// Database errors only; an unknown machine has an empty history.
+pub fn history(conn: &mut PgConnection, machine_id: Uuid) -> Result<Vec<HistoryEntry>, Error> {
+    machine_state_transitions::table
+        .filter(machine_state_transitions::machine_id.eq(machine_id))
+        .order(machine_state_transitions::id)
+        .select(HistoryEntry::as_select())
+        .load(conn)
+        .map_err(crate::migrations::explain_missing_tables)
+}
+
+/// The history entry an operation wrote, if it committed: how to resolve an
+/// [`Error::OutcomeUnknown`].
+///
+/// # Errors
+///
+/// Database errors only.
+pub fn find_operation(
+    conn: &mut PgConnection,
+    operation_id: Uuid,
+) -> Result<Option<HistoryEntry>, Error> {
+    machine_state_transitions::table
+        .filter(machine_state_transitions::operation_id.eq(operation_id))
+        .select(HistoryEntry::as_select())
+        .first(conn)
+        .optional()
+        .map_err(crate::migrations::explain_missing_tables)
+}

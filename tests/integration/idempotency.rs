@@ -1,0 +1,66 @@
+//! Operation ids: a retried operation applies at most once.
+
+use machine_state::{Error, Machine, Offline, find_operation, history};
+use uuid::Uuid;
+
+use crate::support::{TestDb, assert_consistent, snapshot};
+
+#[test]
+fn repeating_an_operation_id_reports_the_first_outcome_and_writes_nothing() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let offline = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
+    let id = offline.id();
+    let operation = Uuid::new_v4();
+
+    let first = offline
+        .clone()
+        .with_operation_id(operation)
+        .bring_online(conn)
+        .unwrap();
+    let before = snapshot(conn);
+    let again = offline
+        .with_operation_id(operation)
+        .bring_online(conn)
+        .unwrap();
+    assert_eq!(
+        again.since(),
+        first.since(),
+        "the original outcome is reported"
+    );
+    assert_eq!(snapshot(conn), before, "and nothing is written");
+
+    let entry = find_operation(conn, operation)
+        .unwrap()
+        .expect("the operation committed");
+    assert_eq!(entry.machine_id, id);
+    assert_eq!(entry.to_state, "idle");
+    assert_eq!(history(conn, id).unwrap().len(), 2);
+    assert_consistent(conn, id);
+}
+
+#[test]
+fn an_operation_id_cannot_be_reused_for_another_transition() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let operation = Uuid::new_v4();
+    let idle = Machine::<Offline>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .with_operation_id(operation)
+        .bring_online(conn)
+        .unwrap();
+    let before = snapshot(conn);
+    let refused = idle
+        .with_operation_id(operation)
+        .take_offline(conn)
+        .unwrap_err();
+    assert!(matches!(refused.error, Error::OperationReused(op) if op == operation));
+    assert_eq!(snapshot(conn), before);
+}
+
+#[test]
+fn an_unknown_operation_id_is_not_found() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    assert_eq!(find_operation(conn, Uuid::new_v4()).unwrap(), None);
+}

@@ -1,0 +1,231 @@
+//! The SQL functions mirror the Rust write path: same rows for the same
+//! operations, SQLSTATEs preserved, and the legacy names working.
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::{Text, Uuid as SqlUuid};
+use machine_state::{Action, AnyMachine, Machine, Offline};
+use uuid::Uuid;
+
+use crate::support::{TestDb, assert_consistent};
+
+#[derive(QueryableByName, Debug, PartialEq, Eq)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+/// Both rows and the history of a machine, without ids, times and operation
+/// ids (which differ between runs), but with the checks on times that must
+/// hold.
+fn rows(conn: &mut PgConnection, id: Uuid) -> Vec<String> {
+    sql_query(
+        "SELECT concat_ws(' | ', m.status, m.current_process_id, s.current_state, s.process_id,
+                          s.is_failure_mode, s.failure_component, s.failure_description,
+                          s.state_since = m.updated_at, s.updated_at = m.updated_at) AS value
+         FROM machines m JOIN machine_state s ON s.machine_id = m.id WHERE m.id = $1
+         UNION ALL
+         SELECT * FROM (
+             SELECT concat_ws(' | ', t.from_state, t.to_state, t.process_id, t.description,
+                              t.kind, t.isolation_level)
+             FROM machine_state_transitions t WHERE t.machine_id = $1 ORDER BY t.id
+         ) history",
+    )
+    .bind::<SqlUuid, _>(id)
+    .load::<Row>(conn)
+    .unwrap()
+    .into_iter()
+    .map(|r| r.value)
+    .collect()
+}
+
+fn script() -> Vec<Action> {
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    vec![
+        Action::BringOnline,
+        Action::Start(a),
+        Action::Complete,
+        Action::TakeOffline,
+        Action::Start(b),
+        Action::Fail("it's a $$ 'quoted' failure".into()),
+        Action::Reset,
+        Action::Start(c),
+        Action::Stop,
+        Action::TakeOffline,
+    ]
+}
+
+#[test]
+fn the_sql_function_and_the_rust_path_leave_identical_rows() {
+    let script = script();
+    let machine_id = Uuid::new_v4();
+
+    let rust_db = TestDb::new();
+    let conn = &mut rust_db.pool().get().unwrap();
+    let mut machine = AnyMachine::Offline(Machine::<Offline>::create(conn, machine_id).unwrap());
+    for action in &script {
+        machine = machine.perform(conn, action).unwrap();
+    }
+    let by_rust = rows(conn, machine_id);
+
+    let sql_db = TestDb::new();
+    let pool = sql_db.pool();
+    let conn = &mut pool.get().unwrap();
+    Machine::<Offline>::create(conn, machine_id).unwrap();
+    let mut from = "offline".to_owned();
+    let mut process: Option<Uuid> = None;
+    for action in &script {
+        let (to, description) = match action {
+            Action::Start(p) => {
+                process = Some(*p);
+                ("processing", None)
+            }
+            Action::Fail(d) => ("error", Some(d.clone())),
+            other => (other.target().as_str(), None),
+        };
+        sql_query("SELECT to_state AS value FROM machine_state_transition($1, $2, $3, $4, $5)")
+            .bind::<SqlUuid, _>(machine_id)
+            .bind::<Text, _>(&from)
+            .bind::<Text, _>(to)
+            .bind::<diesel::sql_types::Nullable<SqlUuid>, _>(process)
+            .bind::<diesel::sql_types::Nullable<Text>, _>(description)
+            .get_result::<Row>(conn)
+            .unwrap();
+        if from == "processing" {
+            process = None;
+        }
+        from = to.to_owned();
+    }
+    let by_sql = rows(conn, machine_id);
+
+    assert_eq!(by_sql, by_rust);
+    assert_consistent(conn, machine_id);
+}
+
+/// The SQLSTATE a statement fails with (`00000` when it succeeds).
+fn sqlstate_of(conn: &mut PgConnection, statement: &str) -> String {
+    conn.batch_execute(
+        "CREATE OR REPLACE FUNCTION pg_temp.sqlstate_of(statement text) RETURNS text
+         LANGUAGE plpgsql AS $$
+         BEGIN
+             EXECUTE statement;
+             RETURN '00000';
+         EXCEPTION WHEN OTHERS THEN
+             RETURN SQLSTATE;
+         END $$;",
+    )
+    .unwrap();
+    sql_query("SELECT pg_temp.sqlstate_of($1) AS value")
+        .bind::<Text, _>(statement)
+        .get_result::<Row>(conn)
+        .unwrap()
+        .value
+}
+
+#[test]
+fn sql_refusals_keep_their_own_sqlstates_and_change_nothing() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let idle = Machine::<Offline>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .bring_online(conn)
+        .unwrap();
+    let id = idle.id();
+    let before = crate::support::snapshot(conn);
+    let cases = [
+        (
+            format!("SELECT atomic_complete_machine_state('{id}')"),
+            "MS002",
+        ),
+        (
+            format!("SELECT machine_state_transition('{id}', 'idle', 'error', NULL, 'x')"),
+            "MS001",
+        ),
+        (
+            format!("SELECT atomic_complete_machine_state('{}')", Uuid::new_v4()),
+            "MS003",
+        ),
+        (
+            format!("SELECT machine_state_transition('{id}', 'idle', 'processing', NULL)"),
+            "MS005",
+        ),
+        (
+            format!("SELECT atomic_error_machine_state('{id}', repeat('x', 10 * 1024 * 1024))"),
+            "MS005",
+        ),
+        (
+            format!("SELECT atomic_update_machine_state('{id}', 'running')"),
+            "MS001",
+        ),
+    ];
+    for (statement, expected) in cases {
+        assert_eq!(sqlstate_of(conn, &statement), expected, "{statement}");
+    }
+    assert_eq!(crate::support::snapshot(conn), before);
+}
+
+#[derive(QueryableByName, Debug)]
+struct Json {
+    #[diesel(sql_type = Text)]
+    result: String,
+}
+
+fn call_json(conn: &mut PgConnection, statement: &str) -> serde_json::Value {
+    let row: Json = sql_query(format!("SELECT ({statement})::text AS result"))
+        .get_result(conn)
+        .unwrap();
+    serde_json::from_str(&row.result).unwrap()
+}
+
+#[test]
+fn the_legacy_rpc_names_work_as_the_python_wrappers_call_them() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let id = Machine::<Offline>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .bring_online(conn)
+        .unwrap()
+        .id();
+    let run = Uuid::new_v4();
+
+    let started = call_json(
+        conn,
+        &format!("atomic_processing_machine_state('{id}', '{run}')"),
+    );
+    assert_eq!(started["success"], true);
+    assert_eq!(started["previous_state"], "idle");
+    assert_eq!(started["new_state"], "processing");
+    assert_eq!(started["process_id"], run.to_string());
+    assert_consistent(conn, id);
+
+    let completed = call_json(conn, &format!("atomic_complete_machine_state('{id}')"));
+    assert_eq!(completed["new_state"], "idle");
+    assert_consistent(conn, id);
+
+    call_json(
+        conn,
+        &format!(
+            "atomic_processing_machine_state('{id}', '{}')",
+            Uuid::new_v4()
+        ),
+    );
+    let failed = call_json(
+        conn,
+        &format!("atomic_error_machine_state('{id}', 'pump tripped')"),
+    );
+    assert_eq!(failed["new_state"], "error");
+    assert_consistent(conn, id);
+
+    let reset = call_json(
+        conn,
+        &format!("atomic_update_machine_state(p_machine_id => '{id}', p_status => 'idle')"),
+    );
+    assert_eq!(reset["previous_state"], "error");
+    assert_eq!(reset["new_state"], "idle");
+    assert_consistent(conn, id);
+    assert_eq!(
+        AnyMachine::load(conn, id).unwrap().state(),
+        machine_state::State::Idle
+    );
+}

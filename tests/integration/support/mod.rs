@@ -1,0 +1,232 @@
+//! What every test needs: a throwaway PostgreSQL server for the whole test
+//! binary, a fresh database per test, and an independent check of the
+//! invariants I1–I6.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::{Bool, Nullable, Text};
+use machine_state::{EmbeddedPostgres, Pool};
+use uuid::Uuid;
+
+const TEMPLATE: &str = "machine_state_template";
+
+static SERVER: OnceLock<EmbeddedPostgres> = OnceLock::new();
+
+/// The server of this test binary, started on first use with a migrated
+/// template database.
+pub fn server() -> &'static EmbeddedPostgres {
+    SERVER.get_or_init(|| {
+        let server = EmbeddedPostgres::builder()
+            .setting("max_connections", "400")
+            .start()
+            .unwrap_or_else(|e| panic!("cannot start the test server: {e}"));
+        let mut admin = PgConnection::establish(&server.url("postgres")).unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
+            .unwrap();
+        let mut template = PgConnection::establish(&server.url(TEMPLATE)).unwrap();
+        machine_state::run_migrations(&mut template).unwrap();
+        server
+    })
+}
+
+/// Stop the server when the test binary exits, however the tests ended.
+#[ctor::dtor]
+fn stop_server() {
+    if let Some(server) = SERVER.get() {
+        let _ = server.stop();
+    }
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+impl TestDb {
+    /// A fresh database with the migrations applied.
+    pub fn new() -> TestDb {
+        Self::create(Some(TEMPLATE))
+    }
+
+    /// A fresh, empty database (no migrations).
+    pub fn empty() -> TestDb {
+        Self::create(None)
+    }
+
+    fn create(template: Option<&str>) -> TestDb {
+        let server = server();
+        let name = format!("test_{}", NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        let mut admin = PgConnection::establish(&server.url("postgres")).unwrap();
+        let template = template.map_or(String::new(), |t| format!(" TEMPLATE {t}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}{template}"))
+            .unwrap();
+        TestDb {
+            url: server.url(&name),
+            name,
+        }
+    }
+
+    /// A plain connection (session default isolation: READ COMMITTED).
+    pub fn conn(&self) -> PgConnection {
+        PgConnection::establish(&self.url).unwrap()
+    }
+
+    /// A pool with the crate's defaults.
+    pub fn pool(&self) -> Pool {
+        machine_state::pool(&self.url).unwrap()
+    }
+}
+
+#[derive(QueryableByName, Debug)]
+struct PairCheck {
+    #[diesel(sql_type = Bool)]
+    i1: bool,
+    #[diesel(sql_type = Bool)]
+    i2: bool,
+    #[diesel(sql_type = Bool)]
+    i3: bool,
+    #[diesel(sql_type = Bool)]
+    i4: bool,
+    #[diesel(sql_type = Bool)]
+    i5: bool,
+}
+
+#[derive(QueryableByName, Debug)]
+struct ChainLink {
+    #[diesel(sql_type = Nullable<Text>)]
+    from_state: Option<String>,
+    #[diesel(sql_type = Text)]
+    to_state: String,
+    #[diesel(sql_type = Text)]
+    isolation_level: String,
+    #[diesel(sql_type = Bool)]
+    at_last_transition: bool,
+}
+
+/// Every invariant I1–I6 that a machine breaks, checked by SQL of its own
+/// (not by the crate's code), described in words; empty when consistent.
+pub fn violations(conn: &mut PgConnection, machine_id: Uuid) -> Vec<String> {
+    let mut found = Vec::new();
+    let pair: Option<PairCheck> = sql_query(
+        "SELECT m.status = s.current_state AS i1,
+                m.current_process_id IS NOT DISTINCT FROM s.process_id AS i2,
+                (s.process_id IS NOT NULL) = (s.current_state = 'processing') AS i3,
+                s.is_failure_mode = (s.current_state = 'error')
+                  AND (s.current_state <> 'error' OR coalesce(btrim(s.failure_description), '') <> '') AS i4,
+                s.state_since = m.updated_at AS i5
+         FROM machines m JOIN machine_state s ON s.machine_id = m.id
+         WHERE m.id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(machine_id)
+    .get_result(conn)
+    .optional()
+    .unwrap();
+    let Some(pair) = pair else {
+        return vec![format!("machine {machine_id} lacks one of its two rows")];
+    };
+    for (holds, name) in [
+        (pair.i1, "I1 status"),
+        (pair.i2, "I2 process id"),
+        (pair.i3, "I3 process id only in processing"),
+        (pair.i4, "I4 failure mode only in error"),
+        (pair.i5, "I5 timestamps"),
+    ] {
+        if !holds {
+            found.push(format!("machine {machine_id} breaks {name}"));
+        }
+    }
+    let chain: Vec<ChainLink> = sql_query(
+        "SELECT t.from_state, t.to_state, t.isolation_level,
+                t.transitioned_at = m.updated_at AS at_last_transition
+         FROM machine_state_transitions t JOIN machines m ON m.id = t.machine_id
+         WHERE t.machine_id = $1 ORDER BY t.id",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(machine_id)
+    .load(conn)
+    .unwrap();
+    for pair in chain.windows(2) {
+        if pair[1].from_state.as_deref() != Some(pair[0].to_state.as_str()) {
+            found.push(format!(
+                "machine {machine_id} breaks I6: history goes to {} then from {:?}",
+                pair[0].to_state, pair[1].from_state
+            ));
+        }
+    }
+    let current: String = machines_status(conn, machine_id);
+    match chain.last() {
+        Some(last) if last.to_state != current => found.push(format!(
+            "machine {machine_id} breaks I6: history ends in {}, rows say {current}",
+            last.to_state
+        )),
+        Some(last) if !last.at_last_transition => found.push(format!(
+            "machine {machine_id} breaks I5: last history entry is not at `updated_at`"
+        )),
+        None => found.push(format!("machine {machine_id} has no history")),
+        _ => {}
+    }
+    found
+}
+
+/// Panic with every broken invariant of `machine_id`.
+#[track_caller]
+pub fn assert_consistent(conn: &mut PgConnection, machine_id: Uuid) {
+    let found = violations(conn, machine_id);
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[derive(QueryableByName)]
+struct Single {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+/// `machines.status` of a machine.
+pub fn machines_status(conn: &mut PgConnection, machine_id: Uuid) -> String {
+    sql_query("SELECT status AS value FROM machines WHERE id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(machine_id)
+        .get_result::<Single>(conn)
+        .unwrap()
+        .value
+}
+
+/// Every row of the three tables, as text: to prove that a refused
+/// operation changed nothing.
+pub fn snapshot(conn: &mut PgConnection) -> Vec<String> {
+    sql_query(
+        "SELECT value FROM (
+             SELECT 'm' || row_to_json(t)::text AS value FROM machines t
+             UNION ALL SELECT 's' || row_to_json(t)::text FROM machine_state t
+             UNION ALL SELECT 'h' || row_to_json(t)::text FROM machine_state_transitions t
+         ) rows ORDER BY value",
+    )
+    .load::<Single>(conn)
+    .unwrap()
+    .into_iter()
+    .map(|row| row.value)
+    .collect()
+}
+
+/// Write a pair by hand, bypassing the crate (to seed bad data).
+pub fn insert_raw_pair(
+    conn: &mut PgConnection,
+    machine_id: Uuid,
+    status: &str,
+    current_state: &str,
+) {
+    conn.batch_execute(&format!(
+        "INSERT INTO machines (id, status) VALUES ('{machine_id}', '{status}');
+         INSERT INTO machine_state (machine_id, current_state) VALUES ('{machine_id}', '{current_state}');"
+    ))
+    .unwrap();
+}
