@@ -61,6 +61,7 @@
               moving it costs nothing next to the database round trip"
 )]
 
+mod audit;
 mod embedded;
 mod error;
 mod history;
@@ -74,6 +75,7 @@ mod schema;
 mod state;
 mod write;
 
+pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, repair, stuck};
 pub use embedded::{Builder as EmbeddedPostgresBuilder, EmbeddedPostgres};
 pub use error::{Error, TransitionError};
 pub use history::{HistoryEntry, find_operation, history};

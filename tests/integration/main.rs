@@ -2,6 +2,7 @@
 
 mod support;
 
+mod audit;
 mod compile_fail;
 mod idempotency;
 mod load;
