@@ -88,3 +88,4 @@ pub use pair::{Pair, StateRow, Violation};
 pub use pool::{Pool, PooledConnection, RepeatableReadSession, pool, pool_builder};
 pub use retry::RetryPolicy;
 pub use state::{State, Status};
+pub use write::{WritePath, sql_function_fallbacks};

@@ -10,3 +10,4 @@ mod migrations;
 mod refusals;
 mod sql_functions;
 mod transitions;
+mod write_paths;
