@@ -81,7 +81,7 @@ pub struct Idle;
 /// Marker: the machine runs the recipe process `process_id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Processing {
-    process_id: Uuid,
+    pub(crate) process_id: Uuid,
 }
 
 /// Marker: the machine stopped on a failure, described by `description`.
