@@ -2,6 +2,8 @@
 //! embedded default in `.machine-state/pgdata`, as the command line uses) and
 //! the legacy `process_executions` table the call sites also write.
 
+#![allow(dead_code, reason = "each example uses a part of this module")]
+
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Nullable, Text, Uuid as SqlUuid};
