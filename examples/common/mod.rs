@@ -45,6 +45,13 @@ pub fn open() -> Result<Database, Error> {
          )",
     )
     .execute(conn)?;
+    // The callers' own guard: one running execution per machine, whatever
+    // writes the table.
+    sql_query(
+        "CREATE UNIQUE INDEX IF NOT EXISTS process_executions_one_running_per_machine
+         ON process_executions (machine_id) WHERE status = 'running'",
+    )
+    .execute(conn)?;
     Ok(Database {
         pool,
         _server: server,
