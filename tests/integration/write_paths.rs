@@ -31,28 +31,6 @@ fn a_stale_complete_through_the_sql_function_is_a_typed_conflict() {
 }
 
 #[test]
-fn a_repeated_operation_through_the_sql_function_reports_the_first_outcome() {
-    let db = TestDb::new();
-    let conn = &mut db.pool().get().unwrap();
-    let offline = Machine::<Offline>::create(conn, Uuid::new_v4())
-        .unwrap()
-        .with_write_path(WritePath::SqlFunction);
-    let operation = Uuid::new_v4();
-    let first = offline
-        .clone()
-        .with_operation_id(operation)
-        .bring_online(conn)
-        .unwrap();
-    let before = snapshot(conn);
-    let again = offline
-        .with_operation_id(operation)
-        .bring_online(conn)
-        .unwrap();
-    assert_eq!(again.since(), first.since());
-    assert_eq!(snapshot(conn), before);
-}
-
-#[test]
 fn an_unknown_machine_through_the_sql_function_is_not_found() {
     let db = TestDb::new();
     let conn = &mut db.conn();
