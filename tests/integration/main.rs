@@ -7,6 +7,8 @@ mod compile_fail;
 mod idempotency;
 mod load;
 mod migrations;
+mod recipes;
 mod refusals;
 mod sql_functions;
 mod transitions;
+mod write_paths;
