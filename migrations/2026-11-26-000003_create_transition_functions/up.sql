@@ -90,7 +90,10 @@ BEGIN
             MESSAGE = format('description is %s characters long, the limit is 4096',
                              char_length(p_description));
     END IF;
-    IF p_to = 'error' AND btrim(coalesce(p_description, '')) = '' THEN
+    -- Whitespace alone is no description. The class is Unicode's White_Space,
+    -- which Rust's `str::trim` strips (the crate and the audit): btrim would
+    -- strip only spaces, and let through a pair the audit reports under I4.
+    IF p_to = 'error' AND coalesce(p_description, '') !~ '[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]' THEN
         RAISE EXCEPTION USING ERRCODE = 'MS005',
             MESSAGE = 'a failure needs a non-empty description';
     END IF;

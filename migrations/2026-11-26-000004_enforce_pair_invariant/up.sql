@@ -53,10 +53,11 @@ BEGIN
            OR (s.process_id IS NOT NULL) <> (m.status = 'processing') THEN
             found := found || 'I3: a process id must be set exactly in `processing`'::text;
         END IF;
-        -- A description must hold something other than whitespace, as the
-        -- crate requires of a failure message.
+        -- A description must hold something other than whitespace (Unicode's
+        -- White_Space, which Rust's `str::trim` strips: as the audit sees it).
         IF s.is_failure_mode <> (m.status = 'error')
-           OR (m.status = 'error' AND coalesce(s.failure_description, '') !~ '[^[:space:]]') THEN
+           OR (m.status = 'error' AND coalesce(s.failure_description, '')
+                                      !~ '[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]') THEN
             found := found
                 || 'I4: failure mode (with a description) must be set exactly in `error`'::text;
         END IF;

@@ -2,11 +2,14 @@
 
 mod support;
 
+mod adoption;
 mod audit;
 mod compile_fail;
+mod enforcement;
 mod idempotency;
 mod load;
 mod migrations;
+mod privileges;
 mod recipes;
 mod refusals;
 mod sql_functions;
