@@ -327,3 +327,49 @@ fn revoking_the_application_role_takes_back_exactly_what_was_granted() {
         &format!("has_table_privilege('{app}', 'machines', 'SELECT')")
     ));
 }
+
+#[test]
+fn the_operator_script_creates_and_grants_the_application_role() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    // A role name no other test uses, in mixed case (quoted identifiers).
+    let app = format!("Factory_App_{}", db.name);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/roles.sql");
+    for _ in 0..2 {
+        let output = std::process::Command::new(crate::support::server().bin_dir().join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                &format!("app={app}"),
+                "-f",
+                script,
+                "--dbname",
+            ])
+            .arg(&db.url)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // (has_*_privilege take the role's name as it is, unquoted.)
+    let role = app;
+    assert!(holds(
+        conn,
+        &format!("has_table_privilege('{role}', 'machines', 'SELECT')")
+    ));
+    assert!(!holds(
+        conn,
+        &format!("has_table_privilege('{role}', 'machines', 'UPDATE')")
+    ));
+    assert!(holds(
+        conn,
+        &format!(
+            "has_function_privilege('{role}', '{}', 'EXECUTE')",
+            TRANSITION_FUNCTIONS[0]
+        )
+    ));
+}
