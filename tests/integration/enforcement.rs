@@ -232,3 +232,51 @@ fn relaxing_enforcement_lets_the_legacy_writers_through_again() {
     conn.batch_execute(&first).unwrap();
     assert!(!audit(conn).unwrap().is_consistent());
 }
+
+#[test]
+fn enforcing_waits_for_a_writer_in_flight_and_refuses_the_divergence_it_commits() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let id = idle_machine(conn);
+
+    // A legacy writer has made its first write and not committed yet.
+    let writer = &mut db.conn();
+    let [first, _] = legacy_start(id, Uuid::new_v4());
+    writer.batch_execute(&format!("BEGIN; {first}")).unwrap();
+
+    // The operator enables enforcement meanwhile: it must wait for the writer
+    // (a check that ran now would see a consistent pair, and the writer's
+    // commit, queued before the triggers were on, would go unchecked).
+    let url = db.url.clone();
+    let operator = std::thread::spawn(move || {
+        let conn = &mut PgConnection::establish(&url).unwrap();
+        sqlstate_of(conn, "SELECT machine_state_enforce_invariants()")
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while count_waiting_on_a_lock(conn) == 0 {
+        assert!(
+            !operator.is_finished() && std::time::Instant::now() < deadline,
+            "enforcing did not wait for the writer in flight"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    writer.batch_execute("COMMIT").unwrap();
+
+    assert_eq!(operator.join().unwrap(), "MS008");
+    assert!(!invariants_enforced(conn));
+}
+
+fn count_waiting_on_a_lock(conn: &mut PgConnection) -> i64 {
+    #[derive(QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .get_result::<Waiting>(conn)
+    .unwrap()
+    .n
+}
