@@ -93,7 +93,10 @@ BEGIN
     -- Whitespace alone is no description. The class is Unicode's White_Space,
     -- which Rust's `str::trim` strips (the crate and the audit): btrim would
     -- strip only spaces, and let through a pair the audit reports under I4.
-    IF p_to = 'error' AND coalesce(p_description, '') !~ '[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]' THEN
+    -- (An E'' string: the regex escapes must not depend on
+    -- standard_conforming_strings.)
+    IF p_to = 'error'
+       AND coalesce(p_description, '') !~ E'[^\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]' THEN
         RAISE EXCEPTION USING ERRCODE = 'MS005',
             MESSAGE = 'a failure needs a non-empty description';
     END IF;

@@ -57,7 +57,7 @@ BEGIN
         -- White_Space, which Rust's `str::trim` strips: as the audit sees it).
         IF s.is_failure_mode <> (m.status = 'error')
            OR (m.status = 'error' AND coalesce(s.failure_description, '')
-                                      !~ '[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]') THEN
+                                      !~ E'[^\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]') THEN
             found := found
                 || 'I4: failure mode (with a description) must be set exactly in `error`'::text;
         END IF;
@@ -99,7 +99,7 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'MS007',
                 MESSAGE = format('machine `%s` would be left inconsistent: %s',
                                  m.id, array_to_string(broken, '; ')),
-                DETAIL = format('checked at commit after a %s on `%s`', TG_OP, TG_TABLE_NAME),
+                DETAIL = format('checked at commit, after %s on `%s`', TG_OP, TG_TABLE_NAME),
                 HINT = 'write `machines` and `machine_state` in one transaction (or call '
                        '`machine_state_transition`); the two rows must agree when it commits';
         END IF;

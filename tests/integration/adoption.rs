@@ -128,6 +128,24 @@ fn adopting_a_legacy_database_repairs_enforces_and_rolls_back_to_the_exact_catal
         3,
         "the three legacy wrappers are parked, whole"
     );
+    // ... where even the role they were granted to cannot reach them (they are
+    // SECURITY DEFINER without a pinned search_path, as shipped).
+    let app = create_role(conn, "factory_app");
+    for role in ["legacy_app", &app] {
+        conn.batch_execute(&format!("SET ROLE {role}")).unwrap();
+        assert_eq!(
+            sqlstate_of(
+                conn,
+                &format!(
+                    "SELECT machine_state_replaced.atomic_complete_machine_state('{}')",
+                    machine('c', 5)
+                )
+            ),
+            "42501",
+            "{role}"
+        );
+        conn.batch_execute("RESET ROLE").unwrap();
+    }
     assert!(!invariants_enforced(conn), "installed disabled");
 
     // The audit reports exactly the seeded divergence.
@@ -261,7 +279,6 @@ fn adopting_a_legacy_database_repairs_enforces_and_rolls_back_to_the_exact_catal
     }
 
     // Roles set up for the application: revert must take the grants back.
-    let app = create_role(conn, "factory_app");
     conn.batch_execute(&format!(
         "SELECT machine_state_grant_application('{app}');
          SELECT machine_state_grant_application('legacy_app');"
