@@ -3,6 +3,7 @@
 mod support;
 
 mod compile_fail;
+mod concurrency;
 mod idempotency;
 mod load;
 mod migrations;

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod harness;
+pub mod legacy_writer;
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
