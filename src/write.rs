@@ -31,6 +31,7 @@ use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::r2d2::R2D2Connection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
@@ -94,7 +95,7 @@ pub(crate) fn apply(
                     source: error,
                 });
             }
-            Err(error) if connection_lost(&error) => {
+            Err(error) if connection_gone(conn, &error) => {
                 return Err(Error::OutcomeUnknown {
                     operation_id: change.operation_id,
                     source: error,
@@ -150,6 +151,34 @@ pub(crate) fn connection_lost(error: &DieselError) -> bool {
             _
         ) | DieselError::BrokenTransactionManager
     )
+}
+
+/// Whether the connection is gone after `error` ([`connection_lost`], or an
+/// `Unknown` error after which a ping finds the connection dead); if so, the
+/// connection is marked broken, so that a pool discards it instead of
+/// handing it out again.
+///
+/// Both halves are needed because diesel notices a lost connection only when
+/// libpq already says `CONNECTION_BAD`:
+/// - when the server goes away mid-request (crash, immediate shutdown),
+///   libpq makes up the error itself ("server closed the connection
+///   unexpectedly"), without an SQLSTATE, and diesel may report it as
+///   `Unknown`. A failed ping (`ClosedConnection` or `UnableToSendCommand`)
+///   tells it apart from a real `Unknown` error, whose ping succeeds, or
+///   fails otherwise (in an aborted transaction);
+/// - a connection whose backend died while it was idle fails with
+///   `ClosedConnection` but is not marked broken, so r2d2 (which asks
+///   diesel's `is_broken`) would hand the dead connection out again and again.
+pub(crate) fn connection_gone(conn: &mut PgConnection, error: &DieselError) -> bool {
+    let gone = connection_lost(error)
+        || (matches!(
+            error,
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, _)
+        ) && conn.ping().is_err_and(|ping| connection_lost(&ping)));
+    if gone {
+        AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
+    }
+    gone
 }
 
 /// The one row the transition statement returns.
@@ -357,7 +386,7 @@ pub(crate) fn create(
         {
             Error::AlreadyExists(machine_id)
         }
-        error if connection_lost(&error) => Error::OutcomeUnknown {
+        error if connection_gone(conn, &error) => Error::OutcomeUnknown {
             operation_id,
             source: error,
         },
