@@ -4,6 +4,7 @@ mod support;
 
 mod compile_fail;
 mod concurrency;
+mod faults;
 mod idempotency;
 mod load;
 mod migrations;

@@ -22,7 +22,7 @@ use diesel::prelude::*;
 use diesel::r2d2::ConnectionManager;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_query;
-use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Nullable, Text, Uuid as SqlUuid};
 use machine_state::{
     Action, AnyMachine, Error, Machine, Offline, Pool, RetryPolicy, State, TransitionError,
 };
@@ -342,15 +342,20 @@ pub fn is_connection_lost(error: &Error) -> bool {
     }
 }
 
-/// Whether a diesel error says the connection broke.
+/// Whether a diesel error says the connection broke (libpq's own "server
+/// closed the connection unexpectedly" may come with kind `Unknown`).
 pub fn diesel_connection_lost(error: &DieselError) -> bool {
-    matches!(
-        error,
+    match error {
         DieselError::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _
-        ) | DieselError::BrokenTransactionManager
-    )
+            _,
+        )
+        | DieselError::BrokenTransactionManager => true,
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => info
+            .message()
+            .starts_with("server closed the connection unexpectedly"),
+        _ => false,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -459,8 +464,12 @@ pub fn run_case<W: Writer>(
 ) -> CaseReport {
     let admin = &mut db.db.conn();
     let (machines, setup_ops) = seed_machines(admin, &schedule.initial);
-    let records = run_workers(db, writer, chaos, schedule, &machines);
-    check(admin, &db.db.name, &machines, &setup_ops, &records, chaos)
+    let (records, kills) = run_workers(db, writer, chaos, schedule, &machines);
+    let mut report = check(admin, &db.db.name, &machines, &setup_ops, &records, chaos);
+    if chaos == Chaos::KillBackends {
+        report.outcomes.insert("(backends killed)".into(), kills);
+    }
+    report
 }
 
 /// Register the machines and bring each to its initial state through the
@@ -510,15 +519,14 @@ fn run_workers<W: Writer>(
     chaos: Chaos,
     schedule: &Schedule,
     machines: &[Uuid],
-) -> Vec<Record> {
+) -> (Vec<Record>, usize) {
     let pool = db.pool(schedule.session);
     let barrier = Barrier::new(schedule.workers.len());
     let records = Mutex::new(Vec::with_capacity(schedule.ops()));
     let done = AtomicBool::new(false);
-    thread::scope(|scope| {
-        if chaos == Chaos::KillBackends {
-            scope.spawn(|| kill_backends_until(&db.db, &done));
-        }
+    let kills = thread::scope(|scope| {
+        let killer = (chaos == Chaos::KillBackends)
+            .then(|| scope.spawn(|| kill_backends_until(&db.db, &done)));
         let workers: Vec<_> = schedule
             .workers
             .iter()
@@ -535,8 +543,9 @@ fn run_workers<W: Writer>(
             worker.join().unwrap();
         }
         done.store(true, Ordering::SeqCst);
+        killer.map_or(0, |killer| killer.join().unwrap())
     });
-    records.into_inner().unwrap()
+    (records.into_inner().unwrap(), kills)
 }
 
 /// One worker: take a connection, wait for the others, run the steps.
@@ -623,11 +632,13 @@ fn run_worker<W: Writer>(
 
 /// Terminate a random active client backend of the database, again and
 /// again, until `done`.
-fn kill_backends_until(db: &TestDb, done: &AtomicBool) {
+fn kill_backends_until(db: &TestDb, done: &AtomicBool) -> usize {
     let conn = &mut db.conn();
+    let mut kills = 0;
     while !done.load(Ordering::SeqCst) {
-        sql_query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+        // Waits (up to a minute) for the backend to be gone.
+        let killed = sql_query(
+            "SELECT pg_terminate_backend(pid, 60000) FROM pg_stat_activity
              WHERE datname = $1 AND pid <> pg_backend_pid()
                AND backend_type = 'client backend' AND state <> 'idle'
              ORDER BY random() LIMIT 1",
@@ -635,10 +646,14 @@ fn kill_backends_until(db: &TestDb, done: &AtomicBool) {
         .bind::<Text, _>(&db.name)
         .execute(conn)
         .unwrap();
-        // Pacing, not synchronisation: let some statements finish between
-        // two kills.
-        thread::sleep(Duration::from_millis(fastrand::u64(1..=8)));
+        if killed > 0 {
+            kills += killed;
+            // Pacing, not synchronisation: let some statements finish
+            // between two kills.
+            thread::sleep(Duration::from_micros(fastrand::u64(0..=3000)));
+        }
     }
+    kills
 }
 
 // ---------------------------------------------------------------------------
@@ -662,12 +677,6 @@ struct HistoryRow {
     isolation_level: String,
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 /// Everything the database must hold after a case, by SQL of its own.
 pub fn check(
     conn: &mut PgConnection,
@@ -681,11 +690,14 @@ pub fn check(
     let mut outcomes = HashMap::new();
     for record in records {
         let key = match &record.outcome {
-            Outcome::Refused(refusal) => format!("{refusal:?}"),
-            Outcome::Failed(_) => "Failed".to_owned(),
-            other => format!("{other:?}"),
+            Outcome::Refused(refusal) => Some(format!("{refusal:?}")),
+            Outcome::Failed(_) => Some("Failed".to_owned()),
+            Outcome::Unknown => None, // counted once resolved, below
+            other => Some(format!("{other:?}")),
         };
-        *outcomes.entry(key).or_insert(0) += 1;
+        if let Some(key) = key {
+            *outcomes.entry(key).or_insert(0) += 1;
+        }
         match &record.outcome {
             Outcome::Failed(why) => found.push(format!(
                 "worker {} on m{}: {:?} failed with an untyped error: {why}",
@@ -737,7 +749,11 @@ pub fn check(
             record.worker, record.machine, record.outcome
         );
         match (&record.outcome, entries.len()) {
-            (Outcome::Applied, 1) | (Outcome::Unknown, 0 | 1) | (Outcome::Refused(_), 0) => {}
+            (Outcome::Unknown, n @ (0 | 1)) => {
+                let resolved = ["Unknown, not committed", "Unknown, committed"][n];
+                *outcomes.entry(resolved.to_owned()).or_insert(0) += 1;
+            }
+            (Outcome::Applied, 1) | (Outcome::Refused(_), 0) => {}
             (_, n) => found.push(format!("{what} is in the history {n} time(s)")),
         }
         if let Some(entry) = entries.first() {
@@ -794,28 +810,7 @@ pub fn check(
     }
 
     // Nothing left behind by the sessions.
-    let open: Count = sql_query(
-        "SELECT count(*) AS n FROM pg_stat_activity
-         WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-           AND state LIKE 'idle in transaction%'",
-    )
-    .bind::<Text, _>(database)
-    .get_result(conn)
-    .unwrap();
-    if open.n != 0 {
-        found.push(format!("{} session(s) left idle in transaction", open.n));
-    }
-    let locks: Count = sql_query(
-        "SELECT count(*) AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE a.datname = $1 AND l.pid <> pg_backend_pid()
-           AND a.backend_type = 'client backend'",
-    )
-    .bind::<Text, _>(database)
-    .get_result(conn)
-    .unwrap();
-    if locks.n != 0 {
-        found.push(format!("{} lock(s) still held", locks.n));
-    }
+    found.extend(leftovers(conn, database));
 
     let mut seen_diverged: HashSet<Uuid> = diverged(conn, machines).into_iter().collect();
     seen_diverged.extend(
@@ -830,6 +825,36 @@ pub fn check(
         diverged: seen_diverged.len(),
         outcomes,
     }
+}
+
+/// Sessions of `database` (other than `conn`'s) left idle in a transaction,
+/// and locks they hold, described; empty when there are none.
+pub fn leftovers(conn: &mut PgConnection, database: &str) -> Vec<String> {
+    sql_query(
+        "SELECT format('session %s left %s: %s', pid, state, query) AS what
+         FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+           AND state LIKE 'idle in transaction%'
+         UNION ALL
+         SELECT format('session %s (%s: %s) holds a %s lock (%s on %s)',
+                       l.pid, a.state, a.query, l.mode, l.locktype,
+                       coalesce(l.relation::regclass::text, '-'))
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE a.datname = $1 AND l.pid <> pg_backend_pid()
+           AND a.backend_type = 'client backend'",
+    )
+    .bind::<Text, _>(database)
+    .load::<What>(conn)
+    .unwrap()
+    .into_iter()
+    .map(|row| row.what)
+    .collect()
+}
+
+#[derive(QueryableByName)]
+struct What {
+    #[diesel(sql_type = Text)]
+    what: String,
 }
 
 #[derive(QueryableByName)]

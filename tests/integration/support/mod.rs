@@ -6,6 +6,7 @@
 
 pub mod harness;
 pub mod legacy_writer;
+pub mod proxy;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
