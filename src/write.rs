@@ -181,6 +181,14 @@ pub(crate) fn connection_gone(conn: &mut PgConnection, error: &DieselError) -> b
     gone
 }
 
+/// Pass `error` on, having marked `conn` broken if the error says it is gone
+/// (see [`connection_gone`]): for the reads, so that a pool does not hand a
+/// dead connection out again.
+pub(crate) fn forget_if_gone(conn: &mut PgConnection, error: DieselError) -> DieselError {
+    connection_gone(conn, &error);
+    error
+}
+
 /// The one row the transition statement returns.
 #[derive(Queryable)]
 struct Outcome {
