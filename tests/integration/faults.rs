@@ -740,3 +740,37 @@ fn a_transition_on_a_connection_whose_backend_died_while_idle_is_an_unknown_outc
     assert_eq!(times_in_history(admin, id, operation), 1);
     assert_consistent(admin, id);
 }
+
+#[test]
+fn a_read_on_a_connection_whose_backend_died_makes_the_pool_replace_it() {
+    // The same for the reads (`AnyMachine::load`, `history`,
+    // `find_operation`, the last being how an unknown outcome is resolved).
+    let db = TestDb::new();
+    let admin = &mut db.conn();
+    let pool = machine_state::pool_builder()
+        .max_size(1)
+        .build(ConnectionManager::new(&db.url))
+        .unwrap();
+    let id = idle_machine(admin);
+    type Read = fn(&mut PgConnection, Uuid) -> Result<(), Error>;
+    let reads: [(&str, Read); 3] = [
+        ("load", |conn, id| AnyMachine::load(conn, id).map(|_| ())),
+        ("history", |conn, id| history(conn, id).map(|_| ())),
+        ("find_operation", |conn, _| {
+            find_operation(conn, Uuid::new_v4()).map(|_| ())
+        }),
+    ];
+    for (name, read) in reads {
+        let mut conn = pool.get().unwrap();
+        let pid = backend_pid(&mut conn);
+        sql_query("SELECT pg_terminate_backend($1, 60000)")
+            .bind::<Integer, _>(pid)
+            .execute(admin)
+            .unwrap();
+        let error = read(&mut conn, id).unwrap_err();
+        assert!(is_connection_lost(&error), "{name}: {}", describe(&error));
+        drop(conn);
+        read(&mut pool.get().unwrap(), id)
+            .unwrap_or_else(|e| panic!("{name} on the next connection: {}", describe(&e)));
+    }
+}

@@ -24,7 +24,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_query;
 use diesel::sql_types::{Array, Nullable, Text, Uuid as SqlUuid};
 use machine_state::{
-    Action, AnyMachine, Error, Machine, Offline, Pool, RetryPolicy, State, TransitionError,
+    Action, AnyMachine, Error, Machine, Offline, Pool, PooledConnection, RetryPolicy, State,
+    TransitionError,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -467,9 +468,41 @@ pub fn run_case<W: Writer>(
     let (records, kills) = run_workers(db, writer, chaos, schedule, &machines);
     let mut report = check(admin, &db.db.name, &machines, &setup_ops, &records, chaos);
     if chaos == Chaos::KillBackends {
+        // Each killed backend is one dead connection, which fails the one
+        // step that meets it (or the sweep below); then the pool must
+        // discard it.
+        let pool = db.pool(schedule.session);
+        let swept = sweep(pool);
+        let lost = swept
+            + records
+                .iter()
+                .filter(|r| matches!(r.outcome, Outcome::Unknown | Outcome::LoadLost))
+                .count();
+        if lost > kills {
+            report.violations.push(format!(
+                "{lost} steps met a dead connection, but only {kills} backends were killed: \
+                 the pool handed a dead connection out again"
+            ));
+        }
+        if sweep(pool) > 0 {
+            report
+                .violations
+                .push("the pool still hands out dead connections".into());
+        }
         report.outcomes.insert("(backends killed)".into(), kills);
     }
     report
+}
+
+/// Check out every connection the pool can hold at once and use each for a
+/// read; returns how many were dead (a read on a dead connection makes the
+/// pool discard it).
+fn sweep(pool: &Pool) -> usize {
+    let held: Vec<_> = (0..pool.max_size()).map(|_| pool.get().unwrap()).collect();
+    held.into_iter()
+        .filter_map(|mut conn| machine_state::find_operation(&mut conn, Uuid::nil()).err())
+        .inspect(|error| assert!(is_connection_lost(error), "{}", describe(error)))
+        .count()
 }
 
 /// Register the machines and bring each to its initial state through the
@@ -558,7 +591,7 @@ fn run_worker<W: Writer>(
     machines: &[Uuid],
 ) -> Vec<Record> {
     let mut records = Vec::with_capacity(steps.len());
-    let mut conn = pool.get();
+    let mut conn = pool.get().map_err(|error| error.to_string());
     barrier.wait();
     let mut views: HashMap<usize, W::View> = HashMap::new();
     for step in steps {
@@ -593,7 +626,7 @@ fn run_worker<W: Writer>(
                 }
                 Err(Error::Inconsistent { .. }) => Outcome::Diverged,
                 Err(error) if is_connection_lost(&error) => {
-                    conn = pool.get();
+                    reconnect(&mut conn, pool);
                     Outcome::LoadLost
                 }
                 Err(error) => Outcome::Failed(format!("load: {}", describe(&error))),
@@ -607,7 +640,7 @@ fn run_worker<W: Writer>(
                 Ok(view) => view,
                 Err(error) => {
                     let outcome = if is_connection_lost(&error) {
-                        conn = pool.get();
+                        reconnect(&mut conn, pool);
                         Outcome::LoadLost
                     } else {
                         Outcome::Failed(format!("load: {}", describe(&error)))
@@ -620,7 +653,7 @@ fn run_worker<W: Writer>(
         let operation_id = Uuid::new_v4();
         let (outcome, next) = writer.perform(c, view, &action, operation_id);
         if outcome == Outcome::Unknown {
-            conn = pool.get();
+            reconnect(&mut conn, pool);
         }
         if let Some(next) = next {
             views.insert(step.machine, next);
@@ -628,6 +661,13 @@ fn run_worker<W: Writer>(
         record(Some(action), Some(operation_id), outcome);
     }
     records
+}
+
+/// Give a broken connection back to the pool (which discards it), then take
+/// another.
+fn reconnect(conn: &mut Result<PooledConnection, String>, pool: &Pool) {
+    drop(std::mem::replace(conn, Err("reconnecting".into())));
+    *conn = pool.get().map_err(|error| error.to_string());
 }
 
 /// Terminate a random active client backend of the database, again and
@@ -675,6 +715,20 @@ struct HistoryRow {
     kind: String,
     #[diesel(sql_type = Text)]
     isolation_level: String,
+}
+
+#[derive(QueryableByName, Debug)]
+struct PairRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    current_process_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Text>)]
+    current_state: Option<String>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    process_id: Option<Uuid>,
 }
 
 /// Everything the database must hold after a case, by SQL of its own.
@@ -807,6 +861,31 @@ pub fn check(
             }
         }
         last.insert(row.machine_id, row);
+    }
+    // The last entry of each history is what both rows hold, process included.
+    let pairs: Vec<PairRow> = sql_query(
+        "SELECT m.id, m.status, m.current_process_id, s.current_state, s.process_id
+         FROM machines m LEFT JOIN machine_state s ON s.machine_id = m.id
+         WHERE m.id = ANY($1)",
+    )
+    .bind::<Array<SqlUuid>, _>(machines)
+    .load(conn)
+    .unwrap();
+    for pair in &pairs {
+        let Some(entry) = last.get(&pair.id) else {
+            continue; // reported by `violations`
+        };
+        let process = (entry.to_state == "processing")
+            .then_some(entry.process_id)
+            .flatten();
+        let from_history = (Some(entry.to_state.as_str()), process);
+        if (Some(pair.status.as_str()), pair.current_process_id) != from_history
+            || (pair.current_state.as_deref(), pair.process_id) != from_history
+        {
+            found.push(format!(
+                "the history ends in {entry:?}, the rows hold {pair:?}"
+            ));
+        }
     }
 
     // Nothing left behind by the sessions.
