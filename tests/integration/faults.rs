@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::support::harness::{
     Chaos, CrateWriter, HarnessDb, Outcome, Writer, describe, diverged, is_connection_lost,
-    leftovers, property, run_case, schedules,
+    leftovers, property, run_case, schedules, sweep,
 };
 use crate::support::legacy_writer::LegacyWriter;
 use crate::support::proxy::{At, Fault, Proxy};
@@ -244,27 +244,27 @@ fn killing_backends_under_load_never_diverges_the_two_tables() {
 // Lost requests and replies
 
 /// A pooled or a plain connection.
-enum Session {
+enum Client {
     Pooled(PooledConnection),
     Plain(PgConnection),
 }
 
-impl Deref for Session {
+impl Deref for Client {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
         match self {
-            Session::Pooled(conn) => conn,
-            Session::Plain(conn) => conn,
+            Client::Pooled(conn) => conn,
+            Client::Plain(conn) => conn,
         }
     }
 }
 
-impl DerefMut for Session {
+impl DerefMut for Client {
     fn deref_mut(&mut self) -> &mut PgConnection {
         match self {
-            Session::Pooled(conn) => conn,
-            Session::Plain(conn) => conn,
+            Client::Pooled(conn) => conn,
+            Client::Plain(conn) => conn,
         }
     }
 }
@@ -284,8 +284,8 @@ fn lose_request_or_reply(at: At, fault: Fault) {
         .build(ConnectionManager::new(&url))
         .unwrap();
     let connect = || match at {
-        At::Statement => Session::Pooled(pool.get().unwrap()),
-        At::Commit => Session::Plain(PgConnection::establish(&url).unwrap()),
+        At::Statement => Client::Pooled(pool.get().unwrap()),
+        At::Commit => Client::Plain(PgConnection::establish(&url).unwrap()),
     };
 
     let id = idle_machine(admin);
@@ -435,8 +435,11 @@ fn forced(race: Race, policy: RetryPolicy) -> Result<(), Error> {
             "BEGIN; UPDATE machines SET updated_at = updated_at WHERE id = '{id}'"
         )),
         Race::Deadlock => {
-            // Let the transition's backend be the one that detects it.
-            conn.batch_execute("SET deadlock_timeout = '10ms'").unwrap();
+            // Let the transition's backend be the one that detects it: a
+            // backend looks for a deadlock once, `deadlock_timeout` after it
+            // started waiting, so the other one must be waiting by then too
+            // (it starts right after the transition is seen blocked).
+            conn.batch_execute("SET deadlock_timeout = '2s'").unwrap();
             other.batch_execute(&format!(
                 "SET deadlock_timeout = '60s'; BEGIN;
                  UPDATE machine_state SET updated_at = updated_at WHERE machine_id = '{id}'"
@@ -688,12 +691,11 @@ fn an_immediate_restart_under_load_keeps_every_acknowledged_transition() {
     for &id in &machines {
         assert_consistent(admin, id);
     }
-    // Every connection the pool hands out works again.
-    let mut held: Vec<_> = (0..WORKERS).map(|_| pool.get().unwrap()).collect();
-    for conn in &mut held {
-        AnyMachine::load(conn, machines[0]).expect("a working connection");
-    }
-    drop(held);
+    // The pool hands out working connections again: a connection that died
+    // with the server and has not been used since fails once, and is gone.
+    let dead = sweep(&pool);
+    assert!(dead <= WORKERS);
+    assert_eq!(sweep(&pool), 0, "the pool still hands out dead connections");
     let found = leftovers(admin, "postgres");
     assert!(found.is_empty(), "{}", found.join("\n"));
     drop(pool);

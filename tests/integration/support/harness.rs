@@ -497,7 +497,7 @@ pub fn run_case<W: Writer>(
 /// Check out every connection the pool can hold at once and use each for a
 /// read; returns how many were dead (a read on a dead connection makes the
 /// pool discard it).
-fn sweep(pool: &Pool) -> usize {
+pub fn sweep(pool: &Pool) -> usize {
     let held: Vec<_> = (0..pool.max_size()).map(|_| pool.get().unwrap()).collect();
     held.into_iter()
         .filter_map(|mut conn| machine_state::find_operation(&mut conn, Uuid::nil()).err())
