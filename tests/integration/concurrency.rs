@@ -20,12 +20,21 @@ use crate::support::legacy_writer::LegacyWriter;
 fn concurrent_transitions_never_diverge_the_two_tables() {
     let db = HarnessDb::new();
     let writer = CrateWriter::default();
+    let outcomes = Mutex::new(BTreeMap::new());
     property(
         "concurrent_transitions_never_diverge_the_two_tables",
         24,
         schedules(),
-        |schedule| run_case(&db, &writer, Chaos::None, &schedule).into_result(),
+        |schedule| {
+            let report = run_case(&db, &writer, Chaos::None, &schedule);
+            let mut outcomes = outcomes.lock().unwrap();
+            for (outcome, n) in &report.outcomes {
+                *outcomes.entry(outcome.clone()).or_insert(0) += n;
+            }
+            report.into_result()
+        },
     );
+    eprintln!("outcomes {:?}", outcomes.into_inner().unwrap());
 }
 
 #[test]
