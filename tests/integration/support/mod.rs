@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod harness;
+pub mod legacy_writer;
+pub mod proxy;
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
