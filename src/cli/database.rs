@@ -1,0 +1,165 @@
+//! The database a command runs against: the `--database-url` given, or the
+//! embedded server, started for the command and stopped after it.
+
+use diesel::connection::SimpleConnection;
+use diesel::dsl::sql;
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
+use machine_state::{EmbeddedPostgres, Error, MIGRATIONS};
+
+use super::args::DatabaseArgs;
+use super::error::CliError;
+
+/// The database the embedded server keeps the machines in.
+const EMBEDDED_DATABASE: &str = "machine_state";
+
+/// What a command needs of the schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// Whatever the database holds (`migrate`, `rollback`, `demo`).
+    AsIs,
+    /// Every migration of this crate applied: the embedded database is
+    /// migrated on the spot, a `--database-url` is only checked (and refused
+    /// with exit code 2 when behind), never migrated implicitly.
+    Current,
+}
+
+/// An open database: a URL, and the embedded server behind it if we started
+/// one (stopped by [`Database::stop`], or on drop).
+pub struct Database {
+    url: String,
+    server: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Reach the database the arguments name, making sure it has the schema
+    /// the command needs.
+    ///
+    /// # Errors
+    ///
+    /// The server does not start, the database cannot be reached, or it is
+    /// not migrated ([`CliError::NotMigrated`]).
+    pub fn open(args: &DatabaseArgs, schema: Schema) -> Result<Database, CliError> {
+        let database = match &args.database_url {
+            Some(url) => Database {
+                url: url.clone(),
+                server: None,
+            },
+            None => Self::embedded(args)?,
+        };
+        if schema == Schema::Current {
+            let conn = &mut database.connect()?;
+            if database.is_embedded() {
+                for version in machine_state::run_migrations(conn)? {
+                    tracing::info!(%version, "applied a migration to the embedded database");
+                }
+            } else {
+                ensure_migrated(conn)?;
+            }
+        }
+        Ok(database)
+    }
+
+    /// Start the embedded server on `--data-dir`, with its database.
+    fn embedded(args: &DatabaseArgs) -> Result<Database, CliError> {
+        let server = EmbeddedPostgres::builder()
+            .data_dir(&args.data_dir)
+            .start()?;
+        tracing::info!(
+            data_dir = %server.data_dir().display(),
+            "started the embedded PostgreSQL server"
+        );
+        let admin = &mut PgConnection::establish(&server.url("postgres")).map_err(Error::from)?;
+        let exists: bool = diesel::select(sql::<Bool>(&format!(
+            "EXISTS (SELECT FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}')"
+        )))
+        .get_result(admin)
+        .map_err(Error::from)?;
+        if !exists {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {EMBEDDED_DATABASE}"))
+                .map_err(Error::from)?;
+        }
+        Ok(Database {
+            url: server.url(EMBEDDED_DATABASE),
+            server: Some(server),
+        })
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether this is the embedded server's database.
+    pub fn is_embedded(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// A new connection whose transactions default to REPEATABLE READ, so a
+    /// transition is one statement (see `machine_state::pool_builder`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connection`] when the database cannot be reached.
+    pub fn connect(&self) -> Result<PgConnection, Error> {
+        let mut conn = PgConnection::establish(&self.url)?;
+        conn.batch_execute("SET default_transaction_isolation = 'repeatable read'")?;
+        Ok(conn)
+    }
+
+    /// Stop the embedded server, if any, reporting a failure to stop.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Server`] when the server's directory cannot be removed.
+    pub fn stop(self) -> Result<(), Error> {
+        match &self.server {
+            Some(server) => server.stop(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A version recorded in diesel's bookkeeping table.
+#[derive(QueryableByName)]
+struct AppliedVersion {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+/// Refuse a database that lacks any of this crate's migrations, reading
+/// diesel's bookkeeping table without creating it (diesel's own
+/// `has_pending_migration` would).
+fn ensure_migrated(conn: &mut PgConnection) -> Result<(), CliError> {
+    let tracked: bool = diesel::select(sql::<Bool>(
+        "to_regclass('__diesel_schema_migrations') IS NOT NULL",
+    ))
+    .get_result(conn)
+    .map_err(Error::from)?;
+    let applied: Vec<String> = if tracked {
+        diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+            .load::<AppliedVersion>(conn)
+            .map_err(Error::from)?
+            .into_iter()
+            .map(|row| row.version)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let ours = MigrationSource::<Pg>::migrations(&MIGRATIONS)
+        .map_err(|e| Error::Migration(e.to_string()))?;
+    let pending: Vec<String> = ours
+        .iter()
+        .map(|migration| migration.name().version().to_string())
+        .filter(|version| !applied.contains(version))
+        .map(|version| format!("`{version}`"))
+        .collect();
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::NotMigrated { pending })
+    }
+}

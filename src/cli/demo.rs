@@ -1,0 +1,498 @@
+//! `demo`: the legacy race, reproduced, then the same workload through this
+//! crate.
+//!
+//! On a throwaway schema of the database (so the user's machines are never
+//! touched), `--machines` machines are shared by `--workers` threads, a third
+//! each of recipe starters, executors and stoppers, for `--seconds`:
+//!
+//! 1. with the legacy writer ([`super::legacy`]: two separate writes with the
+//!    work between them), then the library's [`audit`](machine_state::audit)
+//!    measures the diverged share;
+//! 2. [`repair`](machine_state::repair) brings the diverged machines back;
+//! 3. with this crate (load, the same work, one guarded transition), and the
+//!    audit again, which must find 0%.
+//!
+//! Both runs do the same work with the same pauses; the only difference is
+//! the write.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection};
+use indicatif::{ProgressBar, ProgressStyle};
+use machine_state::{Action, AnyMachine, AuditReport, Error, Idle, Machine, Offline, Pool};
+use uuid::Uuid;
+
+use super::args::DemoArgs;
+use super::consistency::summary;
+use super::database::Database;
+use super::error::{CliError, Exit};
+use super::legacy;
+use super::output;
+
+/// The failure description of a failed recipe run.
+pub const FAILURE: &str = "recipe failed: chamber pressure out of range (demo)";
+
+/// What a worker does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Starts recipe runs on offline or idle machines.
+    Starter,
+    /// Runs the recipe of a processing machine, then completes it (or, one
+    /// time in 20, fails it).
+    Executor,
+    /// Aborts processing machines, and resets machines in error (a user).
+    Stopper,
+}
+
+impl Role {
+    const ALL: [Role; 3] = [Role::Starter, Role::Executor, Role::Stopper];
+}
+
+/// What one worker step came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The machine was changed.
+    Applied,
+    /// The machine had moved on since it was read: nothing written.
+    Refused,
+    /// The machine was in no state this role acts on.
+    NothingToDo,
+}
+
+/// The simulated work of each role: the same pauses in both runs.
+pub struct Workload;
+
+impl Workload {
+    /// The work a role does after deciding and before its first write: the
+    /// recipe run, for an executor.
+    pub fn before(&self, role: Role) {
+        if role == Role::Executor {
+            pause(2_000);
+        }
+    }
+
+    /// The work the legacy components did between their two writes:
+    /// dispatching the recipe to the tool, reporting its end, relaying an
+    /// abort. This crate does it before its one write.
+    pub fn between(&self, role: Role) {
+        match role {
+            Role::Starter => pause(1_000),
+            Role::Executor => pause(500),
+            Role::Stopper => pause(500),
+        }
+    }
+
+    /// Whether this recipe run fails (one in 20).
+    pub fn recipe_fails(&self) -> bool {
+        fastrand::u8(0..20) == 0
+    }
+
+    /// A user's pause between two looks at a machine.
+    fn think(&self, role: Role) {
+        if role == Role::Stopper {
+            pause(3_000);
+        }
+    }
+}
+
+/// Sleep a random time up to `max_micros`.
+fn pause(max_micros: u64) {
+    thread::sleep(Duration::from_micros(fastrand::u64(0..=max_micros)));
+}
+
+/// `demo`: run both workloads and print what the audit finds after each.
+///
+/// # Errors
+///
+/// The throwaway schema cannot be created, or the database fails; a worker's
+/// failed step is counted and reported, not an error.
+pub fn run(database: &Database, args: &DemoArgs, show_progress: bool) -> Result<Exit, CliError> {
+    let sandbox = Sandbox::create(database)?;
+    let seconds = Duration::from_secs_f64(args.seconds);
+    let w = args.workers;
+    output::line(format_args!(
+        "demo: {} machines, {w} workers ({} starters, {} executors, {} stoppers), {} per run",
+        args.machines,
+        w.div_ceil(3),
+        (w + 1) / 3,
+        w / 3,
+        humantime::format_duration(seconds),
+    ))?;
+    output::line(format_args!(
+        "      in the throwaway schema `{}` of the {} (dropped at the end)\n",
+        sandbox.schema,
+        if database.is_embedded() {
+            "embedded database"
+        } else {
+            "database"
+        }
+    ))?;
+    let exit = compare(&sandbox, args, seconds, show_progress)?;
+    sandbox.drop_schema()?;
+    Ok(exit)
+}
+
+/// The two runs, the audits and the repair between them.
+fn compare(
+    sandbox: &Sandbox,
+    args: &DemoArgs,
+    seconds: Duration,
+    show_progress: bool,
+) -> Result<Exit, CliError> {
+    let legacy_pool = sandbox.pool(args.workers, false)?;
+    let crate_pool = sandbox.pool(args.workers, true)?;
+    let conn = &mut crate_pool.get().map_err(Error::from)?;
+    let ids = create_machines(conn, args.machines, show_progress)?;
+    let run =
+        |name,
+         pool,
+         conn: &mut PgConnection,
+         step: &(dyn Fn(&mut PgConnection, Role) -> Result<Step, String> + Sync)| {
+            run_workers(name, pool, conn, args.workers, seconds, show_progress, step)
+        };
+
+    let legacy = run("legacy", &legacy_pool, conn, &|conn, role| {
+        legacy::step(conn, role, pick(&ids), &Workload).map_err(|e| Error::Database(e).to_string())
+    })?;
+    output::line(format_args!(
+        "legacy two-write pattern: {} transitions ({:.0}/s), none refused",
+        legacy.applied,
+        legacy.per_second()
+    ))?;
+    legacy.report()?;
+
+    let repairs = machine_state::repair(conn, false)?;
+    let repaired = repairs.iter().filter(|r| r.applied).count();
+    output::line(format_args!(
+        "repair (the row written last wins): {repaired} machines repaired, each recorded in the history"
+    ))?;
+    output::line(format_args!(
+        "  audit after repair: {}",
+        summary(&machine_state::audit(conn)?)
+    ))?;
+
+    let ours = run("crate", &crate_pool, conn, &|conn, role| {
+        crate_step(conn, role, pick(&ids)).map_err(|e| e.to_string())
+    })?;
+    output::line(format_args!(
+        "machine-state crate: {} transitions ({:.0}/s), {} refused as stale (nothing written)",
+        ours.applied,
+        ours.per_second(),
+        ours.refused
+    ))?;
+    ours.report()?;
+
+    output::line("")?;
+    output::line(format_args!(
+        "{:<20}{:>18}{:>12}{:>15}{:>18}",
+        "", "diverged, running", "at the end", "transitions/s", "refused as stale"
+    ))?;
+    let row = |name: &str, run: &Tally, refused: String| {
+        format!(
+            "{name:<20}{:>18}{:>12}{:>15.0}{refused:>18}",
+            output::percent(run.mean_diverged()),
+            output::percent(run.end.diverged_percent()),
+            run.per_second()
+        )
+    };
+    output::line(row("legacy two writes", &legacy, "-".into()))?;
+    output::line(row("machine-state", &ours, ours.refused.to_string()))?;
+    Ok(if ours.is_consistent() {
+        Exit::Success
+    } else {
+        Exit::Refused
+    })
+}
+
+/// One step of a worker with this crate: load the machine, decide, do the
+/// same work as the legacy worker, then one guarded transition.
+fn crate_step(conn: &mut PgConnection, role: Role, id: Uuid) -> Result<Step, Error> {
+    let work = Workload;
+    let machine = AnyMachine::load(conn, id)?;
+    let action = match (role, &machine) {
+        (Role::Starter, AnyMachine::Offline(_) | AnyMachine::Idle(_)) => {
+            Action::Start(Uuid::new_v4())
+        }
+        (Role::Executor, AnyMachine::Processing(_)) if work.recipe_fails() => {
+            Action::Fail(FAILURE.to_owned())
+        }
+        (Role::Executor, AnyMachine::Processing(_)) => Action::Complete,
+        (Role::Stopper, AnyMachine::Processing(_)) => Action::Stop,
+        (Role::Stopper, AnyMachine::Errored(_)) => Action::Reset,
+        _ => return Ok(Step::NothingToDo),
+    };
+    work.before(role);
+    work.between(role);
+    match machine.perform(conn, &action) {
+        Ok(_) => Ok(Step::Applied),
+        Err(refused) => match refused.error {
+            Error::Conflict { .. } | Error::RetriesExhausted { .. } => Ok(Step::Refused),
+            error => Err(error),
+        },
+    }
+}
+
+/// A random machine.
+fn pick(ids: &[Uuid]) -> Uuid {
+    ids[fastrand::usize(..ids.len())]
+}
+
+/// Register the demo's machines (one in four offline, the rest idle).
+fn create_machines(
+    conn: &mut PgConnection,
+    count: u32,
+    show_progress: bool,
+) -> Result<Vec<Uuid>, CliError> {
+    let bar = progress_bar(show_progress, u64::from(count), "machines", "{pos}/{len}");
+    let mut ids = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let id = Uuid::new_v4();
+        if i % 4 == 0 {
+            Machine::<Offline>::create(conn, id)?;
+        } else {
+            Machine::<Idle>::create(conn, id)?;
+        }
+        ids.push(id);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(ids)
+}
+
+/// What one run did, and what the audits saw.
+struct Tally {
+    applied: u64,
+    refused: u64,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+    /// The diverged share found by each audit taken while the workers ran.
+    running: Vec<f64>,
+    /// The audit once the workers had stopped.
+    end: AuditReport,
+}
+
+impl Tally {
+    fn per_second(&self) -> f64 {
+        self.applied as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The mean diverged share seen while the workers ran.
+    fn mean_diverged(&self) -> f64 {
+        self.running.iter().sum::<f64>() / self.running.len().max(1) as f64
+    }
+
+    /// Whether no audit, running or at the end, found a diverged machine.
+    fn is_consistent(&self) -> bool {
+        self.end.is_consistent() && self.running.iter().all(|&share| share == 0.0)
+    }
+
+    /// The audits' findings; failed steps (not expected) on stderr.
+    fn report(&self) -> Result<(), CliError> {
+        if let Some(error) = &self.first_error {
+            eprintln!(
+                "warning: {} worker steps failed, the first with: {error}",
+                self.errors
+            );
+        }
+        let max = self.running.iter().copied().fold(0.0, f64::max);
+        output::line(format_args!(
+            "  audits while running: {} of the machines diverged on average, {} at most ({} audits)",
+            output::percent(self.mean_diverged()),
+            output::percent(max),
+            self.running.len()
+        ))?;
+        output::line(format_args!("  audit at the end: {}", summary(&self.end)))?;
+        let state_level = self
+            .end
+            .diverged
+            .iter()
+            .filter(|f| f.violations.iter().any(|v| v.breaks_state()))
+            .count();
+        if state_level > 0 {
+            output::line(format_args!(
+                "    of which {state_level} disagree on state or process (I1–I4), the rest on timestamps (I5)"
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+/// How often the audit runs while the workers do.
+const AUDIT_EVERY: Duration = Duration::from_millis(200);
+
+/// Run `workers` threads, each with a connection of its own and a role,
+/// calling `step` until `duration` is over, while `monitor` audits every
+/// [`AUDIT_EVERY`] (as the legacy "monitor consistency" step did on the live
+/// system) and a progress bar shows the count.
+fn run_workers(
+    name: &str,
+    pool: &Pool,
+    monitor: &mut PgConnection,
+    workers: u32,
+    duration: Duration,
+    show_progress: bool,
+    step: &(dyn Fn(&mut PgConnection, Role) -> Result<Step, String> + Sync),
+) -> Result<Tally, CliError> {
+    let conns = (0..workers)
+        .map(|_| pool.get())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::from)?;
+    let (applied, refused, errors) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let first_error = Mutex::new(None);
+    let bar = progress_bar(show_progress, duration.as_millis() as u64, name, "{msg}");
+    let started = Instant::now();
+    let deadline = started + duration;
+    let running = thread::scope(|scope| {
+        for (i, mut conn) in conns.into_iter().enumerate() {
+            let role = Role::ALL[i % 3];
+            let (applied, refused, errors, first_error) =
+                (&applied, &refused, &errors, &first_error);
+            scope.spawn(move || {
+                while Instant::now() < deadline {
+                    match step(&mut conn, role) {
+                        Ok(Step::Applied) => {
+                            applied.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Step::Refused) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Step::NothingToDo) => {}
+                        Err(error) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                            first.get_or_insert(error);
+                        }
+                    }
+                    Workload.think(role);
+                }
+            });
+        }
+        let mut running = Vec::new();
+        let mut next_audit = started + AUDIT_EVERY / 2;
+        while Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+            if Instant::now() >= next_audit && Instant::now() < deadline {
+                running.push(machine_state::audit(monitor)?.diverged_percent());
+                next_audit += AUDIT_EVERY;
+            }
+            bar.set_position(started.elapsed().as_millis() as u64);
+            bar.set_message(format!("{} transitions", applied.load(Ordering::Relaxed)));
+        }
+        Ok::<_, Error>(running)
+    })?;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok(Tally {
+        applied: applied.into_inner(),
+        refused: refused.into_inner(),
+        errors: errors.into_inner(),
+        first_error: first_error.into_inner().unwrap_or_else(|e| e.into_inner()),
+        elapsed,
+        running,
+        end: machine_state::audit(monitor)?,
+    })
+}
+
+/// A progress bar on stderr, hidden when asked (logs would garble it) or
+/// when stderr is not a terminal.
+fn progress_bar(show: bool, len: u64, prefix: &str, counter: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len).with_prefix(prefix.to_owned());
+    let template = format!("{{prefix:>8}} [{{bar:30}}] {counter}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// A throwaway schema holding the demo's tables, dropped at the end (also
+/// when the demo fails half-way).
+struct Sandbox {
+    url: String,
+    schema: String,
+    dropped: bool,
+}
+
+impl Sandbox {
+    /// Create the schema and apply the migrations inside it.
+    fn create(database: &Database) -> Result<Sandbox, CliError> {
+        let schema = format!("machine_state_demo_{:08x}", fastrand::u32(..));
+        let conn = &mut database.connect()?;
+        conn.batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .map_err(Error::from)?;
+        let sandbox = Sandbox {
+            url: database.url().to_owned(),
+            schema,
+            dropped: false,
+        };
+        conn.batch_execute(&format!("SET search_path TO {}", sandbox.schema))
+            .map_err(Error::from)?;
+        machine_state::run_migrations(conn)?;
+        Ok(sandbox)
+    }
+
+    /// A pool for `workers` workers (and the audit) whose sessions see only
+    /// the sandbox; REPEATABLE READ by default for this crate's run, as
+    /// [`machine_state::pool`] does, and the server's default for the legacy
+    /// one.
+    fn pool(&self, workers: u32, repeatable_read: bool) -> Result<Pool, CliError> {
+        let session = SandboxSession {
+            schema: self.schema.clone(),
+            repeatable_read,
+        };
+        machine_state::pool_builder()
+            .max_size(workers + 1)
+            .min_idle(None)
+            .connection_customizer(Box::new(session))
+            .build(ConnectionManager::new(&self.url))
+            .map_err(|e| CliError::Library(Error::Pool(e)))
+    }
+
+    /// Drop the schema, reporting a failure.
+    fn drop_schema(mut self) -> Result<(), CliError> {
+        self.dropped = true;
+        let conn = &mut PgConnection::establish(&self.url).map_err(Error::from)?;
+        conn.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .map_err(Error::from)?;
+        Ok(())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if !self.dropped {
+            let dropped = PgConnection::establish(&self.url).map(|mut conn| {
+                conn.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            });
+            if !matches!(dropped, Ok(Ok(()))) {
+                tracing::warn!(schema = %self.schema, "could not drop the demo's schema");
+            }
+        }
+    }
+}
+
+/// Points a session at the sandbox (and makes it REPEATABLE READ by default
+/// for this crate's run).
+#[derive(Debug)]
+struct SandboxSession {
+    schema: String,
+    repeatable_read: bool,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SandboxSession {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        if self.repeatable_read {
+            machine_state::RepeatableReadSession.on_acquire(conn)?;
+        }
+        conn.batch_execute(&format!("SET search_path TO {}", self.schema))
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
