@@ -10,10 +10,8 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = cli::Cli::parse_with_exit_codes();
     cli::init_logging(args.verbose, matches!(args.command, cli::Command::Demo(_)));
     let exit = match cli::run(args) {
         Ok(exit) => exit,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use machine_state::MAX_DESCRIPTION_CHARS;
 use uuid::Uuid;
 
@@ -30,22 +30,33 @@ pub const DEFAULT_DATA_DIR: &str = ".machine-state/pgdata";
 #[derive(Debug, Parser)]
 #[command(name = "machine-state", version, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Which database to use.
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-
     /// More logs on stderr: `-v` for each transition, `-vv` for debugging
     /// (defaults to warnings only; `RUST_LOG` overrides).
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Which database to use.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+impl Cli {
+    /// Parse the command line, with the exit codes shown after every
+    /// command's help; exits with 2 (0 for `--help`) on bad usage.
+    pub fn parse_with_exit_codes() -> Cli {
+        let command = Cli::command().mut_subcommands(|sub| sub.after_help(EXIT_CODES));
+        let mut matches = command.get_matches();
+        Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|error| error.exit())
+    }
+}
+
 /// The database options, shared by every command.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Database")]
 pub struct DatabaseArgs {
     /// PostgreSQL URL (libpq syntax, e.g. `postgresql://user@host/db`); it is
     /// never migrated implicitly: run `migrate` first. Without one, an
@@ -58,6 +69,7 @@ pub struct DatabaseArgs {
         long,
         value_name = "DIR",
         env = "MACHINE_STATE_DATA_DIR",
+        hide_env_values = true,
         global = true,
         default_value = DEFAULT_DATA_DIR,
         conflicts_with = "database_url"
@@ -152,17 +164,18 @@ pub enum Command {
         id: Uuid,
     },
 
-    /// Check every machine's two rows against the invariants I1–I5 and print
-    /// the diverged share (the legacy "0% inconsistency" check); exits with 1
-    /// when any machine is diverged.
+    /// Find diverged machines (the legacy "0% inconsistency" check).
+    ///
+    /// Checks every machine's two rows against the invariants I1–I5, lists
+    /// each diverged machine and prints the diverged share; exits with 1 when
+    /// any machine is diverged.
     Audit {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
 
-    /// Bring diverged machines back to a consistent state, recording each
-    /// repair in the history.
+    /// Bring diverged machines back, recording each repair in the history.
     ///
     /// Policy: the row written last wins (`machines` on a tie); if it holds
     /// no usable state (an unknown string, or `processing` without a process),
@@ -189,10 +202,12 @@ pub enum Command {
         json: bool,
     },
 
-    /// Reproduce the legacy race, then run the same workload through this
-    /// crate, and print each one's diverged share and throughput.
+    /// Reproduce the legacy race next to this crate, and compare them.
     ///
-    /// Runs in a throwaway schema of the database (created and dropped by the
+    /// Simulated recipe starters, executors and stoppers share the machines,
+    /// first with the legacy two-write pattern, then with this crate; the
+    /// audit measures the diverged share of each while they run and at the
+    /// end. Runs in a throwaway schema of the database (created and dropped by the
     /// demo), so your machines are never touched.
     Demo(DemoArgs),
 }
@@ -270,8 +285,6 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
 
     #[test]

@@ -101,7 +101,9 @@ pub fn repair(conn: &mut PgConnection, dry_run: bool, json: bool) -> Result<Exit
                 repair.machine_id, repair.winner, repair.state
             ))?;
         }
-        let summary = if dry_run {
+        let summary = if repairs.is_empty() {
+            "nothing to repair: no machine is diverged".to_owned()
+        } else if dry_run {
             format!("{} diverged machines would be repaired", repairs.len())
         } else {
             format!(

@@ -17,7 +17,7 @@ pub mod migrations;
 pub mod output;
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, IsTerminal, Read};
 use std::path::Path;
 
 use machine_state::{Action, MAX_DESCRIPTION_CHARS};
@@ -105,17 +105,20 @@ fn read_message(args: &MessageArgs) -> Result<String, CliError> {
         path: path.clone(),
         source,
     })?;
+    let source = if path == Path::new("-") {
+        "standard input".to_owned()
+    } else {
+        format!("`{}`", path.display())
+    };
     if bytes.len() as u64 == limit {
         return Err(CliError::Input(format!(
             "a failure description is limited to {MAX_DESCRIPTION_CHARS} characters, \
-             `{}` holds more",
-            path.display()
+             {source} holds more"
         )));
     }
     let text = String::from_utf8(bytes).map_err(|_| {
         CliError::Input(format!(
-            "a failure description must be UTF-8 text, `{}` is not",
-            path.display()
+            "a failure description must be UTF-8 text, {source} is not"
         ))
     })?;
     let text = text
@@ -143,5 +146,6 @@ pub fn init_logging(verbose: u8, demo: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .init();
 }
