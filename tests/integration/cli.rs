@@ -604,7 +604,8 @@ fn demo_shows_the_legacy_race_and_leaves_the_users_machines_alone() {
     )
     .load(conn)
     .unwrap();
-    assert!(schemas.is_empty(), "the demo's schema is dropped");
+    let left: Vec<&str> = schemas.iter().map(|s| s.name.as_str()).collect();
+    assert!(left.is_empty(), "the demo's schema is dropped: {left:?}");
     usage_error(cli(&db).args(["demo", "--workers", "2"]));
     usage_error(cli(&db).args(["demo", "--seconds", "0"]));
 }
