@@ -64,17 +64,24 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Where the embedded server keeps its data (created on first use).
+    /// Where the embedded server keeps its data, created on first use
+    /// [default: .machine-state/pgdata].
+    ///
+    /// As root, the server runs as the `postgres` user (`initdb` refuses
+    /// root), which must be able to reach this directory; when the default
+    /// is out of its reach (under `/root`, say), the data goes to
+    /// `/var/lib/machine-state/<directory name>-<hash>/pgdata` instead, the
+    /// same for every command run from the same directory. `demo` uses a
+    /// throwaway server instead.
     #[arg(
         long,
         value_name = "DIR",
         env = "MACHINE_STATE_DATA_DIR",
         hide_env_values = true,
         global = true,
-        default_value = DEFAULT_DATA_DIR,
         conflicts_with = "database_url"
     )]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The commands.

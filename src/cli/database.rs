@@ -1,6 +1,11 @@
 //! The database a command runs against: the `--database-url` given, or the
 //! embedded server, started for the command and stopped after it.
 
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
 use diesel::connection::SimpleConnection;
 use diesel::dsl::sql;
 use diesel::migration::MigrationSource;
@@ -8,8 +13,9 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 use machine_state::{EmbeddedPostgres, Error, MIGRATIONS};
+use nix::unistd::Uid;
 
-use super::args::DatabaseArgs;
+use super::args::{DEFAULT_DATA_DIR, DatabaseArgs};
 use super::error::CliError;
 
 /// The database the embedded server keeps the machines in.
@@ -24,6 +30,15 @@ pub enum Schema {
     /// migrated on the spot, a `--database-url` is only checked (and refused
     /// with exit code 2 when behind), never migrated implicitly.
     Current,
+}
+
+/// Which embedded server a command gets when no URL is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Embedded {
+    /// The one whose data persists in the data directory.
+    Persistent,
+    /// A throwaway one, removed when the command ends (`demo`).
+    Throwaway,
 }
 
 /// An open database: a URL, and the embedded server behind it if we started
@@ -41,13 +56,17 @@ impl Database {
     ///
     /// The server does not start, the database cannot be reached, or it is
     /// not migrated ([`CliError::NotMigrated`]).
-    pub fn open(args: &DatabaseArgs, schema: Schema) -> Result<Database, CliError> {
+    pub fn open(
+        args: &DatabaseArgs,
+        schema: Schema,
+        embedded: Embedded,
+    ) -> Result<Database, CliError> {
         let database = match &args.database_url {
             Some(url) => Database {
                 url: url.clone(),
                 server: None,
             },
-            None => Self::embedded(args)?,
+            None => Self::embedded(args, embedded)?,
         };
         if schema == Schema::Current {
             let conn = &mut database.connect()?;
@@ -62,11 +81,14 @@ impl Database {
         Ok(database)
     }
 
-    /// Start the embedded server on `--data-dir`, with its database.
-    fn embedded(args: &DatabaseArgs) -> Result<Database, CliError> {
-        let server = EmbeddedPostgres::builder()
-            .data_dir(&args.data_dir)
-            .start()?;
+    /// Start the embedded server, with its database.
+    fn embedded(args: &DatabaseArgs, embedded: Embedded) -> Result<Database, CliError> {
+        let server = match embedded {
+            Embedded::Persistent => EmbeddedPostgres::builder()
+                .data_dir(data_dir(args)?)
+                .start()?,
+            Embedded::Throwaway => EmbeddedPostgres::start_temporary()?,
+        };
         tracing::info!(
             data_dir = %server.data_dir().display(),
             "started the embedded PostgreSQL server"
@@ -121,6 +143,77 @@ impl Database {
             None => Ok(()),
         }
     }
+}
+
+/// Where the data of servers goes whose default data directory the server's
+/// user cannot reach.
+const UNREACHABLE_FALLBACK: &str = "/var/lib/machine-state";
+
+/// The embedded server's data directory: `--data-dir`, or the default.
+///
+/// As root, the server runs as an unprivileged user (`initdb` refuses root),
+/// which must be able to reach the directory. Under a private directory (a
+/// clone in `/root`, mode 0700) the default is out of its reach: the data
+/// then goes to `/var/lib/machine-state/<directory name>-<hash of its
+/// path>/pgdata`, the same for every command run from that directory. An
+/// explicit `--data-dir` out of reach is refused with an explanation.
+fn data_dir(args: &DatabaseArgs) -> Result<PathBuf, CliError> {
+    let requested = args
+        .data_dir
+        .as_deref()
+        .unwrap_or(Path::new(DEFAULT_DATA_DIR));
+    let absolute = std::path::absolute(requested)
+        .map_err(|e| CliError::Input(format!("cannot resolve `{}`: {e}", requested.display())))?;
+    if !Uid::effective().is_root() {
+        return Ok(absolute);
+    }
+    let Some(private) = private_ancestor(&absolute) else {
+        return Ok(absolute);
+    };
+    if args.data_dir.is_some() {
+        return Err(CliError::Input(format!(
+            "the embedded server runs as an unprivileged user (`initdb` refuses root), which \
+             cannot reach `{}` through `{}` (not searchable by others): choose a `--data-dir` \
+             it can reach",
+            absolute.display(),
+            private.display()
+        )));
+    }
+    let home = absolute
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
+    let name = home
+        .file_name()
+        .map_or_else(|| "root".into(), |n| n.to_string_lossy());
+    let fallback = Path::new(UNREACHABLE_FALLBACK)
+        .join(format!(
+            "{name}-{:016x}",
+            fnv1a(home.as_os_str().as_bytes())
+        ))
+        .join("pgdata");
+    tracing::info!(
+        data_dir = %fallback.display(),
+        unreachable = %absolute.display(),
+        "the server's user cannot reach the default data directory; using another"
+    );
+    Ok(fallback)
+}
+
+/// The first existing ancestor of `path` that others cannot search.
+fn private_ancestor(path: &Path) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .filter_map(|dir| Some((dir, fs::metadata(dir).ok()?)))
+        .find(|(_, metadata)| metadata.permissions().mode() & 0o001 == 0)
+        .map(|(dir, _)| dir.to_path_buf())
+}
+
+/// A hash that stays the same across builds (FNV-1a, 64 bits).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A version recorded in diesel's bookkeeping table.

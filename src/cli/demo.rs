@@ -123,14 +123,14 @@ pub fn run(database: &Database, args: &DemoArgs, show_progress: bool) -> Result<
         w / 3,
         humantime::format_duration(seconds),
     ))?;
+    let place = if database.is_embedded() {
+        "a throwaway embedded server"
+    } else {
+        "the database"
+    };
     output::line(format_args!(
-        "      in the throwaway schema `{}` of the {} (dropped at the end)\n",
-        sandbox.schema,
-        if database.is_embedded() {
-            "embedded database"
-        } else {
-            "database"
-        }
+        "      in the throwaway schema `{}` of {place} (dropped at the end)\n",
+        sandbox.schema
     ))?;
     let exit = compare(&sandbox, args, seconds, show_progress)?;
     sandbox.drop_schema()?;

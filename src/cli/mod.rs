@@ -27,7 +27,7 @@ pub use args::{Cli, Command};
 pub use error::{CliError, Exit};
 
 use args::MessageArgs;
-use database::{Database, Schema};
+use database::{Database, Embedded, Schema};
 
 /// Run the command: check what can be checked without a database, open the
 /// database (starting the embedded server if needed), run, stop the server.
@@ -44,7 +44,11 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Migrate | Command::Rollback { .. } | Command::Demo(_) => Schema::AsIs,
         _ => Schema::Current,
     };
-    let database = Database::open(&cli.database, schema)?;
+    let embedded = match cli.command {
+        Command::Demo(_) => Embedded::Throwaway,
+        _ => Embedded::Persistent,
+    };
+    let database = Database::open(&cli.database, schema, embedded)?;
     let outcome = dispatch(&database, cli.command, message, cli.verbose == 0);
     let stopped = database.stop();
     let exit = outcome?;

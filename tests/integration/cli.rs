@@ -652,3 +652,68 @@ fn the_embedded_default_persists_between_invocations_and_leaves_no_server() {
     assert!(dir.path().join(".machine-state/pgdata/PG_VERSION").exists());
     assert_eq!(processes_using(dir.path()), Vec::<String>::new());
 }
+
+#[test]
+fn as_root_a_private_directory_gets_its_data_where_the_server_can_reach_it() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    // Like a clone in `/root`: `postgres` cannot search this directory.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let name = private
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let in_private = || {
+        let mut command = bare();
+        command.current_dir(private.path());
+        command
+    };
+    let id = ok(in_private().args(["add", "--state", "idle"]))
+        .trim()
+        .to_owned();
+    ok(in_private().args(["start", &id]));
+    let shown = ok(in_private().args(["show", &id]));
+    assert!(shown.contains("state    processing"), "{shown}");
+    let fallback: Vec<_> = std::fs::read_dir("/var/lib/machine-state")
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let file = path.file_name().unwrap().to_str().unwrap();
+            file.starts_with(&format!("{name}-"))
+        })
+        .collect();
+    assert_eq!(fallback.len(), 1, "{fallback:?}");
+    assert!(fallback[0].join("pgdata/PG_VERSION").exists());
+    assert_eq!(processes_using(&fallback[0]), Vec::<String>::new());
+    std::fs::remove_dir_all(&fallback[0]).unwrap();
+
+    let explicit = private.path().join("pgdata");
+    let stderr = fails(in_private().arg("--data-dir").arg(&explicit).arg("list"), 2);
+    assert!(
+        stderr.contains("choose a `--data-dir` it can reach"),
+        "{stderr}"
+    );
+    assert!(!explicit.exists());
+
+    // The demo needs no data directory: it runs on a throwaway server.
+    let out = ok(in_private().args([
+        "demo",
+        "--machines",
+        "3",
+        "--workers",
+        "3",
+        "--seconds",
+        "0.3",
+    ]));
+    assert!(out.contains("of a throwaway embedded server"), "{out}");
+}
