@@ -87,18 +87,18 @@ pub fn repair(conn: &mut PgConnection, dry_run: bool, json: bool) -> Result<Exit
         output::json(&repairs)?;
     } else {
         for repair in &repairs {
-            let verb = match (dry_run, repair.applied) {
-                (true, _) => "would become",
-                (false, true) => "is now",
-                (false, false) => "changed meanwhile, left as it is; was to become",
-            };
             let process = repair
                 .process_id
                 .map(|p| format!(" (process {p})"))
                 .unwrap_or_default();
+            let outcome = match (dry_run, repair.applied) {
+                (true, _) => format!("would become `{}`{process}", repair.state),
+                (false, true) => format!("is now `{}`{process}", repair.state),
+                (false, false) => "changed while being repaired: left for the next audit".into(),
+            };
             output::line(format_args!(
-                "{}: {} won, {verb} `{}`{process}",
-                repair.machine_id, repair.winner, repair.state
+                "{}: {} won, {outcome}",
+                repair.machine_id, repair.winner
             ))?;
         }
         let summary = if repairs.is_empty() {

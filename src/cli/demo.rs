@@ -30,7 +30,7 @@ use uuid::Uuid;
 use super::args::DemoArgs;
 use super::consistency::summary;
 use super::database::Database;
-use super::error::{CliError, Exit};
+use super::error::{CliError, Exit, one_line};
 use super::legacy;
 use super::output;
 
@@ -116,11 +116,11 @@ pub fn run(database: &Database, args: &DemoArgs, show_progress: bool) -> Result<
     let seconds = Duration::from_secs_f64(args.seconds);
     let w = args.workers;
     output::line(format_args!(
-        "demo: {} machines, {w} workers ({} starters, {} executors, {} stoppers), {} per run",
+        "demo: {} machines, {w} workers ({}, {}, {}), {} per run",
         args.machines,
-        w.div_ceil(3),
-        (w + 1) / 3,
-        w / 3,
+        count(w.div_ceil(3), "starter"),
+        count((w + 1) / 3, "executor"),
+        count(w / 3, "stopper"),
         humantime::format_duration(seconds),
     ))?;
     let place = if database.is_embedded() {
@@ -132,32 +132,42 @@ pub fn run(database: &Database, args: &DemoArgs, show_progress: bool) -> Result<
         "      in the throwaway schema `{}` of {place} (dropped at the end)\n",
         sandbox.schema
     ))?;
-    let exit = compare(&sandbox, args, seconds, show_progress)?;
+    let plan = Plan {
+        workers: args.workers,
+        duration: seconds,
+        show_progress,
+    };
+    let exit = compare(&sandbox, args.machines, plan)?;
     sandbox.drop_schema()?;
     Ok(exit)
 }
 
-/// The two runs, the audits and the repair between them.
-fn compare(
-    sandbox: &Sandbox,
-    args: &DemoArgs,
-    seconds: Duration,
-    show_progress: bool,
-) -> Result<Exit, CliError> {
-    let legacy_pool = sandbox.pool(args.workers, false)?;
-    let crate_pool = sandbox.pool(args.workers, true)?;
-    let conn = &mut crate_pool.get().map_err(Error::from)?;
-    let ids = create_machines(conn, args.machines, show_progress)?;
-    let run =
-        |name,
-         pool,
-         conn: &mut PgConnection,
-         step: &(dyn Fn(&mut PgConnection, Role) -> Result<Step, String> + Sync)| {
-            run_workers(name, pool, conn, args.workers, seconds, show_progress, step)
-        };
+/// `3 starters`, `1 starter`.
+fn count(n: u32, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
 
-    let legacy = run("legacy", &legacy_pool, conn, &|conn, role| {
-        legacy::step(conn, role, pick(&ids), &Workload).map_err(|e| Error::Database(e).to_string())
+/// The shape of both runs.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    workers: u32,
+    duration: Duration,
+    show_progress: bool,
+}
+
+/// The two runs, the audits and the repair between them.
+fn compare(sandbox: &Sandbox, machines: u32, plan: Plan) -> Result<Exit, CliError> {
+    let legacy_pool = sandbox.pool(plan.workers, false)?;
+    let crate_pool = sandbox.pool(plan.workers, true)?;
+    let conn = &mut crate_pool.get().map_err(Error::from)?;
+    let ids = create_machines(conn, machines, plan.show_progress)?;
+
+    let legacy = run_workers("legacy", plan, &legacy_pool, conn, &|conn, role| {
+        legacy::step(conn, role, pick(&ids), &Workload).map_err(|e| one_line(&e))
     })?;
     output::line(format_args!(
         "legacy two-write pattern: {} transitions ({:.0}/s), none refused",
@@ -176,8 +186,8 @@ fn compare(
         summary(&machine_state::audit(conn)?)
     ))?;
 
-    let ours = run("crate", &crate_pool, conn, &|conn, role| {
-        crate_step(conn, role, pick(&ids)).map_err(|e| e.to_string())
+    let ours = run_workers("crate", plan, &crate_pool, conn, &|conn, role| {
+        crate_step(conn, role, pick(&ids)).map_err(|e| one_line(&e))
     })?;
     output::line(format_args!(
         "machine-state crate: {} transitions ({:.0}/s), {} refused as stale (nothing written)",
@@ -326,19 +336,25 @@ impl Tally {
 /// How often the audit runs while the workers do.
 const AUDIT_EVERY: Duration = Duration::from_millis(200);
 
-/// Run `workers` threads, each with a connection of its own and a role,
-/// calling `step` until `duration` is over, while `monitor` audits every
+/// One worker step on a connection; a failure is described in one line.
+type StepFn<'a> = dyn Fn(&mut PgConnection, Role) -> Result<Step, String> + Sync + 'a;
+
+/// Run `plan.workers` threads, each with a connection of its own and a role,
+/// calling `step` until `plan.duration` is over, while `monitor` audits every
 /// [`AUDIT_EVERY`] (as the legacy "monitor consistency" step did on the live
 /// system) and a progress bar shows the count.
 fn run_workers(
     name: &str,
+    plan: Plan,
     pool: &Pool,
     monitor: &mut PgConnection,
-    workers: u32,
-    duration: Duration,
-    show_progress: bool,
-    step: &(dyn Fn(&mut PgConnection, Role) -> Result<Step, String> + Sync),
+    step: &StepFn<'_>,
 ) -> Result<Tally, CliError> {
+    let Plan {
+        workers,
+        duration,
+        show_progress,
+    } = plan;
     let conns = (0..workers)
         .map(|_| pool.get())
         .collect::<Result<Vec<_>, _>>()

@@ -90,17 +90,22 @@ impl CliError {
         }
     }
 
-    /// The error and its chain of causes on one line (`error: cause: cause`),
-    /// with any line breaks of the causes (libpq's, the server log's) folded.
+    /// The error and its causes on one line (see [`one_line`]).
     pub fn one_line(&self) -> String {
-        let mut line = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let _ = write!(line, ": {cause}");
-            source = cause.source();
-        }
-        line.split_whitespace().collect::<Vec<_>>().join(" ")
+        one_line(self)
     }
+}
+
+/// An error and its chain of causes on one line (`error: cause: cause`), with
+/// any line breaks of the causes (libpq's, the server log's) folded.
+pub fn one_line(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(line, ": {cause}");
+        source = cause.source();
+    }
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -585,7 +585,7 @@ fn demo_shows_the_legacy_race_and_leaves_the_users_machines_alone() {
         "0.5",
     ]));
     assert!(
-        out.starts_with("demo: 4 machines, 3 workers (1 starters, 1 executors, 1 stoppers)"),
+        out.starts_with("demo: 4 machines, 3 workers (1 starter, 1 executor, 1 stopper)"),
         "{out}"
     );
     assert!(out.contains("legacy two-write pattern: "), "{out}");
