@@ -59,8 +59,8 @@ impl Cli {
 #[command(next_help_heading = "Database")]
 pub struct DatabaseArgs {
     /// PostgreSQL URL (libpq syntax, e.g. `postgresql://user@host/db`); it is
-    /// never migrated implicitly: run `migrate` first. Without one, an
-    /// embedded server is started for the command.
+    /// never migrated implicitly: run `migrate` first. Without one (or with an
+    /// empty one), an embedded server is started for the command.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
 

@@ -1,7 +1,7 @@
 //! The database a command runs against: the `--database-url` given, or the
 //! embedded server, started for the command and stopped after it.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 use machine_state::{EmbeddedPostgres, Error, MIGRATIONS};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::Uid;
 
 use super::args::{DEFAULT_DATA_DIR, DatabaseArgs};
@@ -45,7 +47,11 @@ pub enum Embedded {
 /// one (stopped by [`Database::stop`], or on drop).
 pub struct Database {
     url: String,
+    /// Declared before `lock`: fields drop in order, so the server has
+    /// stopped before the next command may start it.
     server: Option<EmbeddedPostgres>,
+    /// The persistent data directory's lock, held while the server runs.
+    lock: Option<Flock<File>>,
 }
 
 impl Database {
@@ -61,10 +67,12 @@ impl Database {
         schema: Schema,
         embedded: Embedded,
     ) -> Result<Database, CliError> {
-        let database = match &args.database_url {
+        let url = args.database_url.as_deref().filter(|url| !url.is_empty());
+        let database = match url {
             Some(url) => Database {
-                url: url.clone(),
+                url: url.to_owned(),
                 server: None,
+                lock: None,
             },
             None => Self::embedded(args, embedded)?,
         };
@@ -83,11 +91,14 @@ impl Database {
 
     /// Start the embedded server, with its database.
     fn embedded(args: &DatabaseArgs, embedded: Embedded) -> Result<Database, CliError> {
-        let server = match embedded {
-            Embedded::Persistent => EmbeddedPostgres::builder()
-                .data_dir(data_dir(args)?)
-                .start()?,
-            Embedded::Throwaway => EmbeddedPostgres::start_temporary()?,
+        let (server, lock) = match embedded {
+            Embedded::Persistent => {
+                let data_dir = data_dir(args)?;
+                let lock = lock(&data_dir)?;
+                let server = EmbeddedPostgres::builder().data_dir(data_dir).start()?;
+                (server, Some(lock))
+            }
+            Embedded::Throwaway => (EmbeddedPostgres::start_temporary()?, None),
         };
         tracing::info!(
             data_dir = %server.data_dir().display(),
@@ -107,6 +118,7 @@ impl Database {
         Ok(Database {
             url: server.url(EMBEDDED_DATABASE),
             server: Some(server),
+            lock,
         })
     }
 
@@ -138,10 +150,44 @@ impl Database {
     ///
     /// [`Error::Server`] when the server's directory cannot be removed.
     pub fn stop(self) -> Result<(), Error> {
-        match &self.server {
+        let stopped = match &self.server {
             Some(server) => server.stop(),
             None => Ok(()),
+        };
+        drop(self.lock);
+        stopped
+    }
+}
+
+/// Take the lock of a persistent data directory (`<dir>.lock`), waiting for
+/// another command that holds it: one server per data directory at a time,
+/// so commands run concurrently take turns instead of failing.
+fn lock(data_dir: &Path) -> Result<Flock<File>, CliError> {
+    let path = data_dir.with_extension("lock");
+    let fail = |source: std::io::Error| CliError::Lock {
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((file, Errno::EWOULDBLOCK)) => {
+            tracing::info!(
+                data_dir = %data_dir.display(),
+                "waiting for another `machine-state` command using the same data directory"
+            );
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, errno)| fail(std::io::Error::from(errno)))
         }
+        Err((_, errno)) => Err(fail(std::io::Error::from(errno))),
     }
 }
 

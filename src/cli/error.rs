@@ -61,6 +61,16 @@ pub enum CliError {
         source: std::io::Error,
     },
 
+    /// The embedded server's data directory could not be locked.
+    #[error("cannot lock `{}`", .path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// An argument was refused before the database was touched.
     #[error("invalid input: {0}")]
     Input(String),
@@ -84,6 +94,7 @@ impl CliError {
                 _ => Exit::BadInput,
             },
             CliError::NotMigrated { .. }
+            | CliError::Lock { .. }
             | CliError::ReadMessage { .. }
             | CliError::Input(_)
             | CliError::Output(_) => Exit::BadInput,

@@ -646,6 +646,28 @@ fn the_embedded_default_persists_between_invocations_and_leaves_no_server() {
     assert!(data_dir.join("PG_VERSION").exists());
     assert_eq!(processes_using(&data_dir), Vec::<String>::new());
 
+    // Commands run at the same time take turns on the data directory.
+    let concurrent: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_machine-state"))
+                .env_remove("DATABASE_URL")
+                .env_remove("MACHINE_STATE_DATA_DIR")
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .arg("add")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in concurrent {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+    }
+    let listed = json(&ok(embedded().args(["list", "--json"])));
+    assert_eq!(listed.as_array().unwrap().len(), 4);
+
     // The default is `.machine-state/pgdata` under the current directory.
     let out = ok(bare().current_dir(dir.path()).arg("list"));
     assert_eq!(out, "no machines yet: add one with `machine-state add`\n");
