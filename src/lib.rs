@@ -69,10 +69,12 @@ mod machine;
 mod migrations;
 mod pair;
 mod pool;
+mod recipe;
 mod retry;
 #[rustfmt::skip]
 mod schema;
 mod state;
+mod transaction;
 mod write;
 
 pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, pairs, repair, stuck};
@@ -86,5 +88,8 @@ pub use machine::{
 pub use migrations::{MIGRATIONS, revert_all_migrations, revert_last_migration, run_migrations};
 pub use pair::{Pair, StateRow, Violation};
 pub use pool::{Pool, PooledConnection, RepeatableReadSession, pool, pool_builder};
+pub use recipe::RecipeRun;
 pub use retry::RetryPolicy;
 pub use state::{State, Status};
+pub use transaction::transaction;
+pub use write::{WritePath, sql_function_fallbacks};

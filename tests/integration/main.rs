@@ -2,12 +2,17 @@
 
 mod support;
 
+mod adoption;
 mod audit;
 mod cli;
 mod compile_fail;
+mod enforcement;
 mod idempotency;
 mod load;
 mod migrations;
+mod privileges;
+mod recipes;
 mod refusals;
 mod sql_functions;
 mod transitions;
+mod write_paths;

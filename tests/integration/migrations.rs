@@ -2,10 +2,12 @@
 //! already has legacy tables they touch nothing of the legacy's.
 
 use diesel::connection::SimpleConnection;
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::Text;
-use machine_state::{revert_all_migrations, revert_last_migration, run_migrations};
+use machine_state::{MIGRATIONS, revert_all_migrations, revert_last_migration, run_migrations};
 
 use crate::support::TestDb;
 
@@ -40,15 +42,18 @@ fn relations(conn: &mut PgConnection) -> Vec<String> {
 fn migrations_apply_revert_and_apply_again() {
     let db = TestDb::empty();
     let conn = &mut db.conn();
+    let total = MigrationSource::<Pg>::migrations(&MIGRATIONS)
+        .unwrap()
+        .len();
     let applied = run_migrations(conn).unwrap();
-    assert_eq!(applied.len(), 3);
+    assert_eq!(applied.len(), total);
     assert!(
         run_migrations(conn).unwrap().is_empty(),
         "nothing pending twice"
     );
     revert_last_migration(conn).unwrap();
     assert_eq!(run_migrations(conn).unwrap().len(), 1);
-    assert_eq!(revert_all_migrations(conn).unwrap().len(), 3);
+    assert_eq!(revert_all_migrations(conn).unwrap().len(), total);
     let left: Vec<String> = sql_query(
         "SELECT relname::text AS name FROM pg_class
          WHERE relnamespace = 'public'::regnamespace AND relname LIKE 'machine%'",
@@ -59,7 +64,7 @@ fn migrations_apply_revert_and_apply_again() {
     .map(|n| n.name)
     .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-    assert_eq!(run_migrations(conn).unwrap().len(), 3);
+    assert_eq!(run_migrations(conn).unwrap().len(), total);
 }
 
 #[test]
@@ -106,4 +111,29 @@ fn migrations_adopt_existing_legacy_tables_and_leave_them_on_revert() {
             name: "SN-1".into()
         }]
     );
+}
+
+#[test]
+fn a_legacy_double_start_stops_the_migration_with_the_machines_to_fix() {
+    let db = TestDb::empty();
+    let conn = &mut db.conn();
+    conn.batch_execute(
+        "CREATE TABLE machines (id uuid PRIMARY KEY, status text NOT NULL,
+                                current_process_id uuid, updated_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO machines (id, status, current_process_id) VALUES
+             ('00000000-0000-0000-0000-00000000000a', 'processing', '00000000-0000-0000-0000-0000000000ff'),
+             ('00000000-0000-0000-0000-00000000000b', 'processing', '00000000-0000-0000-0000-0000000000ff');",
+    )
+    .unwrap();
+    let error = run_migrations(conn).unwrap_err().to_string();
+    assert!(
+        error.contains("0000000000ff") && error.contains("00000000000a"),
+        "{error}"
+    );
+    conn.batch_execute(
+        "UPDATE machines SET status = 'idle', current_process_id = NULL
+         WHERE id = '00000000-0000-0000-0000-00000000000b'",
+    )
+    .unwrap();
+    run_migrations(conn).unwrap();
 }
