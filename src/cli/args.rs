@@ -214,8 +214,9 @@ pub enum Command {
     /// Simulated recipe starters, executors and stoppers share the machines,
     /// first with the legacy two-write pattern, then with this crate; the
     /// audit measures the diverged share of each while they run and at the
-    /// end. Runs in a throwaway schema of the database (created and dropped by the
-    /// demo), so your machines are never touched.
+    /// end. Runs in a throwaway database, so your machines are never
+    /// touched: on a throwaway embedded server, or, with `--database-url`,
+    /// created on that server (the role needs `CREATEDB`) and dropped after.
     Demo(DemoArgs),
 }
 

@@ -20,8 +20,9 @@ use nix::unistd::Uid;
 use super::args::{DEFAULT_DATA_DIR, DatabaseArgs};
 use super::error::CliError;
 
-/// The database the embedded server keeps the machines in.
-const EMBEDDED_DATABASE: &str = "machine_state";
+/// The database the embedded server keeps the machines in (the one the
+/// examples use too).
+const EMBEDDED_DATABASE: &str = "postgres";
 
 /// What a command needs of the schema.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,17 +105,6 @@ impl Database {
             data_dir = %server.data_dir().display(),
             "started the embedded PostgreSQL server"
         );
-        let admin = &mut PgConnection::establish(&server.url("postgres")).map_err(Error::from)?;
-        let exists: bool = diesel::select(sql::<Bool>(&format!(
-            "EXISTS (SELECT FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}')"
-        )))
-        .get_result(admin)
-        .map_err(Error::from)?;
-        if !exists {
-            admin
-                .batch_execute(&format!("CREATE DATABASE {EMBEDDED_DATABASE}"))
-                .map_err(Error::from)?;
-        }
         Ok(Database {
             url: server.url(EMBEDDED_DATABASE),
             server: Some(server),

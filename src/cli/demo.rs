@@ -1,13 +1,15 @@
 //! `demo`: the legacy race, reproduced, then the same workload through this
 //! crate.
 //!
-//! On a throwaway schema of the database (so the user's machines are never
-//! touched), `--machines` machines are shared by `--workers` threads, a third
-//! each of recipe starters, executors and stoppers, for `--seconds`:
+//! In a throwaway database (on a throwaway embedded server, or created on the
+//! `--database-url`'s server, so the user's machines are never touched),
+//! `--machines` machines are shared by `--workers` threads, a third each of
+//! recipe starters, executors and stoppers, for `--seconds`:
 //!
 //! 1. with the legacy writer ([`super::legacy`]: two separate writes with the
-//!    work between them), then the library's [`audit`](machine_state::audit)
-//!    measures the diverged share;
+//!    work between them), while the library's
+//!    [`audit`](machine_state::audit) measures the diverged share every
+//!    200 ms, and once more at the end;
 //! 2. [`repair`](machine_state::repair) brings the diverged machines back;
 //! 3. with this crate (load, the same work, one guarded transition), and the
 //!    audit again, which must find 0%.
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection};
+use diesel::r2d2::ConnectionManager;
 use indicatif::{ProgressBar, ProgressStyle};
 use machine_state::{Action, AnyMachine, AuditReport, Error, Idle, Machine, Offline, Pool};
 use uuid::Uuid;
@@ -109,7 +111,7 @@ fn pause(max_micros: u64) {
 ///
 /// # Errors
 ///
-/// The throwaway schema cannot be created, or the database fails; a worker's
+/// The throwaway database cannot be created, or the database fails; a worker's
 /// failed step is counted and reported, not an error.
 pub fn run(database: &Database, args: &DemoArgs, show_progress: bool) -> Result<Exit, CliError> {
     let sandbox = Sandbox::create(database)?;
@@ -126,11 +128,11 @@ pub fn run(database: &Database, args: &DemoArgs, show_progress: bool) -> Result<
     let place = if database.is_embedded() {
         "a throwaway embedded server"
     } else {
-        "the database"
+        "the database's server"
     };
     output::line(format_args!(
-        "      in the throwaway schema `{}` of {place} (dropped at the end)\n",
-        sandbox.schema
+        "      in the throwaway database `{}` on {place} (dropped at the end)\n",
+        sandbox.name
     ))?;
     let plan = Plan {
         workers: args.workers,
@@ -138,7 +140,7 @@ pub fn run(database: &Database, args: &DemoArgs, show_progress: bool) -> Result<
         show_progress,
     };
     let exit = compare(&sandbox, args.machines, plan)?;
-    sandbox.drop_schema()?;
+    sandbox.drop_database()?;
     Ok(exit)
 }
 
@@ -312,10 +314,10 @@ impl Tally {
         }
         let max = self.running.iter().copied().fold(0.0, f64::max);
         output::line(format_args!(
-            "  audits while running: {} of the machines diverged on average, {} at most ({} audits)",
+            "  audits while running: {} of the machines diverged on average, {} at most ({})",
             output::percent(self.mean_diverged()),
             output::percent(max),
-            self.running.len()
+            count(self.running.len() as u32, "audit")
         ))?;
         output::line(format_args!("  audit at the end: {}", summary(&self.end)))?;
         let state_level = self
@@ -429,54 +431,80 @@ fn progress_bar(show: bool, len: u64, prefix: &str, counter: &str) -> ProgressBa
     bar
 }
 
-/// A throwaway schema holding the demo's tables, dropped at the end (also
-/// when the demo fails half-way).
+/// A throwaway database holding the demo's machines, on the same server as
+/// the command's database, dropped at the end (also when the demo fails
+/// half-way).
 struct Sandbox {
+    /// The command's database, to create and drop the sandbox from.
+    admin_url: String,
+    /// The sandbox's URL.
     url: String,
-    schema: String,
+    name: String,
     dropped: bool,
 }
 
 impl Sandbox {
-    /// Create the schema and apply the migrations inside it.
+    /// Create the database and apply the migrations to it.
+    ///
+    /// # Errors
+    ///
+    /// The server refuses `CREATE DATABASE` (the role needs `CREATEDB`), or
+    /// the URL cannot be pointed at the new database: the legacy writer never
+    /// runs anywhere else.
     fn create(database: &Database) -> Result<Sandbox, CliError> {
-        let schema = format!("machine_state_demo_{:08x}", fastrand::u32(..));
-        let conn = &mut database.connect()?;
-        conn.batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .map_err(Error::from)?;
+        let name = format!("machine_state_demo_{:08x}", fastrand::u32(..));
+        let admin = &mut database.connect()?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .map_err(|source| CliError::Demo {
+                what: format!("cannot create the throwaway database `{name}`"),
+                source: Box::new(Error::Database(source)),
+            })?;
         let sandbox = Sandbox {
-            url: database.url().to_owned(),
-            schema,
+            admin_url: database.url().to_owned(),
+            url: with_database(database.url(), &name),
+            name,
             dropped: false,
         };
-        conn.batch_execute(&format!("SET search_path TO {}", sandbox.schema))
-            .map_err(Error::from)?;
+        let conn = &mut PgConnection::establish(&sandbox.url).map_err(Error::from)?;
+        let current: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+            "current_database()",
+        ))
+        .get_result(conn)
+        .map_err(Error::from)?;
+        if current != sandbox.name {
+            return Err(CliError::Input(format!(
+                "cannot point the database URL at the throwaway database `{}` (it reaches \
+                 `{current}`): give the URL as `postgresql://...` or as `key=value` pairs",
+                sandbox.name
+            )));
+        }
         machine_state::run_migrations(conn)?;
         Ok(sandbox)
     }
 
-    /// A pool for `workers` workers (and the audit) whose sessions see only
-    /// the sandbox; REPEATABLE READ by default for this crate's run, as
-    /// [`machine_state::pool`] does, and the server's default for the legacy
-    /// one.
+    /// A pool for `workers` workers (and the audit); REPEATABLE READ by
+    /// default for this crate's run, as [`machine_state::pool`] does, and the
+    /// server's default for the legacy one.
     fn pool(&self, workers: u32, repeatable_read: bool) -> Result<Pool, CliError> {
-        let session = SandboxSession {
-            schema: self.schema.clone(),
-            repeatable_read,
-        };
-        machine_state::pool_builder()
+        let builder = machine_state::pool_builder()
             .max_size(workers + 1)
-            .min_idle(None)
-            .connection_customizer(Box::new(session))
+            .min_idle(None);
+        let builder = if repeatable_read {
+            builder
+        } else {
+            builder.connection_customizer(Box::new(diesel::r2d2::NopConnectionCustomizer))
+        };
+        builder
             .build(ConnectionManager::new(&self.url))
             .map_err(|e| CliError::Library(Error::Pool(e)))
     }
 
-    /// Drop the schema, reporting a failure.
-    fn drop_schema(mut self) -> Result<(), CliError> {
+    /// Drop the database, reporting a failure.
+    fn drop_database(mut self) -> Result<(), CliError> {
         self.dropped = true;
-        let conn = &mut PgConnection::establish(&self.url).map_err(Error::from)?;
-        conn.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+        let conn = &mut PgConnection::establish(&self.admin_url).map_err(Error::from)?;
+        conn.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
             .map_err(Error::from)?;
         Ok(())
     }
@@ -485,30 +513,44 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         if !self.dropped {
-            let dropped = PgConnection::establish(&self.url).map(|mut conn| {
-                conn.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            let dropped = PgConnection::establish(&self.admin_url).map(|mut conn| {
+                conn.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
             });
             if !matches!(dropped, Ok(Ok(()))) {
-                tracing::warn!(schema = %self.schema, "could not drop the demo's schema");
+                tracing::warn!(database = %self.name, "could not drop the demo's database");
             }
         }
     }
 }
 
-/// Points a session at the sandbox (and makes it REPEATABLE READ by default
-/// for this crate's run).
-#[derive(Debug)]
-struct SandboxSession {
-    schema: String,
-    repeatable_read: bool,
+/// `url` pointed at the database `name`: libpq takes the last value given
+/// for a keyword, in a URL's query (`?dbname=`) as in `key=value` pairs.
+fn with_database(url: &str, name: &str) -> String {
+    if url.starts_with("postgresql://") || url.starts_with("postgres://") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}dbname={name}")
+    } else {
+        format!("{url} dbname={name}")
+    }
 }
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SandboxSession {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        if self.repeatable_read {
-            machine_state::RepeatableReadSession.on_acquire(conn)?;
-        }
-        conn.batch_execute(&format!("SET search_path TO {}", self.schema))
-            .map_err(diesel::r2d2::Error::QueryError)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_pointed_at_another_database_by_its_last_dbname() {
+        assert_eq!(
+            with_database("postgresql://u@h/factory", "d"),
+            "postgresql://u@h/factory?dbname=d"
+        );
+        assert_eq!(
+            with_database("postgres://u@/f?host=/tmp&port=5432", "d"),
+            "postgres://u@/f?host=/tmp&port=5432&dbname=d"
+        );
+        assert_eq!(
+            with_database("host=h dbname=factory", "d"),
+            "host=h dbname=factory dbname=d"
+        );
     }
 }

@@ -71,6 +71,16 @@ pub enum CliError {
         source: std::io::Error,
     },
 
+    /// The demo could not set itself up.
+    #[error("{what}")]
+    Demo {
+        /// What failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// An argument was refused before the database was touched.
     #[error("invalid input: {0}")]
     Input(String),
@@ -90,10 +100,12 @@ impl CliError {
                 | Error::Conflict { .. }
                 | Error::Inconsistent { .. }
                 | Error::UnknownState { .. }
+                | Error::ProcessInUse(_)
                 | Error::RetriesExhausted { .. } => Exit::Refused,
                 _ => Exit::BadInput,
             },
             CliError::NotMigrated { .. }
+            | CliError::Demo { .. }
             | CliError::Lock { .. }
             | CliError::ReadMessage { .. }
             | CliError::Input(_)

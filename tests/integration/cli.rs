@@ -599,15 +599,49 @@ fn demo_shows_the_legacy_race_and_leaves_the_users_machines_alone() {
         AnyMachine::load(conn, mine.id()).unwrap().state(),
         State::Offline
     );
-    let schemas: Vec<Name> = diesel::sql_query(
-        "SELECT nspname AS name FROM pg_namespace WHERE nspname LIKE 'machine_state_demo%'",
+    let databases: Vec<Name> = diesel::sql_query(
+        "SELECT datname AS name FROM pg_database WHERE datname LIKE 'machine_state_demo%'",
     )
     .load(conn)
     .unwrap();
-    let left: Vec<&str> = schemas.iter().map(|s| s.name.as_str()).collect();
-    assert!(left.is_empty(), "the demo's schema is dropped: {left:?}");
+    let left: Vec<&str> = databases.iter().map(|s| s.name.as_str()).collect();
+    assert!(left.is_empty(), "the demo's database is dropped: {left:?}");
     usage_error(cli(&db).args(["demo", "--workers", "2"]));
     usage_error(cli(&db).args(["demo", "--seconds", "0"]));
+
+    // A URL given as `key=value` pairs is pointed at the throwaway database too.
+    let socket = crate::support::server().socket_dir().display().to_string();
+    let pairs = format!("host={socket} port=5432 user=postgres dbname={}", db.name);
+    let tiny = [
+        "demo",
+        "--machines",
+        "2",
+        "--workers",
+        "3",
+        "--seconds",
+        "0.2",
+    ];
+    let out = ok(bare().arg("--database-url").arg(&pairs).args(tiny));
+    assert!(out.contains("machine-state crate: "), "{out}");
+    assert_eq!(snapshot(conn), before);
+
+    // Without `CREATEDB`, the demo says so and writes nothing anywhere.
+    conn.batch_execute("CREATE ROLE demo_without_createdb LOGIN")
+        .unwrap();
+    let url = format!(
+        "postgresql://demo_without_createdb@/{}?host={socket}&port=5432",
+        db.name
+    );
+    let stderr = fails(bare().arg("--database-url").arg(&url).args(tiny), 2);
+    assert!(
+        stderr.starts_with("error: cannot create the throwaway database `machine_state_demo_"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("permission denied to create database"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(conn), before);
 }
 
 /// Processes whose command line mentions `path`.
@@ -737,5 +771,5 @@ fn as_root_a_private_directory_gets_its_data_where_the_server_can_reach_it() {
         "--seconds",
         "0.3",
     ]));
-    assert!(out.contains("of a throwaway embedded server"), "{out}");
+    assert!(out.contains("on a throwaway embedded server"), "{out}");
 }
