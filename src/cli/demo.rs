@@ -64,12 +64,25 @@ pub enum Step {
     Refused,
     /// The machine was in no state this role acts on.
     NothingToDo,
+    /// The run's deadline passed during the work: the worker was stopped
+    /// there, as a crash or a deploy stops a service wherever it is (for
+    /// the legacy writer, between its two writes).
+    Interrupted,
 }
 
-/// The simulated work of each role: the same pauses in both runs.
-pub struct Workload;
+/// The simulated work of each role: the same pauses in both runs, until
+/// the run's deadline.
+pub struct Workload {
+    deadline: Instant,
+}
 
 impl Workload {
+    /// Whether the run is over: a worker that finds it so after its work
+    /// stops right there, writing nothing more.
+    pub fn stopped(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
     /// The work a role does after deciding and before its first write: the
     /// recipe run, for an executor.
     pub fn before(&self, role: Role) {
@@ -168,13 +181,18 @@ fn compare(sandbox: &Sandbox, machines: u32, plan: Plan) -> Result<Exit, CliErro
     let conn = &mut crate_pool.get().map_err(Error::from)?;
     let ids = create_machines(conn, machines, plan.show_progress)?;
 
-    let legacy = run_workers("legacy", plan, &legacy_pool, conn, &|conn, role| {
-        legacy::step(conn, role, pick(&ids), &Workload).map_err(|e| one_line(&e))
+    let legacy = run_workers("legacy", plan, &legacy_pool, conn, &|conn, role, work| {
+        legacy::step(conn, role, pick(&ids), work).map_err(|e| one_line(&e))
     })?;
     output::line(format_args!(
         "legacy two-write pattern: {} transitions ({:.0}/s), none refused",
         legacy.applied,
         legacy.per_second()
+    ))?;
+    output::line(format_args!(
+        "  stopped at the deadline wherever they were, as by a crash or a deploy: {} between \
+         their two writes",
+        count(legacy.interrupted as u32, "worker")
     ))?;
     legacy.report()?;
 
@@ -188,14 +206,19 @@ fn compare(sandbox: &Sandbox, machines: u32, plan: Plan) -> Result<Exit, CliErro
         summary(&machine_state::audit(conn)?)
     ))?;
 
-    let ours = run_workers("crate", plan, &crate_pool, conn, &|conn, role| {
-        crate_step(conn, role, pick(&ids)).map_err(|e| one_line(&e))
+    let ours = run_workers("crate", plan, &crate_pool, conn, &|conn, role, work| {
+        crate_step(conn, role, pick(&ids), work).map_err(|e| one_line(&e))
     })?;
     output::line(format_args!(
         "machine-state crate: {} transitions ({:.0}/s), {} refused as stale (nothing written)",
         ours.applied,
         ours.per_second(),
         ours.refused
+    ))?;
+    output::line(format_args!(
+        "  stopped at the deadline wherever they were, as by a crash or a deploy: {} before \
+         their one write",
+        count(ours.interrupted as u32, "worker")
     ))?;
     ours.report()?;
 
@@ -223,8 +246,12 @@ fn compare(sandbox: &Sandbox, machines: u32, plan: Plan) -> Result<Exit, CliErro
 
 /// One step of a worker with this crate: load the machine, decide, do the
 /// same work as the legacy worker, then one guarded transition.
-fn crate_step(conn: &mut PgConnection, role: Role, id: Uuid) -> Result<Step, Error> {
-    let work = Workload;
+fn crate_step(
+    conn: &mut PgConnection,
+    role: Role,
+    id: Uuid,
+    work: &Workload,
+) -> Result<Step, Error> {
     let machine = AnyMachine::load(conn, id)?;
     let action = match (role, &machine) {
         (Role::Starter, AnyMachine::Offline(_) | AnyMachine::Idle(_)) => {
@@ -240,6 +267,9 @@ fn crate_step(conn: &mut PgConnection, role: Role, id: Uuid) -> Result<Step, Err
     };
     work.before(role);
     work.between(role);
+    if work.stopped() {
+        return Ok(Step::Interrupted);
+    }
     match machine.perform(conn, &action) {
         Ok(_) => Ok(Step::Applied),
         Err(refused) => match refused.error {
@@ -280,6 +310,8 @@ fn create_machines(
 struct Tally {
     applied: u64,
     refused: u64,
+    /// Workers stopped by the deadline in the middle of a step.
+    interrupted: u64,
     errors: u64,
     first_error: Option<String>,
     elapsed: Duration,
@@ -326,9 +358,10 @@ impl Tally {
             .iter()
             .filter(|f| f.violations.iter().any(|v| v.breaks_state()))
             .count();
-        if state_level > 0 {
+        if !self.end.is_consistent() {
             output::line(format_args!(
-                "    of which {state_level} disagree on state or process (I1–I4), the rest on timestamps (I5)"
+                "    {state_level} on state or process (I1–I4), {} on timestamps only (I5)",
+                self.end.diverged.len() - state_level
             ))?;
         }
         Ok(())
@@ -339,7 +372,7 @@ impl Tally {
 const AUDIT_EVERY: Duration = Duration::from_millis(200);
 
 /// One worker step on a connection; a failure is described in one line.
-type StepFn<'a> = dyn Fn(&mut PgConnection, Role) -> Result<Step, String> + Sync + 'a;
+type StepFn<'a> = dyn Fn(&mut PgConnection, Role, &Workload) -> Result<Step, String> + Sync + 'a;
 
 /// Run `plan.workers` threads, each with a connection of its own and a role,
 /// calling `step` until `plan.duration` is over, while `monitor` audits every
@@ -352,69 +385,88 @@ fn run_workers(
     monitor: &mut PgConnection,
     step: &StepFn<'_>,
 ) -> Result<Tally, CliError> {
-    let Plan {
-        workers,
-        duration,
-        show_progress,
-    } = plan;
-    let conns = (0..workers)
+    let conns = (0..plan.workers)
         .map(|_| pool.get())
         .collect::<Result<Vec<_>, _>>()
         .map_err(Error::from)?;
-    let (applied, refused, errors) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
-    let first_error = Mutex::new(None);
-    let bar = progress_bar(show_progress, duration.as_millis() as u64, name, "{msg}");
+    let counts = Counts::default();
+    let bar = progress_bar(
+        plan.show_progress,
+        plan.duration.as_millis() as u64,
+        name,
+        "{msg}",
+    );
     let started = Instant::now();
-    let deadline = started + duration;
+    let work = Workload {
+        deadline: started + plan.duration,
+    };
     let running = thread::scope(|scope| {
         for (i, mut conn) in conns.into_iter().enumerate() {
             let role = Role::ALL[i % 3];
-            let (applied, refused, errors, first_error) =
-                (&applied, &refused, &errors, &first_error);
+            let (counts, work) = (&counts, &work);
             scope.spawn(move || {
-                while Instant::now() < deadline {
-                    match step(&mut conn, role) {
-                        Ok(Step::Applied) => {
-                            applied.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Step::Refused) => {
-                            refused.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Step::NothingToDo) => {}
-                        Err(error) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
-                            first.get_or_insert(error);
-                        }
-                    }
-                    Workload.think(role);
+                while !work.stopped() {
+                    counts.add(step(&mut conn, role, work));
+                    work.think(role);
                 }
             });
         }
         let mut running = Vec::new();
         let mut next_audit = started + AUDIT_EVERY / 2;
-        while Instant::now() < deadline {
+        while !work.stopped() {
             thread::sleep(Duration::from_millis(50));
-            if Instant::now() >= next_audit && Instant::now() < deadline {
+            if Instant::now() >= next_audit && !work.stopped() {
                 running.push(machine_state::audit(monitor)?.diverged_percent());
                 next_audit += AUDIT_EVERY;
             }
             bar.set_position(started.elapsed().as_millis() as u64);
-            bar.set_message(format!("{} transitions", applied.load(Ordering::Relaxed)));
+            let applied = counts.applied.load(Ordering::Relaxed);
+            bar.set_message(format!("{applied} transitions"));
         }
         Ok::<_, Error>(running)
     })?;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     Ok(Tally {
-        applied: applied.into_inner(),
-        refused: refused.into_inner(),
-        errors: errors.into_inner(),
-        first_error: first_error.into_inner().unwrap_or_else(|e| e.into_inner()),
+        applied: counts.applied.into_inner(),
+        refused: counts.refused.into_inner(),
+        interrupted: counts.interrupted.into_inner(),
+        errors: counts.errors.into_inner(),
+        first_error: counts
+            .first_error
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner()),
         elapsed,
         running,
         end: machine_state::audit(monitor)?,
     })
+}
+
+/// The workers' shared counters.
+#[derive(Default)]
+struct Counts {
+    applied: AtomicU64,
+    refused: AtomicU64,
+    interrupted: AtomicU64,
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Counts {
+    fn add(&self, step: Result<Step, String>) {
+        let counter = match step {
+            Ok(Step::Applied) => &self.applied,
+            Ok(Step::Refused) => &self.refused,
+            Ok(Step::Interrupted) => &self.interrupted,
+            Ok(Step::NothingToDo) => return,
+            Err(error) => {
+                let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert(error);
+                &self.errors
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A progress bar on stderr, hidden when asked (logs would garble it) or

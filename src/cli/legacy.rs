@@ -15,6 +15,10 @@
 //!   `machines`, the executor reads `machine_state`), as each legacy component
 //!   trusted its own table.
 //!
+//! A worker still between its two writes when the demo's deadline passes is
+//! stopped there, as a crash or a deploy stopped the legacy services: the
+//! second write never happens.
+//!
 //! The two rows of one change get the same client-side timestamp, so a change
 //! that is not interleaved with another keeps the pair consistent, I5
 //! included: every divergence the demo finds comes from the race, not from
@@ -51,6 +55,9 @@ pub fn step(conn: &mut PgConnection, role: Role, id: Uuid, work: &Workload) -> Q
             let process = Some(Uuid::new_v4());
             write_machines(conn, id, "processing", process, at)?;
             work.between(role);
+            if work.stopped() {
+                return Ok(Step::Interrupted);
+            }
             write_machine_state(conn, id, "processing", process, None, at)?;
         }
         Role::Executor => {
@@ -66,6 +73,9 @@ pub fn step(conn: &mut PgConnection, role: Role, id: Uuid, work: &Workload) -> Q
             };
             write_machine_state(conn, id, state, None, description, at)?;
             work.between(role);
+            if work.stopped() {
+                return Ok(Step::Interrupted);
+            }
             write_machines(conn, id, state, None, at)?;
         }
         Role::Stopper => {
@@ -77,6 +87,9 @@ pub fn step(conn: &mut PgConnection, role: Role, id: Uuid, work: &Workload) -> Q
             let at = Utc::now();
             write_machines(conn, id, "idle", None, at)?;
             work.between(role);
+            if work.stopped() {
+                return Ok(Step::Interrupted);
+            }
             write_machine_state(conn, id, "idle", None, None, at)?;
         }
     }
