@@ -8,11 +8,14 @@
 
 mod cli;
 
+use std::io::{self, IsTerminal};
 use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse_with_exit_codes();
-    cli::init_logging(args.verbose, matches!(args.command, cli::Command::Demo(_)));
+    init_logging(args.verbose, matches!(args.command, cli::Command::Demo(_)));
     let exit = match cli::run(args) {
         Ok(exit) => exit,
         Err(error) => {
@@ -21,4 +24,25 @@ fn main() -> ExitCode {
         }
     };
     exit.into()
+}
+
+/// Logs on stderr: warnings by default, `-v` info (each transition), `-vv`
+/// debug, `-vvv` trace; `RUST_LOG` overrides.
+///
+/// The demo refuses stale transitions by the hundred, on purpose, and counts
+/// them: at the default level their warnings are left out.
+fn init_logging(verbose: u8, demo: bool) {
+    let filter = match verbose {
+        0 if demo => "warn,machine_state::machine=error",
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
 }

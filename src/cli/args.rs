@@ -1,11 +1,15 @@
 //! Every command, option and help text of `machine-state`.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use machine_state::MAX_DESCRIPTION_CHARS;
 use uuid::Uuid;
+
+use super::error::CliError;
 
 /// The exit codes, shown after `--help`.
 const EXIT_CODES: &str = "\
@@ -240,6 +244,54 @@ pub struct MessageArgs {
     /// one trailing newline is dropped).
     #[arg(long, value_name = "FILE")]
     pub message_file: Option<PathBuf>,
+}
+
+impl MessageArgs {
+    /// The failure description: given, or read from a file or stdin (reading
+    /// at most what the longest valid description can take), and checked.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::ReadMessage`] when the file cannot be read,
+    /// [`CliError::Input`] when its content is no valid description.
+    pub fn read(&self) -> Result<String, CliError> {
+        let Some(path) = &self.message_file else {
+            return Ok(self.message.clone().unwrap_or_default());
+        };
+        let limit = 4 * MAX_DESCRIPTION_CHARS as u64 + 1;
+        let mut bytes = Vec::new();
+        let read = if path == Path::new("-") {
+            io::stdin().lock().take(limit).read_to_end(&mut bytes)
+        } else {
+            File::open(path).and_then(|file| file.take(limit).read_to_end(&mut bytes))
+        };
+        read.map_err(|source| CliError::ReadMessage {
+            path: path.clone(),
+            source,
+        })?;
+        let source = if path == Path::new("-") {
+            "standard input".to_owned()
+        } else {
+            format!("`{}`", path.display())
+        };
+        if bytes.len() as u64 == limit {
+            return Err(CliError::Input(format!(
+                "a failure description is limited to {MAX_DESCRIPTION_CHARS} characters, \
+                 {source} holds more"
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            CliError::Input(format!(
+                "a failure description must be UTF-8 text, {source} is not"
+            ))
+        })?;
+        let text = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        check_message(text).map_err(CliError::Input)?;
+        Ok(text.to_owned())
+    }
 }
 
 /// The knobs of `demo`; the defaults suit a two-core machine and finish in a

@@ -16,17 +16,11 @@ pub mod machines;
 pub mod migrations;
 pub mod output;
 
-use std::fs::File;
-use std::io::{self, IsTerminal, Read};
-use std::path::Path;
-
-use machine_state::{Action, MAX_DESCRIPTION_CHARS};
-use tracing_subscriber::EnvFilter;
+use machine_state::Action;
 
 pub use args::{Cli, Command};
 pub use error::{CliError, Exit};
 
-use args::MessageArgs;
 use database::{Database, Embedded, Schema};
 
 /// Run the command: check what can be checked without a database, open the
@@ -37,7 +31,7 @@ use database::{Database, Embedded, Schema};
 /// Whatever ended the command; see [`CliError::exit`] for its exit code.
 pub fn run(cli: Cli) -> Result<Exit, CliError> {
     let message = match &cli.command {
-        Command::Fail { message, .. } => Some(read_message(message)?),
+        Command::Fail { message, .. } => Some(message.read()?),
         _ => None,
     };
     let schema = match cli.command {
@@ -56,6 +50,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
     Ok(exit)
 }
 
+/// Run one command on the open database.
 fn dispatch(
     database: &Database,
     command: Command,
@@ -89,67 +84,4 @@ fn dispatch(
             consistency::stuck(&mut connect()?, older_than, json)
         }
     }
-}
-
-/// The failure description of `fail`: given, or read from a file or stdin
-/// (reading at most what the longest valid description can take), and
-/// checked.
-fn read_message(args: &MessageArgs) -> Result<String, CliError> {
-    let Some(path) = &args.message_file else {
-        return Ok(args.message.clone().unwrap_or_default());
-    };
-    let limit = 4 * MAX_DESCRIPTION_CHARS as u64 + 1;
-    let mut bytes = Vec::new();
-    let read = if path == Path::new("-") {
-        io::stdin().lock().take(limit).read_to_end(&mut bytes)
-    } else {
-        File::open(path).and_then(|file| file.take(limit).read_to_end(&mut bytes))
-    };
-    read.map_err(|source| CliError::ReadMessage {
-        path: path.clone(),
-        source,
-    })?;
-    let source = if path == Path::new("-") {
-        "standard input".to_owned()
-    } else {
-        format!("`{}`", path.display())
-    };
-    if bytes.len() as u64 == limit {
-        return Err(CliError::Input(format!(
-            "a failure description is limited to {MAX_DESCRIPTION_CHARS} characters, \
-             {source} holds more"
-        )));
-    }
-    let text = String::from_utf8(bytes).map_err(|_| {
-        CliError::Input(format!(
-            "a failure description must be UTF-8 text, {source} is not"
-        ))
-    })?;
-    let text = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    args::check_message(text).map_err(CliError::Input)?;
-    Ok(text.to_owned())
-}
-
-/// Logs on stderr: warnings by default, `-v` info (each transition), `-vv`
-/// debug, `-vvv` trace; `RUST_LOG` overrides.
-///
-/// The demo refuses stale transitions by the hundred, on purpose, and counts
-/// them: at the default level their warnings are left out.
-pub fn init_logging(verbose: u8, demo: bool) {
-    let filter = match verbose {
-        0 if demo => "warn,machine_state::machine=error",
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
 }
