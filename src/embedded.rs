@@ -216,11 +216,10 @@ impl EmbeddedPostgres {
                     Some(status) => format!("the server exited ({status})"),
                     None => format!("the server did not accept connections in {START_TIMEOUT:?}"),
                 };
+                // Read the log before `stop` removes the directory holding it.
+                let log = tail(&self.launch.log_path);
                 let _ = self.stop();
-                return Err(Error::Server(format!(
-                    "{why}; its log ends with:\n{}",
-                    tail(&self.launch.log_path)
-                )));
+                return Err(Error::Server(format!("{why}; its log ends with:\n{log}")));
             }
             thread::sleep(Duration::from_millis(50));
         }

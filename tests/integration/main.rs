@@ -4,6 +4,7 @@ mod support;
 
 mod adoption;
 mod audit;
+mod cli;
 mod compile_fail;
 mod concurrency;
 mod enforcement;
