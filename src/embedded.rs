@@ -384,7 +384,13 @@ fn find_bin_dir() -> Result<PathBuf, Error> {
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default();
     if let Some(dir) = on_path.into_iter().find(|dir| has_server(dir)) {
-        return Ok(dir);
+        // PATH often holds symlinks (/usr/local/bin/initdb -> ...): use the
+        // real directory, where `pgbench`, `psql` and friends are too.
+        let real = fs::canonicalize(dir.join("initdb"))
+            .ok()
+            .and_then(|initdb| initdb.parent().map(Path::to_path_buf))
+            .filter(|real| has_server(real));
+        return Ok(real.unwrap_or(dir));
     }
     if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());

@@ -74,6 +74,11 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// The process is already running on another machine (a run is on one
+    /// machine at a time). Nothing was written.
+    #[error("process `{0}` is already running on another machine")]
+    ProcessInUse(Uuid),
+
     /// This operation id was already used for a different transition.
     #[error("operation `{0}` was already used for a different transition")]
     OperationReused(Uuid),

@@ -61,6 +61,7 @@
               moving it costs nothing next to the database round trip"
 )]
 
+mod audit;
 mod embedded;
 mod error;
 mod history;
@@ -68,12 +69,15 @@ mod machine;
 mod migrations;
 mod pair;
 mod pool;
+mod recipe;
 mod retry;
 #[rustfmt::skip]
 mod schema;
 mod state;
+mod transaction;
 mod write;
 
+pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, repair, stuck};
 pub use embedded::{Builder as EmbeddedPostgresBuilder, EmbeddedPostgres};
 pub use error::{Error, TransitionError};
 pub use history::{HistoryEntry, find_operation, history};
@@ -84,5 +88,8 @@ pub use machine::{
 pub use migrations::{MIGRATIONS, revert_all_migrations, revert_last_migration, run_migrations};
 pub use pair::{Pair, StateRow, Violation};
 pub use pool::{Pool, PooledConnection, RepeatableReadSession, pool, pool_builder};
+pub use recipe::RecipeRun;
 pub use retry::RetryPolicy;
 pub use state::{State, Status};
+pub use transaction::transaction;
+pub use write::{WritePath, sql_function_fallbacks};

@@ -21,6 +21,8 @@ pub struct StateRow {
     pub is_failure_mode: bool,
     /// `machine_state.failure_description`.
     pub failure_description: Option<String>,
+    /// `machine_state.updated_at`.
+    pub state_updated_at: DateTime<Utc>,
 }
 
 /// Both rows of one machine as one statement read them.
@@ -83,6 +85,11 @@ impl Pair {
             .optional()
     }
 
+    /// Read every pair in one statement (one snapshot), ordered by machine id.
+    pub(crate) fn load_all(conn: &mut PgConnection) -> QueryResult<Vec<Pair>> {
+        Self::query().order(machines::id).load(conn)
+    }
+
     #[expect(clippy::type_complexity, reason = "the select clause of a join")]
     fn query() -> diesel::dsl::Select<
         diesel::dsl::LeftJoin<machines::table, machine_state::table>,
@@ -97,6 +104,7 @@ impl Pair {
                 machine_state::state_since,
                 machine_state::is_failure_mode,
                 machine_state::failure_description,
+                machine_state::updated_at,
             )>,
         ),
     > {
@@ -111,6 +119,7 @@ impl Pair {
                 machine_state::state_since,
                 machine_state::is_failure_mode,
                 machine_state::failure_description,
+                machine_state::updated_at,
             )
                 .nullable(),
         ))

@@ -196,6 +196,17 @@ impl AnyMachine {
         }
     }
 
+    /// Use `path` for this machine's transitions (see
+    /// [`Machine::with_write_path`]).
+    pub fn with_write_path(self, path: crate::WritePath) -> AnyMachine {
+        match self {
+            AnyMachine::Offline(m) => AnyMachine::Offline(m.with_write_path(path)),
+            AnyMachine::Idle(m) => AnyMachine::Idle(m.with_write_path(path)),
+            AnyMachine::Processing(m) => AnyMachine::Processing(m.with_write_path(path)),
+            AnyMachine::Errored(m) => AnyMachine::Errored(m.with_write_path(path)),
+        }
+    }
+
     /// Run the typed transition that `action` names from this machine's
     /// state.
     ///

@@ -21,7 +21,7 @@ pub use any::{Action, AnyMachine};
 use crate::error::{Error, TransitionError};
 use crate::retry::RetryPolicy;
 use crate::state::State;
-use crate::write::{self, Change};
+use crate::write::{self, Change, Settings, WritePath};
 
 /// The longest failure description accepted, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 4096;
@@ -46,7 +46,7 @@ pub struct Machine<S: MachineState> {
     id: Uuid,
     state: S,
     since: DateTime<Utc>,
-    retry: RetryPolicy,
+    settings: Settings,
     operation_id: Option<Uuid>,
 }
 
@@ -81,7 +81,7 @@ pub struct Idle;
 /// Marker: the machine runs the recipe process `process_id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Processing {
-    process_id: Uuid,
+    pub(crate) process_id: Uuid,
 }
 
 /// Marker: the machine stopped on a failure, described by `description`.
@@ -153,7 +153,7 @@ impl<S: MachineState> Machine<S> {
             id,
             state,
             since,
-            retry: RetryPolicy::default(),
+            settings: Settings::default(),
             operation_id: None,
         }
     }
@@ -176,13 +176,26 @@ impl<S: MachineState> Machine<S> {
     /// The retry policy of this machine's transitions (defaults to
     /// [`RetryPolicy::default`]).
     pub fn retry_policy(&self) -> RetryPolicy {
-        self.retry
+        self.settings.retry
     }
 
     /// Use `policy` for this machine's transitions and those of the machines
     /// they return.
     pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.settings.retry = policy;
+        self
+    }
+
+    /// How this machine's transitions reach the tables (defaults to
+    /// [`WritePath::Statement`]).
+    pub fn write_path(&self) -> WritePath {
+        self.settings.write_path
+    }
+
+    /// Use `path` for this machine's transitions and those of the machines
+    /// they return.
+    pub fn with_write_path(mut self, path: WritePath) -> Self {
+        self.settings.write_path = path;
         self
     }
 
@@ -216,14 +229,14 @@ impl<S: MachineState> Machine<S> {
             description,
             operation_id,
         };
-        let result = write::apply(conn, &change, &self.retry);
+        let result = write::apply(conn, &change, &self.settings);
         log_outcome(&change, &result);
         match result {
             Ok(since) => Ok(Machine {
                 id: self.id,
                 state: to,
                 since,
-                retry: self.retry,
+                settings: self.settings,
                 operation_id: None,
             }),
             Err(error) => Err(TransitionError {
@@ -285,7 +298,7 @@ impl<S: MachineState> Clone for Machine<S> {
             id: self.id,
             state: self.state.clone(),
             since: self.since,
-            retry: self.retry,
+            settings: self.settings,
             operation_id: self.operation_id,
         }
     }

@@ -1,15 +1,23 @@
 //! Operation ids: a retried operation applies at most once.
 
-use machine_state::{Error, Machine, Offline, find_operation, history};
+use machine_state::{Error, Machine, Offline, WritePath, find_operation, history};
 use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent, snapshot};
 
 #[test]
 fn repeating_an_operation_id_reports_the_first_outcome_and_writes_nothing() {
+    for path in [WritePath::Statement, WritePath::SqlFunction] {
+        repeat_an_operation(path);
+    }
+}
+
+fn repeat_an_operation(path: WritePath) {
     let db = TestDb::new();
     let conn = &mut db.conn();
-    let offline = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
+    let offline = Machine::<Offline>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .with_write_path(path);
     let id = offline.id();
     let operation = Uuid::new_v4();
 

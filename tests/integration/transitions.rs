@@ -1,14 +1,16 @@
 //! Every legal transition, with I1–I6 checked after each.
 
 use diesel::PgConnection;
-use machine_state::{AnyMachine, Machine, Offline, State, history};
+use machine_state::{AnyMachine, Machine, Offline, State, WritePath, history};
 use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent};
 
 /// Walk all eight edges of the transition table, checking after each step.
-fn walk_every_edge(conn: &mut PgConnection) -> Uuid {
-    let offline = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
+fn walk_every_edge(conn: &mut PgConnection, path: WritePath) -> Uuid {
+    let offline = Machine::<Offline>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .with_write_path(path);
     let id = offline.id();
     assert_consistent(conn, id);
 
@@ -59,7 +61,7 @@ fn every_legal_transition_keeps_both_rows_consistent_on_a_pool_connection() {
     let db = TestDb::new();
     let pool = db.pool();
     let conn = &mut pool.get().unwrap();
-    let id = walk_every_edge(conn);
+    let id = walk_every_edge(conn, WritePath::Statement);
     assert_history_is_repeatable_read(conn, id);
 }
 
@@ -69,7 +71,18 @@ fn every_legal_transition_keeps_both_rows_consistent_on_a_plain_connection() {
     // and run each transition in an explicit REPEATABLE READ transaction.
     let db = TestDb::new();
     let conn = &mut db.conn();
-    let id = walk_every_edge(conn);
+    let id = walk_every_edge(conn, WritePath::Statement);
+    assert_history_is_repeatable_read(conn, id);
+}
+
+#[test]
+fn every_legal_transition_through_the_sql_function_keeps_both_rows_consistent() {
+    let db = TestDb::new();
+    let pool = db.pool();
+    let id = walk_every_edge(&mut pool.get().unwrap(), WritePath::SqlFunction);
+    assert_history_is_repeatable_read(&mut pool.get().unwrap(), id);
+    let conn = &mut db.conn();
+    let id = walk_every_edge(conn, WritePath::SqlFunction);
     assert_history_is_repeatable_read(conn, id);
 }
 

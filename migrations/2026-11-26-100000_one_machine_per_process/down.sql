@@ -1,0 +1,1 @@
+DROP INDEX machines_current_process_id_key;

@@ -1,0 +1,132 @@
+//! The SQL-function carrier of a transition: `machine_state_transition(...)`,
+//! which locks both rows, checks and writes them and the history (see
+//! migrations/…_create_transition_functions). For roles that may run
+//! transitions but not write the tables.
+
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::result::Error as DieselError;
+use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use uuid::Uuid;
+
+use super::{Answer, Change, Found, connection_lost, lost_race, repeatable_read};
+use crate::error::Error;
+use crate::history::find_operation;
+use crate::pair::Pair;
+
+/// One attempt of `change` through the SQL function.
+pub(super) fn attempt(
+    conn: &mut PgConnection,
+    change: &Change<'_>,
+    in_callers_transaction: bool,
+) -> QueryResult<Answer> {
+    let call = FunctionCall::new(change);
+    let result = if in_callers_transaction {
+        // A savepoint keeps the caller's transaction usable when the function
+        // refuses, so that the refusal can be explained.
+        conn.transaction(|conn| call.get_result::<(Option<DateTime<Utc>>, String)>(conn))
+    } else {
+        repeatable_read(conn, |conn| {
+            call.get_result::<(Option<DateTime<Utc>>, String)>(conn)
+                .map(|(at, isolation)| ((at, isolation.clone()), isolation))
+        })
+    };
+    match result {
+        Ok((Some(at), _)) => Ok(Ok(at)),
+        Ok((None, isolation)) => Ok(Err(Error::NotRepeatableRead(isolation))),
+        Err(error) if lost_race(&error) || connection_lost(&error) || is_missing(&error) => {
+            Err(error)
+        }
+        // The function refused (its own SQLSTATEs, which diesel does not
+        // expose): explain the refusal from what the database holds now.
+        Err(error) => Ok(explain_refusal(conn, change, error)),
+    }
+}
+
+/// Whether `error` says the SQL function does not exist (42883).
+pub(super) fn is_missing(error: &DieselError) -> bool {
+    matches!(error, DieselError::DatabaseError(_, info)
+        if info.message().starts_with("function machine_state_transition(")
+            && info.message().ends_with("does not exist"))
+}
+
+fn explain_refusal(conn: &mut PgConnection, change: &Change<'_>, error: DieselError) -> Answer {
+    let pair = match Pair::load(conn, change.machine_id) {
+        Ok(pair) => pair,
+        Err(_) => return Err(Error::Database(error)),
+    };
+    let prior = match find_operation(conn, change.operation_id) {
+        Ok(prior) => prior,
+        Err(_) => return Err(Error::Database(error)),
+    };
+    let found = Found {
+        machines: pair.as_ref().map(Pair::machines_status),
+        machine_state: pair.as_ref().and_then(Pair::machine_state_status),
+        prior: prior.map(|e| (e.machine_id, e.from_state, e.to_state, e.transitioned_at)),
+        isolation: super::REPEATABLE_READ.to_owned(),
+    };
+    found.explain(change).unwrap_or(Err(Error::Database(error)))
+}
+
+/// `SELECT (machine_state_transition(...)).transitioned_at` when the
+/// transaction is REPEATABLE READ (and nothing otherwise), with the
+/// isolation level. A static query id: prepared once per connection.
+#[derive(Clone, Copy)]
+struct FunctionCall<'a> {
+    machine_id: Uuid,
+    from: &'static str,
+    to: &'static str,
+    process_id: Option<Uuid>,
+    description: Option<&'a str>,
+    operation_id: Uuid,
+}
+
+impl<'a> FunctionCall<'a> {
+    fn new(change: &Change<'a>) -> Self {
+        FunctionCall {
+            machine_id: change.machine_id,
+            from: change.from.as_str(),
+            to: change.to.as_str(),
+            // No transition goes from `processing` to `processing`, so the
+            // function takes one process id for either end.
+            process_id: change.new_process.or(change.expected_process),
+            description: change.description,
+            operation_id: change.operation_id,
+        }
+    }
+}
+
+impl QueryFragment<Pg> for FunctionCall<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT CASE WHEN current_setting('transaction_isolation') = 'repeatable read' \
+             THEN (machine_state_transition(",
+        );
+        out.push_bind_param::<SqlUuid, _>(&self.machine_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.from)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.to)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.process_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.description)?;
+        out.push_sql(", ");
+        out.push_bind_param::<SqlUuid, _>(&self.operation_id)?;
+        out.push_sql(")).transitioned_at END, current_setting('transaction_isolation')");
+        Ok(())
+    }
+}
+
+impl QueryId for FunctionCall<'_> {
+    type QueryId = FunctionCall<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for FunctionCall<'_> {
+    type SqlType = (Nullable<Timestamptz>, Text);
+}
+
+impl RunQueryDsl<PgConnection> for FunctionCall<'_> {}

@@ -1,0 +1,290 @@
+//! The two-table write: the one place where `machines`, `machine_state` and the
+//! history are written.
+//!
+//! A transition is a guarded write of both rows plus a history row, in one
+//! REPEATABLE READ transaction. It has two carriers that behave alike:
+//!
+//! - [`WritePath::Statement`] (the default, `statement.rs`): one SQL statement
+//!   of data-modifying CTEs, sent by diesel as a prepared statement;
+//! - [`WritePath::SqlFunction`] (`function.rs`): a call of the SQL function
+//!   `machine_state_transition`, for roles that may not write the tables
+//!   themselves (it can be `SECURITY DEFINER`).
+//!
+//! Both compare-and-set on the state (and process id) the typed machine claims,
+//! always write both rows (under snapshot isolation a row that is only read can
+//! change concurrently: write skew), append the history row with the
+//! client-generated operation id, and report an operation that already
+//! committed instead of applying it twice. This module runs them: it picks
+//! autocommit or an explicit transaction, retries lost races with backoff, and
+//! turns what the database answered into the crate's errors.
+//!
+//! Transactions: on a session whose default isolation is REPEATABLE READ
+//! (every connection of [`crate::pool`]) a transition is one autocommit
+//! statement, one round trip; the statement itself checks the isolation level
+//! and writes nothing under any other, in which case it is run again inside an
+//! explicit `BEGIN ISOLATION LEVEL REPEATABLE READ`. Inside a transaction the
+//! caller opened (with diesel's API) it runs there, once, and refuses if that
+//! transaction is not REPEATABLE READ; the caller retries the whole transaction
+//! ([`crate::transaction`] does).
+
+mod create;
+mod function;
+mod repair;
+mod statement;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+
+use chrono::{DateTime, Utc};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::retry::RetryPolicy;
+use crate::state::{State, Status};
+
+pub(crate) use create::create;
+pub(crate) use repair::repair;
+
+const REPEATABLE_READ: &str = "repeatable read";
+
+/// How a transition reaches the tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WritePath {
+    /// One SQL statement that writes the tables directly (the default, and the
+    /// fastest: one round trip on a [`crate::pool`] connection).
+    #[default]
+    Statement,
+    /// Through the SQL function `machine_state_transition`, so that a role
+    /// without UPDATE on the tables can run transitions. Where the function
+    /// is missing, the transition falls back to [`WritePath::Statement`] (as
+    /// atomic), logs a warning and counts it ([`sql_function_fallbacks`]).
+    SqlFunction,
+}
+
+/// How a machine's transitions are run: its retry policy and write path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub retry: RetryPolicy,
+    pub write_path: WritePath,
+}
+
+static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many transitions asked for [`WritePath::SqlFunction`] found the
+/// function missing and ran as [`WritePath::Statement`] instead, since this
+/// process started.
+pub fn sql_function_fallbacks() -> u64 {
+    FALLBACKS.load(Ordering::Relaxed)
+}
+
+/// One transition, as the write path needs it.
+pub(crate) struct Change<'a> {
+    pub machine_id: Uuid,
+    pub from: State,
+    /// The process the machine must be running now (`Some` exactly when
+    /// leaving `processing`): the fencing token.
+    pub expected_process: Option<Uuid>,
+    pub to: State,
+    /// The process the machine runs afterwards (`Some` exactly when entering
+    /// `processing`).
+    pub new_process: Option<Uuid>,
+    /// The failure description (entering `error`), also kept in the history.
+    pub description: Option<&'a str>,
+    pub operation_id: Uuid,
+}
+
+/// What one attempt reported, once the database answered: the time of the
+/// transition, or why it was refused.
+type Answer = Result<DateTime<Utc>, Error>;
+
+/// Apply a transition. Returns its time (now, or when the same operation id
+/// first applied).
+pub(crate) fn apply(
+    conn: &mut PgConnection,
+    change: &Change<'_>,
+    settings: &Settings,
+) -> Result<DateTime<Utc>, Error> {
+    match settings.write_path {
+        WritePath::Statement => with_retries(conn, change, &settings.retry, statement::attempt),
+        WritePath::SqlFunction => {
+            let result = with_retries(conn, change, &settings.retry, function::attempt);
+            match result {
+                Err(Error::Database(error))
+                    if function::is_missing(&error) && !in_transaction(conn) =>
+                {
+                    FALLBACKS.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        machine_id = %change.machine_id, %error,
+                        "`machine_state_transition` is missing: falling back to the statement \
+                         write path (atomic too); run the migrations"
+                    );
+                    with_retries(conn, change, &settings.retry, statement::attempt)
+                }
+                other => other,
+            }
+        }
+    }
+}
+
+/// Run `attempt` until it is not a lost race, within `retry`'s budget.
+fn with_retries(
+    conn: &mut PgConnection,
+    change: &Change<'_>,
+    retry: &RetryPolicy,
+    attempt_once: fn(&mut PgConnection, &Change<'_>, bool) -> QueryResult<Answer>,
+) -> Answer {
+    let in_callers_transaction = in_transaction(conn);
+    let max_attempts = if in_callers_transaction {
+        1
+    } else {
+        retry.max_attempts.max(1)
+    };
+    let mut attempt = 1;
+    loop {
+        match attempt_once(conn, change, in_callers_transaction) {
+            Ok(answer) => return answer,
+            Err(error) if lost_race(&error) && attempt < max_attempts => {
+                tracing::debug!(
+                    machine_id = %change.machine_id, attempt, %error,
+                    "transition lost a race, retrying"
+                );
+                thread::sleep(retry.backoff(attempt));
+                attempt += 1;
+            }
+            Err(error) => return Err(database_error(error, change, attempt)),
+        }
+    }
+}
+
+/// The crate's error for a database error that is not an answer.
+fn database_error(error: DieselError, change: &Change<'_>, attempts: u32) -> Error {
+    if lost_race(&error) {
+        return Error::RetriesExhausted {
+            attempts,
+            source: error,
+        };
+    }
+    if connection_lost(&error) {
+        return Error::OutcomeUnknown {
+            operation_id: change.operation_id,
+            source: error,
+        };
+    }
+    if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &error {
+        if info.constraint_name() == Some(RUNNING_PROCESS_INDEX) {
+            if let Some(process_id) = change.new_process {
+                return Error::ProcessInUse(process_id);
+            }
+        }
+    }
+    crate::migrations::explain_missing_tables(error)
+}
+
+/// The unique index that keeps one process on one machine.
+const RUNNING_PROCESS_INDEX: &str = "machines_current_process_id_key";
+
+/// Run `query` in autocommit when the session's default isolation is
+/// REPEATABLE READ (the query reports the level it ran under and writes
+/// nothing under another), else again in an explicit REPEATABLE READ
+/// transaction.
+fn repeatable_read<T>(
+    conn: &mut PgConnection,
+    mut query: impl FnMut(&mut PgConnection) -> QueryResult<(T, String)>,
+) -> QueryResult<T> {
+    let (answer, isolation) = query(conn)?;
+    if isolation == REPEATABLE_READ {
+        return Ok(answer);
+    }
+    conn.build_transaction()
+        .repeatable_read()
+        .run(|conn| query(conn).map(|(answer, _)| answer))
+}
+
+/// What the database held when a guarded write did not apply.
+struct Found {
+    /// `machines`: state and process, or `None` when there is no such machine.
+    machines: Option<Status>,
+    /// `machine_state`: state and process, if the row exists.
+    machine_state: Option<Status>,
+    /// The transition already recorded under this operation id, if any:
+    /// (machine, from, to, when).
+    prior: Option<(Uuid, Option<String>, String, DateTime<Utc>)>,
+    /// The isolation level the attempt ran under.
+    isolation: String,
+}
+
+impl Found {
+    /// Why the transition did not apply, or `None` when what was found does
+    /// not explain it.
+    fn explain(self, change: &Change<'_>) -> Option<Answer> {
+        if let Some((machine, from, to, at)) = self.prior {
+            let same = machine == change.machine_id
+                && from.as_deref() == Some(change.from.as_str())
+                && to == change.to.as_str();
+            return Some(if same {
+                Ok(at)
+            } else {
+                Err(Error::OperationReused(change.operation_id))
+            });
+        }
+        let Some(found) = self.machines else {
+            return Some(Err(Error::NotFound(change.machine_id)));
+        };
+        if self.isolation != REPEATABLE_READ {
+            return Some(Err(Error::NotRepeatableRead(self.isolation)));
+        }
+        if self.machine_state.as_ref() != Some(&found) {
+            let theirs = self
+                .machine_state
+                .map_or_else(|| "nothing".to_owned(), |s| s.to_string());
+            return Some(Err(Error::Inconsistent {
+                machine_id: change.machine_id,
+                reason: format!("`machines` says {found}, `machine_state` says {theirs}"),
+            }));
+        }
+        let expected = Status::new(change.from, change.expected_process);
+        (found != expected).then(|| {
+            Err(Error::Conflict {
+                machine_id: change.machine_id,
+                expected,
+                found,
+            })
+        })
+    }
+}
+
+/// Whether the caller has a transaction open on this connection.
+pub(crate) fn in_transaction(conn: &mut PgConnection) -> bool {
+    AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+/// A serialization failure (40001) or deadlock (40P01): the transaction was
+/// rolled back and may simply be run again.
+pub(crate) fn lost_race(error: &DieselError) -> bool {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        // diesel does not expose 40P01; PostgreSQL's message is stable (in
+        // English, the default `lc_messages`).
+        DieselError::DatabaseError(_, info) => info.message().starts_with("deadlock detected"),
+        _ => false,
+    }
+}
+
+/// The connection broke: what was in flight may or may not have committed.
+pub(crate) fn connection_lost(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _
+        ) | DieselError::BrokenTransactionManager
+    )
+}

@@ -1,0 +1,76 @@
+//! Writing a repaired pair (the policy is `crate::repair`'s).
+
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use super::lost_race;
+use crate::audit::Repair;
+use crate::error::Error;
+use crate::pair::Pair;
+use crate::schema::{machine_state, machine_state_transitions, machines};
+use crate::state::State;
+
+/// Write a repaired pair (see [`crate::repair`] for the policy): both rows and
+/// a `repair` history entry, in one REPEATABLE READ transaction, only if the
+/// pair still holds what the audit read. Returns whether it was written.
+pub(crate) fn repair(
+    conn: &mut PgConnection,
+    read: &Pair,
+    repair: &Repair,
+    note: &str,
+) -> Result<bool, Error> {
+    let id = read.machine_id;
+    let result = conn.build_transaction().repeatable_read().run(|conn| {
+        if Pair::load(conn, id)?.as_ref() != Some(read) {
+            return Ok(false);
+        }
+        let last_state: Option<String> = machine_state_transitions::table
+            .filter(machine_state_transitions::machine_id.eq(id))
+            .order(machine_state_transitions::id.desc())
+            .select(machine_state_transitions::to_state)
+            .first(conn)
+            .optional()?;
+        let state = repair.state.as_str();
+        diesel::update(machines::table.find(id))
+            .set((
+                machines::status.eq(state),
+                machines::current_process_id.eq(repair.process_id),
+                machines::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)?;
+        let state_row = (
+            machine_state::current_state.eq(state),
+            machine_state::process_id.eq(repair.process_id),
+            machine_state::state_since.eq(diesel::dsl::now),
+            machine_state::updated_at.eq(diesel::dsl::now),
+            machine_state::is_failure_mode.eq(repair.state == State::Error),
+            machine_state::failure_component.eq(None::<String>),
+            machine_state::failure_description.eq(repair.description.as_deref()),
+        );
+        if read.state.is_some() {
+            diesel::update(machine_state::table.find(id))
+                .set(state_row)
+                .execute(conn)?;
+        } else {
+            diesel::insert_into(machine_state::table)
+                .values((machine_state::machine_id.eq(id), state_row))
+                .execute(conn)?;
+        }
+        diesel::insert_into(machine_state_transitions::table)
+            .values((
+                machine_state_transitions::machine_id.eq(id),
+                machine_state_transitions::from_state.eq(last_state.unwrap_or(read.status.clone())),
+                machine_state_transitions::to_state.eq(state),
+                machine_state_transitions::process_id.eq(repair.process_id),
+                machine_state_transitions::description.eq(note),
+                machine_state_transitions::operation_id.eq(Uuid::new_v4()),
+                machine_state_transitions::kind.eq("repair"),
+            ))
+            .execute(conn)?;
+        Ok(true)
+    });
+    match result {
+        Err(error) if lost_race(&error) => Ok(false),
+        other => other.map_err(Error::Database),
+    }
+}

@@ -1,0 +1,72 @@
+//! The SQL-function write path refuses, reports and falls back like the
+//! statement path.
+
+use diesel::connection::SimpleConnection;
+use machine_state::{
+    AnyMachine, Error, Machine, Offline, State, WritePath, history, sql_function_fallbacks,
+};
+use uuid::Uuid;
+
+use crate::support::{TestDb, assert_consistent, snapshot};
+
+#[test]
+fn a_stale_complete_through_the_sql_function_is_a_typed_conflict() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let processing = Machine::<Offline>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .with_write_path(WritePath::SqlFunction)
+        .start(conn, Uuid::new_v4())
+        .unwrap();
+    let stale = processing.clone();
+    let newer = Uuid::new_v4();
+    processing.stop(conn).unwrap().start(conn, newer).unwrap();
+    let before = snapshot(conn);
+    let refused = stale.complete(conn).unwrap_err();
+    match refused.error {
+        Error::Conflict { found, .. } => assert_eq!(found.process_id, Some(newer)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(snapshot(conn), before);
+}
+
+#[test]
+fn an_unknown_machine_through_the_sql_function_is_not_found() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let offline = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
+    conn.batch_execute(&format!(
+        "DELETE FROM machines WHERE id = '{}'",
+        offline.id()
+    ))
+    .unwrap();
+    let refused = offline
+        .with_write_path(WritePath::SqlFunction)
+        .bring_online(conn)
+        .unwrap_err();
+    assert!(matches!(refused.error, Error::NotFound(_)), "{refused:?}");
+}
+
+#[test]
+fn a_missing_sql_function_falls_back_to_the_atomic_statement_and_is_counted() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    conn.batch_execute(
+        "DROP FUNCTION atomic_update_machine_state, atomic_complete_machine_state,
+             atomic_error_machine_state, atomic_processing_machine_state;
+         DROP FUNCTION machine_state_transition;",
+    )
+    .unwrap();
+    let offline = Machine::<Offline>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .with_write_path(WritePath::SqlFunction);
+    let before = sql_function_fallbacks();
+    let idle = offline.bring_online(conn).unwrap();
+    assert!(sql_function_fallbacks() > before);
+    assert_eq!(
+        AnyMachine::load(conn, idle.id()).unwrap().state(),
+        State::Idle
+    );
+    assert_consistent(conn, idle.id());
+    assert_eq!(history(conn, idle.id()).unwrap().len(), 2);
+}
