@@ -180,8 +180,13 @@ pub struct Run {
     /// Statements the server executed per transaction (`pg_stat_statements`,
     /// `BEGIN` and `COMMIT` included): the round trips.
     pub statements_per_tx: f64,
+    /// Statements the server planned per transaction: 0 for a prepared
+    /// statement running its cached generic plan.
+    pub plans_per_tx: f64,
     /// The server's execution time per transaction, in µs.
     pub exec_us_per_tx: f64,
+    /// The server's planning time per transaction, in µs.
+    pub plan_us_per_tx: f64,
 }
 
 /// Every run, by scenario and path, in round order.
@@ -190,6 +195,8 @@ pub type Results = BTreeMap<(usize, Path), Vec<Run>>;
 struct Options {
     rounds: usize,
     hot_seconds: f64,
+    /// Skip the durable scenarios (for quick iterations).
+    no_durable: bool,
 }
 
 impl Options {
@@ -197,6 +204,7 @@ impl Options {
         let mut options = Options {
             rounds: 5,
             hot_seconds: 3.0,
+            no_durable: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -216,6 +224,7 @@ impl Options {
                         .parse()
                         .map_err(|e| format!("`--hot-seconds`: {e}"))?;
                 }
+                "--no-durable" => options.no_durable = true,
                 // What `cargo bench` passes to every bench target.
                 "--bench" => {}
                 other => return Err(format!("unknown argument `{other}`")),
@@ -241,6 +250,7 @@ fn run(options: &Options) -> Result<bool, String> {
     let server = EmbeddedPostgres::builder()
         .durable(true)
         .setting("shared_preload_libraries", "pg_stat_statements")
+        .setting("pg_stat_statements.track_planning", "on")
         .setting("max_connections", "50")
         .start()
         .map_err(|e| format!("cannot start PostgreSQL: {e}"))?;
@@ -291,12 +301,13 @@ fn run(options: &Options) -> Result<bool, String> {
         Path::QueryBuilder,
     ];
     let four = [Path::Function, Path::Cte, Path::Default, Path::QueryBuilder];
-    let scenarios: Vec<(Plan, &[Path])> = vec![
+    let mut scenarios: Vec<(Plan, &[Path])> = vec![
         (Plan::new(true, 1, cores), &one),
         (Plan::new(false, 1, cores), &one),
         (Plan::new(true, 4, cores), &four),
         (Plan::new(false, 4, cores), &four),
     ];
+    scenarios.retain(|(plan, _)| !(options.no_durable && plan.durable));
     let mut runs: Vec<(usize, Path)> = scenarios
         .iter()
         .enumerate()
@@ -374,11 +385,13 @@ fn measure(
     } else {
         workload::run(url, path, plan, || reset_statements(bench))?
     };
-    let (statements, exec_ms) = statement_totals(bench)?;
+    let totals = statement_totals(bench)?;
     let transactions = measured.latencies_us.len() as f64;
     Ok(Run {
-        statements_per_tx: statements / transactions,
-        exec_us_per_tx: exec_ms * 1000.0 / transactions,
+        statements_per_tx: totals.calls / transactions,
+        plans_per_tx: totals.plans / transactions,
+        exec_us_per_tx: totals.exec_ms * 1000.0 / transactions,
+        plan_us_per_tx: totals.plan_ms * 1000.0 / transactions,
         measured,
     })
 }
@@ -388,26 +401,30 @@ fn reset_statements(conn: &mut PgConnection) -> Result<(), String> {
         .map_err(|e| format!("cannot reset pg_stat_statements: {e}"))
 }
 
+/// What `pg_stat_statements` counted in the bench database since the reset.
 #[derive(QueryableByName)]
 struct Totals {
     #[diesel(sql_type = Double)]
     calls: f64,
     #[diesel(sql_type = Double)]
+    plans: f64,
+    #[diesel(sql_type = Double)]
     exec_ms: f64,
+    #[diesel(sql_type = Double)]
+    plan_ms: f64,
 }
 
-/// Statements executed in the bench database since the reset, and their
-/// total execution time (ms).
-fn statement_totals(conn: &mut PgConnection) -> Result<(f64, f64), String> {
-    let totals: Totals = sql_query(
+fn statement_totals(conn: &mut PgConnection) -> Result<Totals, String> {
+    sql_query(
         "SELECT coalesce(sum(s.calls), 0)::float8 AS calls,
-                coalesce(sum(s.total_exec_time), 0)::float8 AS exec_ms
+                coalesce(sum(s.plans), 0)::float8 AS plans,
+                coalesce(sum(s.total_exec_time), 0)::float8 AS exec_ms,
+                coalesce(sum(s.total_plan_time), 0)::float8 AS plan_ms
          FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
          WHERE d.datname = current_database() AND s.query NOT LIKE '%pg_stat_statements%'",
     )
     .get_result(conn)
-    .map_err(|e| format!("cannot read pg_stat_statements: {e}"))?;
-    Ok((totals.calls, totals.exec_ms))
+    .map_err(|e| format!("cannot read pg_stat_statements: {e}"))
 }
 
 #[derive(QueryableByName)]

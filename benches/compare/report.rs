@@ -67,6 +67,9 @@ impl Target {
     }
 
     fn met(self, ratio: &Ratio) -> Option<bool> {
+        if ratio.median.is_nan() {
+            return None;
+        }
         match self {
             Target::AtMost(x) => Some(ratio.median <= x),
             Target::AtLeast(x) => Some(ratio.median >= x),
@@ -84,11 +87,10 @@ pub struct Report<'a> {
 }
 
 impl Report<'_> {
-    fn scenario(&self, clients: u32, durable: bool) -> usize {
+    fn scenario(&self, clients: u32, durable: bool) -> Option<usize> {
         self.plans
             .iter()
             .position(|p| p.clients == clients && p.durable == durable)
-            .unwrap_or_else(|| unreachable!("no scenario with {clients} clients"))
     }
 
     fn runs(&self, scenario: usize, path: Path) -> &[Run] {
@@ -128,14 +130,11 @@ impl Report<'_> {
     /// The ratio rows: (what, target, durable, sync off).
     fn ratios(&self) -> Vec<(String, Target, Ratio, Ratio)> {
         let both = |what: &str, target, clients, f: &dyn Fn(usize, usize) -> f64| {
-            let durable = self.scenario(clients, true);
-            let lazy = self.scenario(clients, false);
-            (
-                what.to_owned(),
-                target,
-                self.ratio(|r| f(durable, r)),
-                self.ratio(|r| f(lazy, r)),
-            )
+            let of = |durable| match self.scenario(clients, durable) {
+                Some(s) => self.ratio(|r| f(s, r)),
+                None => Ratio::of(Vec::new()),
+            };
+            (what.to_owned(), target, of(true), of(false))
         };
         vec![
             both(
@@ -217,12 +216,14 @@ impl Report<'_> {
         );
         let _ = writeln!(out, "|---|---|---|---|---|");
         for (what, target, durable, lazy) in self.ratios() {
-            let met = match (target.met(&durable), target.met(&lazy)) {
-                (Some(a), Some(b)) => {
-                    let word = |ok| if ok { "yes" } else { "**no**" };
-                    format!("{} / {}", word(a), word(b))
-                }
-                _ => "(info)".into(),
+            let word = |ok: Option<bool>| match ok {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "—",
+            };
+            let met = match target {
+                Target::Info => "(info)".to_owned(),
+                _ => format!("{} / {}", word(target.met(&durable)), word(target.met(&lazy))),
             };
             let _ = writeln!(
                 out,
@@ -242,9 +243,10 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "| scenario | path | p50 ms | p99 ms | tps | statements | server exec µs |"
+            "| scenario | path | p50 ms | p99 ms | tps | statements | plans | server exec µs \
+             | server plan µs |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
         for (s, plan) in self.plans.iter().enumerate() {
             for path in Path::ALL {
                 let runs = self.runs(s, path);
@@ -254,14 +256,16 @@ impl Report<'_> {
                 let of = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
                 let _ = writeln!(
                     out,
-                    "| {} | `{}` | {:.3} | {:.3} | {:.0} | {:.2} | {:.0} |",
+                    "| {} | `{}` | {:.3} | {:.3} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |",
                     plan.label(),
                     path.label(),
                     of(&|r| run_quantile(r, 0.5)) / 1000.0,
                     of(&|r| run_quantile(r, 0.99)) / 1000.0,
                     of(&|r| r.measured.tps),
                     of(&|r| r.statements_per_tx),
+                    of(&|r| r.plans_per_tx),
                     of(&|r| r.exec_us_per_tx),
+                    of(&|r| r.plan_us_per_tx),
                 );
             }
         }
@@ -323,7 +327,10 @@ impl Report<'_> {
         const LEFT: f64 = 60.0;
         const TOP: f64 = 50.0;
         const GAP: f64 = 60.0;
-        let panels = [self.scenario(1, true), self.scenario(1, false)];
+        let panels: Vec<usize> = [self.scenario(1, true), self.scenario(1, false)]
+            .into_iter()
+            .flatten()
+            .collect();
         let curves: Vec<Vec<(Path, Vec<f64>)>> = panels
             .iter()
             .map(|&s| {
