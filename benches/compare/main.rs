@@ -17,7 +17,9 @@
 //!   updates;
 //! - `pgbench/select_1`: a bare round trip;
 //! - `crate/default`: `Machine::start` / `complete` through a pool checkout;
-//! - `crate/query_builder`: a hand-written diesel DSL transaction.
+//! - `crate/query_builder`: a hand-written diesel DSL transaction;
+//! - `crate/query_builder_prepared`: the same, its updates wrapped so that
+//!   diesel prepares them once (what the query-builder path misses).
 //!
 //! Every path runs the same walk over the machines (start a recipe on each of
 //! a client's machines, then complete each), every pgbench session and every
@@ -68,10 +70,11 @@ pub enum Path {
     Legacy,
     Default,
     QueryBuilder,
+    QueryBuilderPrepared,
 }
 
 impl Path {
-    pub const ALL: [Path; 7] = [
+    pub const ALL: [Path; 8] = [
         Path::Select1,
         Path::Function,
         Path::Cte,
@@ -79,6 +82,7 @@ impl Path {
         Path::Legacy,
         Path::Default,
         Path::QueryBuilder,
+        Path::QueryBuilderPrepared,
     ];
 
     /// A short name, also the pgbench script's file name.
@@ -91,6 +95,7 @@ impl Path {
             Path::Legacy => "legacy_two_write",
             Path::Default => "default",
             Path::QueryBuilder => "query_builder",
+            Path::QueryBuilderPrepared => "query_builder_prepared",
         }
     }
 
@@ -105,7 +110,10 @@ impl Path {
     }
 
     pub fn is_pgbench(self) -> bool {
-        !matches!(self, Path::Default | Path::QueryBuilder)
+        !matches!(
+            self,
+            Path::Default | Path::QueryBuilder | Path::QueryBuilderPrepared
+        )
     }
 
     /// Whether each transaction appends a history row.
@@ -115,12 +123,23 @@ impl Path {
 }
 
 /// Who runs what in one scenario.
+///
+/// Client `c` of `C` owns machines `c + 1`, `c + 1 + C`, ... (`MACHINES / C`
+/// of them). A run walks a window of them, starting at `offset`: a sweep
+/// starts a recipe on each machine of the window, the next sweep completes
+/// them, so every run leaves every machine idle. Durable runs walk a quarter
+/// of the machines per run (commits wait for the disk), the window moving on
+/// each round.
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
     /// Durable commits, or `synchronous_commit=off` for the sessions.
     pub durable: bool,
     pub clients: u32,
     pub machines_per_client: u32,
+    /// Machines per client walked in a run.
+    pub window: u32,
+    /// Where a run's window starts (changes each round).
+    pub offset: u32,
     pub transactions_per_client: u32,
     /// pgbench's `-j` is `min(clients, cores)`.
     pub cores: u32,
@@ -129,28 +148,41 @@ pub struct Plan {
 impl Plan {
     fn new(durable: bool, clients: u32, cores: u32) -> Plan {
         let machines_per_client = MACHINES / clients;
-        // Whole cycles (start every machine, then complete it), so each run
-        // leaves every machine idle for the next: 2000 transitions with one
-        // connection, 4000 with more.
+        let window = if durable {
+            machines_per_client / 4
+        } else {
+            machines_per_client
+        };
+        // With one connection, one sweep each way; with more, two.
         let cycles = if clients > 1 { 2 } else { 1 };
         Plan {
             durable,
             clients,
             machines_per_client,
-            transactions_per_client: 2 * machines_per_client * cycles,
+            window,
+            offset: 0,
+            transactions_per_client: 2 * window * cycles,
             cores,
         }
     }
 
-    /// The `j`-th machine of `client` (machines are numbered from 1).
+    /// This plan in round `round`: the window moves on.
+    fn in_round(self, round: usize) -> Plan {
+        Plan {
+            offset: (round as u32 * self.window) % self.machines_per_client,
+            ..self
+        }
+    }
+
+    /// The `j`-th machine of `client`'s window (machines are numbered from 1).
     pub fn machine(&self, client: u32, j: u32) -> u32 {
-        client + 1 + j * self.clients
+        client + 1 + ((self.offset + j) % self.machines_per_client) * self.clients
     }
 
     /// Whether a client's `k`-th transaction (from 0) starts a recipe (or
     /// completes one).
     pub fn starts(&self, k: u32) -> bool {
-        (k / self.machines_per_client) % 2 == 0
+        (k / self.window) % 2 == 0
     }
 
     pub fn transactions(&self) -> usize {
@@ -299,6 +331,7 @@ fn run(options: &Options) -> Result<bool, String> {
         Path::Legacy,
         Path::Default,
         Path::QueryBuilder,
+        Path::QueryBuilderPrepared,
     ];
     let four = [Path::Function, Path::Cte, Path::Default, Path::QueryBuilder];
     let mut scenarios: Vec<(Plan, &[Path])> = vec![
@@ -331,7 +364,7 @@ fn run(options: &Options) -> Result<bool, String> {
         }
         let round_began = Instant::now();
         for &(scenario, path) in &runs {
-            let plan = &scenarios[scenario].0;
+            let plan = &scenarios[scenario].0.in_round(round);
             let url = if plan.durable { &bench_url } else { &async_url };
             let run = measure(bench, &target, url, path, plan)?;
             last_history = verify(bench, path, plan, last_history)?;

@@ -3,10 +3,10 @@
 //!
 //! Every script walks the client's machines in the same order as the crate's
 //! workload (see [`crate::Plan`]): client `c` of `C` owns machines `c + 1`,
-//! `c + 1 + C`, ...; the first sweep over them starts a recipe on each
-//! (`idle -> processing`), the next one completes it, and so on. Variables
-//! persist across a client's transactions, so a counter `k` says which
-//! machine and which direction comes next.
+//! `c + 1 + C`, ...; the first sweep over a window of them starts a recipe on
+//! each (`idle -> processing`), the next one completes it, and so on.
+//! Variables persist across a client's transactions, so a counter `k` says
+//! which machine and which direction comes next.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -61,8 +61,8 @@ impl Direction {
 /// The pgbench script of a SQL path.
 fn script(path: BenchPath) -> String {
     let header = "\\set k :k + 1\n\
-                  \\set j (:k - 1) % :per\n\
-                  \\set m :client_id + 1 + :j * :nclients\n";
+                  \\set j (:k - 1) % :window\n\
+                  \\set m :client_id + 1 + ((:offset + :j) % :per) * :nclients\n";
     if path == BenchPath::Select1 {
         return format!("{header}SELECT 1;\n");
     }
@@ -74,7 +74,7 @@ fn script(path: BenchPath) -> String {
         _ => unreachable!("{path:?} is not a pgbench path"),
     };
     format!(
-        "{header}\\if ((:k - 1) / :per) % 2 = 0\n{}\\else\n{}\\endif\n",
+        "{header}\\if ((:k - 1) / :window) % 2 = 0\n{}\\else\n{}\\endif\n",
         body(Direction::Start),
         body(Direction::Complete)
     )
@@ -203,6 +203,8 @@ pub fn run(target: &Target<'_>, path: BenchPath, plan: &Plan) -> Result<Measured
         .args(["-t", &plan.transactions_per_client.to_string()])
         .args(["-D", "k=0"])
         .args(["-D", &format!("per={}", plan.machines_per_client)])
+        .args(["-D", &format!("window={}", plan.window)])
+        .args(["-D", &format!("offset={}", plan.offset)])
         .args(["-D", &format!("nclients={}", plan.clients)])
         .arg("-h")
         .arg(target.socket_dir)

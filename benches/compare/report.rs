@@ -162,6 +162,18 @@ impl Report<'_> {
                 &|s, r| self.p50(s, Path::QueryBuilder, r) / self.floor_p50(s, r),
             ),
             both(
+                "`crate/query_builder_prepared` p50 ÷ floor (1 conn)",
+                Target::Info,
+                1,
+                &|s, r| self.p50(s, Path::QueryBuilderPrepared, r) / self.floor_p50(s, r),
+            ),
+            both(
+                "floor ÷ `pgbench/legacy_two_write` p50: the best pgbench can do (1 conn)",
+                Target::Info,
+                1,
+                &|s, r| self.floor_p50(s, r) / self.p50(s, Path::Legacy, r),
+            ),
+            both(
                 "`crate/default` p50 ÷ best one-statement pgbench p50 (4 conns)",
                 Target::Info,
                 4,
@@ -223,7 +235,11 @@ impl Report<'_> {
             };
             let met = match target {
                 Target::Info => "(info)".to_owned(),
-                _ => format!("{} / {}", word(target.met(&durable)), word(target.met(&lazy))),
+                _ => format!(
+                    "{} / {}",
+                    word(target.met(&durable)),
+                    word(target.met(&lazy))
+                ),
             };
             let _ = writeln!(
                 out,
@@ -456,5 +472,6 @@ fn style(path: Path) -> (&'static str, f64) {
         Path::Legacy => ("#d62728", 2.0),
         Path::Default => ("#000000", 3.0),
         Path::QueryBuilder => ("#ff7f0e", 2.0),
+        Path::QueryBuilderPrepared => ("#bcbd22", 1.5),
     }
 }

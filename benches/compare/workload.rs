@@ -20,7 +20,7 @@ enum Slot {
     Moving,
 }
 
-/// Run a crate path (`Default` or `QueryBuilder`) under `plan` on a pool of
+/// Run a crate path (`Default`, `QueryBuilder` or `QueryBuilderPrepared`) under `plan` on a pool of
 /// `plan.clients` connections to `url`; `on_ready` runs once every client has
 /// loaded its machines, just before the clock starts.
 pub fn run(
@@ -49,7 +49,8 @@ pub fn run(
                     let slots = prepared?;
                     match path {
                         Path::Default => run_default(pool, plan, client, slots),
-                        Path::QueryBuilder => run_query_builder(pool, plan, client),
+                        Path::QueryBuilder => run_query_builder(pool, plan, client, false),
+                        Path::QueryBuilderPrepared => run_query_builder(pool, plan, client, true),
                         _ => unreachable!("{path:?} is not a crate path"),
                     }
                 })
@@ -87,7 +88,7 @@ fn prepare(
         return Ok(Vec::new());
     }
     let conn = &mut pool.get().map_err(|e| e.to_string())?;
-    (0..plan.machines_per_client)
+    (0..plan.window)
         .map(|j| {
             let n = plan.machine(client, j);
             match AnyMachine::load(conn, common::machine_id(n)) {
@@ -107,7 +108,7 @@ fn run_default(
 ) -> Result<Vec<f64>, String> {
     let mut latencies = Vec::with_capacity(plan.transactions_per_client as usize);
     for k in 0..plan.transactions_per_client {
-        let j = k % plan.machines_per_client;
+        let j = k % plan.window;
         let n = plan.machine(client, j);
         let slot = std::mem::replace(&mut slots[j as usize], Slot::Moving);
         let started = Instant::now();
@@ -143,10 +144,11 @@ fn run_query_builder(
     pool: &machine_state::Pool,
     plan: &Plan,
     client: u32,
+    prepared: bool,
 ) -> Result<Vec<f64>, String> {
     let mut latencies = Vec::with_capacity(plan.transactions_per_client as usize);
     for k in 0..plan.transactions_per_client {
-        let j = k % plan.machines_per_client;
+        let j = k % plan.window;
         let n = plan.machine(client, j);
         let step = if plan.starts(k) {
             Step::start(n)
@@ -156,7 +158,11 @@ fn run_query_builder(
         let started = Instant::now();
         let outcome = {
             let conn = &mut pool.get().map_err(|e| e.to_string())?;
-            common::query_builder_transition(conn, &step)
+            if prepared {
+                common::query_builder_prepared_transition(conn, &step)
+            } else {
+                common::query_builder_transition(conn, &step)
+            }
         };
         latencies.push(started.elapsed().as_secs_f64() * 1e6);
         outcome.map_err(|e| format!("query builder, machine {n}: {e:?}"))?;
