@@ -4,9 +4,8 @@
 //!   path, a [`machine_state::pool`] checkout included;
 //! - `transition/{idle_to_processing,processing_to_idle}/sql_function`: the
 //!   same through the SQL function write path;
-//! - `.../query_builder` and `.../query_builder_prepared`: a hand-written
-//!   diesel DSL REPEATABLE READ transaction (two guarded `update`s and the
-//!   history insert), as is and with its updates prepared once;
+//! - `.../query_builder`: a hand-written diesel DSL REPEATABLE READ
+//!   transaction (two guarded `update`s and the history insert);
 //! - `.../legacy_two_write`: the legacy baseline, two blind autocommit
 //!   updates.
 //!
@@ -194,12 +193,9 @@ fn bench_api(
 /// The reference paths, on `idle -> processing` and back.
 fn define_baselines(c: &mut Criterion, pool: &Pool) {
     type Path = fn(&mut PgConnection, &Step) -> Result<(), String>;
-    let paths: [(&str, Path); 3] = [
+    let paths: [(&str, Path); 2] = [
         ("query_builder", |conn, step| {
             common::query_builder_transition(conn, step).map_err(|e| format!("{e:?}"))
-        }),
-        ("query_builder_prepared", |conn, step| {
-            common::query_builder_prepared_transition(conn, step).map_err(|e| format!("{e:?}"))
         }),
         ("legacy_two_write", |conn, step| {
             common::legacy_two_write(conn, step).map_err(|e| e.to_string())

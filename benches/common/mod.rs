@@ -12,9 +12,7 @@
 
 use ::machine_state::{Idle, Machine};
 use diesel::connection::SimpleConnection;
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use uuid::Uuid;
 
 /// The crate's tables, as a diesel user without access to the crate's
@@ -154,9 +152,16 @@ impl From<diesel::result::Error> for QueryBuilderError {
 
 /// The pure diesel query-builder path: a hand-written REPEATABLE READ
 /// transaction of two guarded `diesel::update`s and a history insert
-/// (`BEGIN`, three statements, `COMMIT`: five round trips). diesel never
-/// caches `update()` statements, so both are parsed and planned on every
-/// call.
+/// (`BEGIN`, three statements, `COMMIT`: five round trips).
+///
+/// diesel 2.3 never prepares an `update()`: `UpdateStatement::walk_ast` calls
+/// `unsafe_to_cache_prepared`, so both updates are parsed, analysed and
+/// planned on every call (`pg_stat_statements` counts two plans per
+/// transition). Wrapping them in a type with a static `QueryId` that
+/// overrides `is_safe_to_cache_prepared` does not help: the connection hands
+/// the statement cache a `&T`, whose blanket `QueryFragment` impl walks the
+/// AST again. Only a hand-written `QueryFragment` (the crate's write path)
+/// gets a write prepared once per connection.
 ///
 /// # Errors
 ///
@@ -215,97 +220,6 @@ pub fn query_builder_transition(
         Ok(())
     })
 }
-
-/// The query-builder path with both updates prepared once per connection:
-/// the same five round trips as [`query_builder_transition`], without
-/// re-planning. See [`Prepared`].
-///
-/// # Errors
-///
-/// As [`query_builder_transition`].
-pub fn query_builder_prepared_transition(
-    conn: &mut PgConnection,
-    step: &Step,
-) -> Result<(), QueryBuilderError> {
-    conn.build_transaction().repeatable_read().run(|conn| {
-        let machine_rows = Prepared(
-            diesel::update(
-                machines::table
-                    .filter(machines::id.eq(step.machine))
-                    .filter(machines::status.eq(step.from))
-                    .filter(machines::current_process_id.is_not_distinct_from(step.expected)),
-            )
-            .set((
-                machines::status.eq(step.to),
-                machines::current_process_id.eq(step.new_process),
-                machines::updated_at.eq(diesel::dsl::now),
-            )),
-        )
-        .execute(conn)?;
-        if machine_rows != 1 {
-            return Err(QueryBuilderError::Refused);
-        }
-        let state_rows = Prepared(
-            diesel::update(
-                machine_state::table
-                    .filter(machine_state::machine_id.eq(step.machine))
-                    .filter(machine_state::current_state.eq(step.from))
-                    .filter(machine_state::process_id.is_not_distinct_from(step.expected)),
-            )
-            .set((
-                machine_state::current_state.eq(step.to),
-                machine_state::process_id.eq(step.new_process),
-                machine_state::state_since.eq(diesel::dsl::now),
-                machine_state::updated_at.eq(diesel::dsl::now),
-                machine_state::is_failure_mode.eq(false),
-                machine_state::failure_component.eq(None::<String>),
-                machine_state::failure_description.eq(None::<String>),
-            )),
-        )
-        .execute(conn)?;
-        if state_rows != 1 {
-            return Err(QueryBuilderError::Refused);
-        }
-        diesel::insert_into(machine_state_transitions::table)
-            .values((
-                machine_state_transitions::machine_id.eq(step.machine),
-                machine_state_transitions::from_state.eq(step.from),
-                machine_state_transitions::to_state.eq(step.to),
-                machine_state_transitions::process_id.eq(step.new_process.or(step.expected)),
-                machine_state_transitions::operation_id.eq(Uuid::new_v4()),
-                machine_state_transitions::kind.eq("transition"),
-                machine_state_transitions::transitioned_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)?;
-        Ok(())
-    })
-}
-
-/// A query diesel may prepare once per connection and reuse: a static query
-/// id and "safe to cache".
-///
-/// diesel refuses to cache any `update()` because an `AsChangeset` struct
-/// with `Option` fields changes the SQL with the values. A statement whose
-/// SQL depends only on its type (a fixed tuple of `.eq()`s and filters, as
-/// here) can be cached soundly; one whose SQL varies must never be wrapped.
-pub struct Prepared<Q>(pub Q);
-
-impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Prepared<Q> {
-    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        self.0.walk_ast(pass)
-    }
-
-    fn is_safe_to_cache_prepared(&self, _backend: &Pg) -> QueryResult<bool> {
-        Ok(true)
-    }
-}
-
-impl<Q: 'static> QueryId for Prepared<Q> {
-    type QueryId = Prepared<Q>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl<Q> RunQueryDsl<PgConnection> for Prepared<Q> {}
 
 /// The legacy pattern: two autocommit updates, blind and not atomic.
 ///

@@ -17,9 +17,7 @@
 //!   updates;
 //! - `pgbench/select_1`: a bare round trip;
 //! - `crate/default`: `Machine::start` / `complete` through a pool checkout;
-//! - `crate/query_builder`: a hand-written diesel DSL transaction;
-//! - `crate/query_builder_prepared`: the same, its updates wrapped so that
-//!   diesel prepares them once (what the query-builder path misses).
+//! - `crate/query_builder`: a hand-written diesel DSL transaction.
 //!
 //! Every path runs the same walk over the machines (start a recipe on each of
 //! a client's machines, then complete each), every pgbench session and every
@@ -34,8 +32,9 @@
 //! Output: the tables on stdout, and `target/bench-compare/results.md` and
 //! `target/bench-compare/latency.svg` (latency distribution per path).
 //!
-//! Options (after `--`): `--rounds N` (default 5), `--hot-seconds S` (default
-//! 3). Exit status: 0 when every correctness check passed (timing targets are
+//! Options (after `--`): `--rounds N` (default 7, at least 3), `--hot-seconds
+//! S` (default 3), `--no-durable` (skip the durable scenarios, for quick
+//! iterations). Exit status: 0 when every correctness check passed (timing targets are
 //! reported, not enforced: they depend on the machine), 1 when one failed, 2
 //! on error.
 
@@ -70,11 +69,10 @@ pub enum Path {
     Legacy,
     Default,
     QueryBuilder,
-    QueryBuilderPrepared,
 }
 
 impl Path {
-    pub const ALL: [Path; 8] = [
+    pub const ALL: [Path; 7] = [
         Path::Select1,
         Path::Function,
         Path::Cte,
@@ -82,7 +80,6 @@ impl Path {
         Path::Legacy,
         Path::Default,
         Path::QueryBuilder,
-        Path::QueryBuilderPrepared,
     ];
 
     /// A short name, also the pgbench script's file name.
@@ -95,7 +92,6 @@ impl Path {
             Path::Legacy => "legacy_two_write",
             Path::Default => "default",
             Path::QueryBuilder => "query_builder",
-            Path::QueryBuilderPrepared => "query_builder_prepared",
         }
     }
 
@@ -110,10 +106,7 @@ impl Path {
     }
 
     pub fn is_pgbench(self) -> bool {
-        !matches!(
-            self,
-            Path::Default | Path::QueryBuilder | Path::QueryBuilderPrepared
-        )
+        !matches!(self, Path::Default | Path::QueryBuilder)
     }
 
     /// Whether each transaction appends a history row.
@@ -127,9 +120,9 @@ impl Path {
 /// Client `c` of `C` owns machines `c + 1`, `c + 1 + C`, ... (`MACHINES / C`
 /// of them). A run walks a window of them, starting at `offset`: a sweep
 /// starts a recipe on each machine of the window, the next sweep completes
-/// them, so every run leaves every machine idle. Durable runs walk a quarter
-/// of the machines per run (commits wait for the disk), the window moving on
-/// each round.
+/// them, so every run leaves every machine idle. A run walks a quarter of
+/// the machines (an eighth when durable: commits wait for the disk), the
+/// window moving on each round.
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
     /// Durable commits, or `synchronous_commit=off` for the sessions.
@@ -148,10 +141,12 @@ pub struct Plan {
 impl Plan {
     fn new(durable: bool, clients: u32, cores: u32) -> Plan {
         let machines_per_client = MACHINES / clients;
+        // Short runs, many rounds: noise from the rest of the machine comes in
+        // bursts, and alternating paths quickly spreads it over all of them.
         let window = if durable {
-            machines_per_client / 4
+            machines_per_client / 8
         } else {
-            machines_per_client
+            machines_per_client / 4
         };
         // With one connection, one sweep each way; with more, two.
         let cycles = if clients > 1 { 2 } else { 1 };
@@ -234,7 +229,7 @@ struct Options {
 impl Options {
     fn from_args() -> Result<Options, String> {
         let mut options = Options {
-            rounds: 5,
+            rounds: 7,
             hot_seconds: 3.0,
             no_durable: false,
         };
@@ -331,7 +326,6 @@ fn run(options: &Options) -> Result<bool, String> {
         Path::Legacy,
         Path::Default,
         Path::QueryBuilder,
-        Path::QueryBuilderPrepared,
     ];
     let four = [Path::Function, Path::Cte, Path::Default, Path::QueryBuilder];
     let mut scenarios: Vec<(Plan, &[Path])> = vec![

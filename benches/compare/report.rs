@@ -27,7 +27,7 @@ fn run_quantile(run: &Run, q: f64) -> f64 {
     quantile(&sorted(run.measured.latencies_us.clone()), q)
 }
 
-/// A ratio over rounds: its median and range.
+/// A ratio over all rounds, and its range over single rounds.
 struct Ratio {
     median: f64,
     min: f64,
@@ -35,13 +35,17 @@ struct Ratio {
 }
 
 impl Ratio {
-    fn of(values: Vec<f64>) -> Ratio {
-        let values = sorted(values);
+    fn of(overall: f64, per_round: Vec<f64>) -> Ratio {
+        let per_round = sorted(per_round);
         Ratio {
-            median: quantile(&values, 0.5),
-            min: values.first().copied().unwrap_or(f64::NAN),
-            max: values.last().copied().unwrap_or(f64::NAN),
+            median: overall,
+            min: per_round.first().copied().unwrap_or(f64::NAN),
+            max: per_round.last().copied().unwrap_or(f64::NAN),
         }
+    }
+
+    fn missing() -> Ratio {
+        Ratio::of(f64::NAN, Vec::new())
     }
 
     fn cell(&self) -> String {
@@ -103,36 +107,52 @@ impl Report<'_> {
         self.results.values().map(Vec::len).min().unwrap_or(0)
     }
 
-    fn p50(&self, scenario: usize, path: Path, round: usize) -> f64 {
-        run_quantile(&self.runs(scenario, path)[round], 0.5)
+    /// The median latency of a path in one round, or over the transactions of
+    /// all rounds (`None`): every path ran in every round, so bursts of noise
+    /// from the rest of the machine are spread over all of them.
+    fn p50(&self, scenario: usize, path: Path, round: Option<usize>) -> f64 {
+        let runs = self.runs(scenario, path);
+        match round {
+            Some(round) => run_quantile(&runs[round], 0.5),
+            None => median(
+                runs.iter()
+                    .flat_map(|run| run.measured.latencies_us.iter().copied())
+                    .collect(),
+            ),
+        }
     }
 
-    fn tps(&self, scenario: usize, path: Path, round: usize) -> f64 {
-        self.runs(scenario, path)[round].measured.tps
+    /// The throughput of a path in one round, or its median over rounds.
+    fn tps(&self, scenario: usize, path: Path, round: Option<usize>) -> f64 {
+        let runs = self.runs(scenario, path);
+        match round {
+            Some(round) => runs[round].measured.tps,
+            None => median(runs.iter().map(|run| run.measured.tps).collect()),
+        }
     }
 
-    /// The best one-statement pgbench p50 of a round: the floor.
-    fn floor_p50(&self, scenario: usize, round: usize) -> f64 {
+    /// The best one-statement pgbench p50: the floor.
+    fn floor_p50(&self, scenario: usize, round: Option<usize>) -> f64 {
         self.p50(scenario, Path::Function, round)
             .min(self.p50(scenario, Path::Cte, round))
     }
 
-    fn best_tps(&self, scenario: usize, round: usize) -> f64 {
+    fn best_tps(&self, scenario: usize, round: Option<usize>) -> f64 {
         self.tps(scenario, Path::Function, round)
             .max(self.tps(scenario, Path::Cte, round))
     }
 
-    /// A per-round ratio, over rounds.
-    fn ratio(&self, per_round: impl Fn(usize) -> f64) -> Ratio {
-        Ratio::of((0..self.rounds()).map(per_round).collect())
+    /// A ratio over all rounds, with its range over single rounds.
+    fn ratio(&self, f: impl Fn(Option<usize>) -> f64) -> Ratio {
+        Ratio::of(f(None), (0..self.rounds()).map(|r| f(Some(r))).collect())
     }
 
     /// The ratio rows: (what, target, durable, sync off).
     fn ratios(&self) -> Vec<(String, Target, Ratio, Ratio)> {
-        let both = |what: &str, target, clients, f: &dyn Fn(usize, usize) -> f64| {
+        let both = |what: &str, target, clients, f: &dyn Fn(usize, Option<usize>) -> f64| {
             let of = |durable| match self.scenario(clients, durable) {
                 Some(s) => self.ratio(|r| f(s, r)),
-                None => Ratio::of(Vec::new()),
+                None => Ratio::missing(),
             };
             (what.to_owned(), target, of(true), of(false))
         };
@@ -160,12 +180,6 @@ impl Report<'_> {
                 Target::AtMost(2.0),
                 1,
                 &|s, r| self.p50(s, Path::QueryBuilder, r) / self.floor_p50(s, r),
-            ),
-            both(
-                "`crate/query_builder_prepared` p50 ÷ floor (1 conn)",
-                Target::Info,
-                1,
-                &|s, r| self.p50(s, Path::QueryBuilderPrepared, r) / self.floor_p50(s, r),
             ),
             both(
                 "floor ÷ `pgbench/legacy_two_write` p50: the best pgbench can do (1 conn)",
@@ -220,7 +234,9 @@ impl Report<'_> {
         let _ = writeln!(out, "Machine: {}.\n", self.machine);
         let _ = writeln!(
             out,
-            "Ratios: median over rounds of the ratio within each round (range in brackets).\n"
+            "Ratios: latencies are p50s over the transactions of all interleaved rounds, \
+             throughputs medians over rounds; in brackets, the range of the ratio within \
+             single rounds.\n"
         );
         let _ = writeln!(
             out,
@@ -254,8 +270,8 @@ impl Report<'_> {
 
         let _ = writeln!(
             out,
-            "Per path (medians over rounds; statements and execution time per transition \
-             from `pg_stat_statements`):\n"
+            "Per path (latency over all rounds; throughput and the server's view, from \
+             `pg_stat_statements`, per transition, medians over rounds):\n"
         );
         let _ = writeln!(
             out,
@@ -270,13 +286,18 @@ impl Report<'_> {
                     continue;
                 }
                 let of = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
+                let pooled = sorted(
+                    runs.iter()
+                        .flat_map(|run| run.measured.latencies_us.iter().copied())
+                        .collect(),
+                );
                 let _ = writeln!(
                     out,
                     "| {} | `{}` | {:.3} | {:.3} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |",
                     plan.label(),
                     path.label(),
-                    of(&|r| run_quantile(r, 0.5)) / 1000.0,
-                    of(&|r| run_quantile(r, 0.99)) / 1000.0,
+                    quantile(&pooled, 0.5) / 1000.0,
+                    quantile(&pooled, 0.99) / 1000.0,
                     of(&|r| r.measured.tps),
                     of(&|r| r.statements_per_tx),
                     of(&|r| r.plans_per_tx),
@@ -286,6 +307,13 @@ impl Report<'_> {
             }
         }
 
+        let _ = writeln!(
+            out,
+            "\n`statements` counts what the server executed per transition, one round trip \
+             each; pgbench's prepared `BEGIN` and `COMMIT` are not counted by \
+             `pg_stat_statements` (diesel's, sent as simple queries, are). `plans` is 0 when \
+             a prepared statement reuses its plan."
+        );
         let hot = self.hot;
         let latencies = sorted(hot.latencies_us.clone());
         let _ = writeln!(
@@ -472,6 +500,5 @@ fn style(path: Path) -> (&'static str, f64) {
         Path::Legacy => ("#d62728", 2.0),
         Path::Default => ("#000000", 3.0),
         Path::QueryBuilder => ("#ff7f0e", 2.0),
-        Path::QueryBuilderPrepared => ("#bcbd22", 1.5),
     }
 }

@@ -20,7 +20,7 @@ enum Slot {
     Moving,
 }
 
-/// Run a crate path (`Default`, `QueryBuilder` or `QueryBuilderPrepared`) under `plan` on a pool of
+/// Run a crate path (`Default` or `QueryBuilder`) under `plan` on a pool of
 /// `plan.clients` connections to `url`; `on_ready` runs once every client has
 /// loaded its machines, just before the clock starts.
 pub fn run(
@@ -49,8 +49,7 @@ pub fn run(
                     let slots = prepared?;
                     match path {
                         Path::Default => run_default(pool, plan, client, slots),
-                        Path::QueryBuilder => run_query_builder(pool, plan, client, false),
-                        Path::QueryBuilderPrepared => run_query_builder(pool, plan, client, true),
+                        Path::QueryBuilder => run_query_builder(pool, plan, client),
                         _ => unreachable!("{path:?} is not a crate path"),
                     }
                 })
@@ -144,7 +143,6 @@ fn run_query_builder(
     pool: &machine_state::Pool,
     plan: &Plan,
     client: u32,
-    prepared: bool,
 ) -> Result<Vec<f64>, String> {
     let mut latencies = Vec::with_capacity(plan.transactions_per_client as usize);
     for k in 0..plan.transactions_per_client {
@@ -158,11 +156,7 @@ fn run_query_builder(
         let started = Instant::now();
         let outcome = {
             let conn = &mut pool.get().map_err(|e| e.to_string())?;
-            if prepared {
-                common::query_builder_prepared_transition(conn, &step)
-            } else {
-                common::query_builder_transition(conn, &step)
-            }
+            common::query_builder_transition(conn, &step)
         };
         latencies.push(started.elapsed().as_secs_f64() * 1e6);
         outcome.map_err(|e| format!("query builder, machine {n}: {e:?}"))?;
