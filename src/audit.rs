@@ -48,6 +48,18 @@ impl AuditReport {
     }
 }
 
+/// Every machine's two rows, read in one statement (one snapshot), ordered by
+/// machine id: what `machine-state list` prints. [`Pair::violations`] tells
+/// which of them are diverged.
+///
+/// # Errors
+///
+/// [`Error::NotMigrated`] on a database without this crate's tables; database
+/// errors otherwise.
+pub fn pairs(conn: &mut PgConnection) -> Result<Vec<Pair>, Error> {
+    Pair::load_all(conn).map_err(crate::migrations::explain_missing_tables)
+}
+
 /// Check every machine against I1–I5, reading all pairs in one statement
 /// (one snapshot).
 ///
@@ -56,7 +68,7 @@ impl AuditReport {
 /// [`Error::NotMigrated`] on a database without this crate's tables; database
 /// errors otherwise.
 pub fn audit(conn: &mut PgConnection) -> Result<AuditReport, Error> {
-    let pairs = Pair::load_all(conn).map_err(crate::migrations::explain_missing_tables)?;
+    let pairs = pairs(conn)?;
     let machines = pairs.len();
     let diverged = pairs
         .into_iter()

@@ -11,7 +11,8 @@
 //!   without stopping it, the kernel tells it to shut down (parent-death
 //!   signal), so no server is left behind.
 
-use std::fs::{self, File};
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -44,6 +45,8 @@ pub struct EmbeddedPostgres {
     data_dir: PathBuf,
     socket_dir: PathBuf,
     bin_dir: PathBuf,
+    /// How to run `postgres` again on [`EmbeddedPostgres::restart`].
+    launch: Launch,
     owner: Mutex<Option<Owner>>,
     /// The throwaway directory (data and socket), or the socket directory of
     /// a persistent server; removed once the server has stopped.
@@ -51,8 +54,42 @@ pub struct EmbeddedPostgres {
 }
 
 struct Owner {
-    stop: mpsc::Sender<()>,
+    /// Receives the first signal of the shutdown: SIGINT (fast) or SIGQUIT
+    /// (immediate).
+    stop: mpsc::Sender<Signal>,
     thread: JoinHandle<()>,
+}
+
+/// The `postgres` command line, kept to start the server again.
+struct Launch {
+    program: PathBuf,
+    args: Vec<OsString>,
+    run_as: Option<(Uid, Gid)>,
+    socket_dir: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Launch {
+    /// The command, its output appended to the log.
+    fn command(&self) -> Result<Command, Error> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .map_err(|e| server_error("cannot open the log", e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| server_error("cannot open the log", e))?;
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .current_dir(&self.socket_dir);
+        as_user(&mut command, self.run_as);
+        Ok(command)
+    }
 }
 
 /// Options for [`EmbeddedPostgres`]; start with [`EmbeddedPostgres::builder`].
@@ -129,51 +166,45 @@ impl EmbeddedPostgres {
         if !data_dir.join("PG_VERSION").exists() {
             init_cluster(&bin_dir, &data_dir, run_as, durable)?;
         }
-        let log_path = socket_dir.join("postgres.log");
-        let mut command = Command::new(bin_dir.join("postgres"));
-        command
-            .arg("-D")
-            .arg(&data_dir)
-            .arg("-k")
-            .arg(&socket_dir)
-            .arg("-p")
-            .arg(SOCKET_PORT.to_string())
-            .args(["-c", "listen_addresses="]);
+        let mut args: Vec<OsString> = vec!["-D".into(), data_dir.clone().into()];
+        args.extend(["-k".into(), socket_dir.clone().into()]);
+        args.extend(["-p".into(), SOCKET_PORT.to_string().into()]);
+        args.extend(["-c".into(), "listen_addresses=".into()]);
         if !durable {
-            command.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
-            command.args(["-c", "full_page_writes=off"]);
+            for setting in [
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+            ] {
+                args.extend(["-c".into(), setting.into()]);
+            }
         }
         for (name, value) in &options.settings {
-            command.arg("-c").arg(format!("{name}={value}"));
+            args.extend(["-c".into(), format!("{name}={value}").into()]);
         }
-        let log = File::create(&log_path).map_err(|e| server_error("cannot create the log", e))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| server_error("cannot create the log", e))?;
-        command
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .current_dir(&socket_dir);
-        as_user(&mut command, run_as);
+        let launch = Launch {
+            program: bin_dir.join("postgres"),
+            args,
+            run_as,
+            log_path: socket_dir.join("postgres.log"),
+            socket_dir: socket_dir.clone(),
+        };
+        File::create(&launch.log_path).map_err(|e| server_error("cannot create the log", e))?;
         let exited = Arc::new(Mutex::new(None));
-        let owner = spawn_owner(command, Arc::clone(&exited))?;
+        let owner = spawn_owner(launch.command()?, Arc::clone(&exited))?;
         let server = EmbeddedPostgres {
             data_dir,
             socket_dir,
             bin_dir,
+            launch,
             owner: Mutex::new(Some(owner)),
             scratch: Mutex::new(Some(scratch)),
         };
-        server.wait_until_ready(&exited, &log_path)?;
+        server.wait_until_ready(&exited)?;
         Ok(server)
     }
 
-    fn wait_until_ready(
-        &self,
-        exited: &Mutex<Option<ExitStatus>>,
-        log_path: &Path,
-    ) -> Result<(), Error> {
+    fn wait_until_ready(&self, exited: &Mutex<Option<ExitStatus>>) -> Result<(), Error> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if PgConnection::establish(&self.url("postgres")).is_ok() {
@@ -185,11 +216,10 @@ impl EmbeddedPostgres {
                     Some(status) => format!("the server exited ({status})"),
                     None => format!("the server did not accept connections in {START_TIMEOUT:?}"),
                 };
+                // Read the log before `stop` removes the directory holding it.
+                let log = tail(&self.launch.log_path);
                 let _ = self.stop();
-                return Err(Error::Server(format!(
-                    "{why}; its log ends with:\n{}",
-                    tail(log_path)
-                )));
+                return Err(Error::Server(format!("{why}; its log ends with:\n{log}")));
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -230,7 +260,7 @@ impl EmbeddedPostgres {
     pub fn stop(&self) -> Result<(), Error> {
         let owner = self.owner.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(owner) = owner {
-            let _ = owner.stop.send(());
+            let _ = owner.stop.send(Signal::SIGINT);
             let _ = owner.thread.join();
         }
         let scratch = self
@@ -244,6 +274,34 @@ impl EmbeddedPostgres {
                 .map_err(|e| server_error("cannot remove the server's directory", e))?;
         }
         Ok(())
+    }
+}
+
+impl EmbeddedPostgres {
+    /// Stop the server *immediately*, as a crash would (SIGQUIT: every session
+    /// is cut mid-flight, no shutdown checkpoint), and start it again on the
+    /// same data directory and socket, so every [`url`](Self::url) stays
+    /// valid. Returns once it accepts connections again, after crash
+    /// recovery. For fault-injection tests.
+    ///
+    /// Every acknowledged commit survives only on a [durable](Builder::durable)
+    /// server: a throwaway one commits asynchronously.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Server`] when the server was stopped, or does not come back
+    /// (quoting its log).
+    pub fn restart(&self) -> Result<(), Error> {
+        let mut owner = self.owner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(running) = owner.take() else {
+            return Err(Error::Server("the server was stopped".into()));
+        };
+        let _ = running.stop.send(Signal::SIGQUIT);
+        let _ = running.thread.join();
+        let exited = Arc::new(Mutex::new(None));
+        *owner = Some(spawn_owner(self.launch.command()?, Arc::clone(&exited))?);
+        drop(owner);
+        self.wait_until_ready(&exited)
     }
 }
 
@@ -269,7 +327,7 @@ fn spawn_owner(
     mut command: Command,
     exited: Arc<Mutex<Option<ExitStatus>>>,
 ) -> Result<Owner, Error> {
-    let (stop, stop_requested) = mpsc::channel::<()>();
+    let (stop, stop_requested) = mpsc::channel::<Signal>();
     let (spawned, spawn_result) = mpsc::channel::<std::io::Result<()>>();
     let thread = thread::Builder::new()
         .name("embedded-postgres".into())
@@ -300,8 +358,12 @@ fn spawn_owner(
                             return;
                         }
                     }
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                        shut_down(&mut child);
+                    Ok(signal) => {
+                        shut_down(&mut child, signal);
+                        return;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        shut_down(&mut child, Signal::SIGINT);
                         return;
                     }
                 }
@@ -315,10 +377,13 @@ fn spawn_owner(
     }
 }
 
-/// Fast shutdown, then immediate shutdown, then kill: never leave it running.
-fn shut_down(child: &mut Child) {
+/// Shut down starting with `first` (SIGINT: fast, SIGQUIT: immediate), then
+/// immediate shutdown, then kill: never leave it running.
+fn shut_down(child: &mut Child, first: Signal) {
     let pid = Pid::from_raw(child.id() as i32);
-    for signal in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGKILL] {
+    let escalation = [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGKILL];
+    let from = escalation.iter().position(|&s| s == first).unwrap_or(0);
+    for &signal in &escalation[from..] {
         let _ = kill(pid, signal);
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {

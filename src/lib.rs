@@ -77,7 +77,7 @@ mod state;
 mod transaction;
 mod write;
 
-pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, repair, stuck};
+pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, pairs, repair, stuck};
 pub use embedded::{Builder as EmbeddedPostgresBuilder, EmbeddedPostgres};
 pub use error::{Error, TransitionError};
 pub use history::{HistoryEntry, find_operation, history};

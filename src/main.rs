@@ -1,72 +1,48 @@
-//! `machine-state`: the command line of the crate (a thin first version).
+//! `machine-state`: the command line of the crate.
+//!
+//! Parses the arguments, runs one command against PostgreSQL (a
+//! `--database-url`, or an embedded server whose data persists in
+//! `.machine-state/pgdata`), prints its result, and ends with a documented
+//! exit code: 0 success, 1 a refused transition or an inconsistency found,
+//! 2 bad usage, bad input or no usable database.
 
+mod cli;
+
+use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use diesel::{Connection, PgConnection};
-use machine_state::{AnyMachine, EmbeddedPostgres};
-use uuid::Uuid;
-
-/// Move machines through their states without ever diverging the two tables.
-#[derive(Parser)]
-#[command(version)]
-struct Cli {
-    /// PostgreSQL URL; without one, an embedded server is started.
-    #[arg(long, env = "DATABASE_URL", global = true)]
-    database_url: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Apply pending migrations.
-    Migrate,
-    /// Show one machine.
-    Show {
-        /// The machine id.
-        id: Uuid,
-    },
-}
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let args = cli::Cli::parse_with_exit_codes();
+    init_logging(args.verbose, matches!(args.command, cli::Command::Demo(_)));
+    let exit = match cli::run(args) {
+        Ok(exit) => exit,
         Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn run(cli: Cli) -> Result<(), machine_state::Error> {
-    let (_server, url) = match cli.database_url {
-        Some(url) => (None, url),
-        None => {
-            let server = EmbeddedPostgres::builder()
-                .data_dir(".machine-state/pgdata")
-                .start()?;
-            let url = server.url("postgres");
-            (Some(server), url)
+            eprintln!("error: {}", error.one_line());
+            error.exit()
         }
     };
-    let conn = &mut PgConnection::establish(&url)?;
-    match cli.command {
-        Command::Migrate => {
-            for version in machine_state::run_migrations(conn)? {
-                println!("applied {version}");
-            }
-        }
-        Command::Show { id } => {
-            let machine = AnyMachine::load(conn, id)?;
-            println!(
-                "{} {} since {}",
-                machine.id(),
-                machine.state(),
-                machine.since()
-            );
-        }
-    }
-    Ok(())
+    exit.into()
+}
+
+/// Logs on stderr: warnings by default, `-v` info (each transition), `-vv`
+/// debug, `-vvv` trace; `RUST_LOG` overrides.
+///
+/// The demo refuses stale transitions by the hundred, on purpose, and counts
+/// them: at the default level their warnings are left out.
+fn init_logging(verbose: u8, demo: bool) {
+    let filter = match verbose {
+        0 if demo => "warn,machine_state::machine=error",
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
 }

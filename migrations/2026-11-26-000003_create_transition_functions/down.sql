@@ -5,14 +5,18 @@ DROP FUNCTION atomic_update_machine_state(uuid, text, uuid, boolean, text);
 DROP FUNCTION machine_state_transition_result(machine_state_transitions);
 DROP FUNCTION machine_state_transition(uuid, text, text, uuid, text, uuid);
 
--- Put back what up.sql replaced (the legacy functions, exactly as they were).
+-- Put back what up.sql replaced: the legacy functions, moved back whole (same
+-- oid, owner, grants and comment), into the schema they came from.
 DO $$
 DECLARE
-    legacy record;
+    legacy regprocedure;
 BEGIN
-    FOR legacy IN SELECT definition FROM machine_state_replaced_functions LOOP
-        EXECUTE legacy.definition;
+    FOR legacy IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        WHERE p.pronamespace = 'machine_state_replaced'::regnamespace
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET SCHEMA %I', legacy, current_schema());
     END LOOP;
 END
 $$;
-DROP TABLE machine_state_replaced_functions;
+DROP SCHEMA machine_state_replaced;

@@ -16,25 +16,31 @@
 --   from PUBLIC: grant it to the roles that run transitions.
 
 -- A legacy database already has functions under the legacy names (broken ones).
--- Their definitions are kept here and dropped, so down.sql can put them back.
-CREATE TABLE machine_state_replaced_functions (
-    signature text PRIMARY KEY,
-    definition text NOT NULL
-);
+-- They are not dropped but moved, as they are, into the schema
+-- `machine_state_replaced`, which nobody but its owner may use: ALTER ... SET
+-- SCHEMA keeps each function whole (its oid, owner, ACL, comment, SECURITY
+-- DEFINER flag and anything that depends on it), so down.sql moves it back and
+-- the catalog is exactly what it was. Stored `pg_get_functiondef` text would
+-- lose the owner, the grants and the comment, and DROP would fail on any
+-- dependent object. While parked, the legacy functions (SECURITY DEFINER
+-- without a pinned search_path, as shipped) cannot be called by anyone without
+-- USAGE on the schema, which is granted to no one.
+CREATE SCHEMA machine_state_replaced;
+COMMENT ON SCHEMA machine_state_replaced IS
+    'legacy functions replaced by machine-state, kept for its down migration; grant no one USAGE';
 
 DO $$
 DECLARE
-    legacy record;
+    legacy regprocedure;
 BEGIN
     FOR legacy IN
-        SELECT p.oid::regprocedure::text AS signature, pg_get_functiondef(p.oid) AS definition
+        SELECT p.oid::regprocedure
         FROM pg_proc p
         WHERE p.pronamespace = current_schema()::regnamespace
           AND p.proname IN ('atomic_update_machine_state', 'atomic_complete_machine_state',
                             'atomic_error_machine_state', 'atomic_processing_machine_state')
     LOOP
-        INSERT INTO machine_state_replaced_functions VALUES (legacy.signature, legacy.definition);
-        EXECUTE format('DROP FUNCTION %s', legacy.signature);
+        EXECUTE format('ALTER FUNCTION %s SET SCHEMA machine_state_replaced', legacy);
     END LOOP;
 END
 $$;
@@ -84,7 +90,13 @@ BEGIN
             MESSAGE = format('description is %s characters long, the limit is 4096',
                              char_length(p_description));
     END IF;
-    IF p_to = 'error' AND btrim(coalesce(p_description, '')) = '' THEN
+    -- Whitespace alone is no description. The class is Unicode's White_Space,
+    -- which Rust's `str::trim` strips (the crate and the audit): btrim would
+    -- strip only spaces, and let through a pair the audit reports under I4.
+    -- (An E'' string: the regex escapes must not depend on
+    -- standard_conforming_strings.)
+    IF p_to = 'error'
+       AND coalesce(p_description, '') !~ E'[^\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]' THEN
         RAISE EXCEPTION USING ERRCODE = 'MS005',
             MESSAGE = 'a failure needs a non-empty description';
     END IF;

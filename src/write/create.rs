@@ -9,7 +9,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use super::{connection_lost, in_transaction};
+use super::{connection_gone, in_transaction};
 use crate::error::Error;
 use crate::state::State;
 
@@ -38,7 +38,7 @@ pub(crate) fn create(
         {
             Error::AlreadyExists(machine_id)
         }
-        error if connection_lost(&error) => Error::OutcomeUnknown {
+        error if connection_gone(conn, &error) => Error::OutcomeUnknown {
             operation_id,
             source: error,
         },

@@ -11,7 +11,7 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use super::{Answer, Change, Found, connection_lost, lost_race, repeatable_read};
+use super::{Answer, Change, Found, connection_gone, lost_race, repeatable_read};
 use crate::error::Error;
 use crate::history::find_operation;
 use crate::pair::Pair;
@@ -36,7 +36,7 @@ pub(super) fn attempt(
     match result {
         Ok((Some(at), _)) => Ok(Ok(at)),
         Ok((None, isolation)) => Ok(Err(Error::NotRepeatableRead(isolation))),
-        Err(error) if lost_race(&error) || connection_lost(&error) || is_missing(&error) => {
+        Err(error) if lost_race(&error) || is_missing(&error) || connection_gone(conn, &error) => {
             Err(error)
         }
         // The function refused (its own SQLSTATEs, which diesel does not

@@ -38,6 +38,7 @@ use std::thread;
 use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
+use diesel::r2d2::R2D2Connection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use uuid::Uuid;
 
@@ -155,20 +156,25 @@ fn with_retries(
                 thread::sleep(retry.backoff(attempt));
                 attempt += 1;
             }
-            Err(error) => return Err(database_error(error, change, attempt)),
+            Err(error) => return Err(database_error(conn, error, change, attempt)),
         }
     }
 }
 
 /// The crate's error for a database error that is not an answer.
-fn database_error(error: DieselError, change: &Change<'_>, attempts: u32) -> Error {
+fn database_error(
+    conn: &mut PgConnection,
+    error: DieselError,
+    change: &Change<'_>,
+    attempts: u32,
+) -> Error {
     if lost_race(&error) {
         return Error::RetriesExhausted {
             attempts,
             source: error,
         };
     }
-    if connection_lost(&error) {
+    if connection_gone(conn, &error) {
         return Error::OutcomeUnknown {
             operation_id: change.operation_id,
             source: error,
@@ -287,4 +293,40 @@ pub(crate) fn connection_lost(error: &DieselError) -> bool {
             _
         ) | DieselError::BrokenTransactionManager
     )
+}
+
+/// Whether the connection is gone after `error` ([`connection_lost`], or an
+/// `Unknown` error after which a ping finds the connection dead); if so, the
+/// connection is marked broken, so that a pool discards it instead of
+/// handing it out again.
+///
+/// Both halves are needed because diesel notices a lost connection only when
+/// libpq already says `CONNECTION_BAD`:
+/// - when the server goes away mid-request (crash, immediate shutdown),
+///   libpq makes up the error itself ("server closed the connection
+///   unexpectedly"), without an SQLSTATE, and diesel may report it as
+///   `Unknown`. A failed ping (`ClosedConnection` or `UnableToSendCommand`)
+///   tells it apart from a real `Unknown` error, whose ping succeeds, or
+///   fails otherwise (in an aborted transaction);
+/// - a connection whose backend died while it was idle fails with
+///   `ClosedConnection` but is not marked broken, so r2d2 (which asks
+///   diesel's `is_broken`) would hand the dead connection out again and again.
+pub(crate) fn connection_gone(conn: &mut PgConnection, error: &DieselError) -> bool {
+    let gone = connection_lost(error)
+        || (matches!(
+            error,
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, _)
+        ) && conn.ping().is_err_and(|ping| connection_lost(&ping)));
+    if gone {
+        AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
+    }
+    gone
+}
+
+/// Pass `error` on, having marked `conn` broken if the error says it is gone
+/// (see [`connection_gone`]): for the reads, so that a pool does not hand a
+/// dead connection out again.
+pub(crate) fn forget_if_gone(conn: &mut PgConnection, error: DieselError) -> DieselError {
+    connection_gone(conn, &error);
+    error
 }

@@ -2,11 +2,17 @@
 
 mod support;
 
+mod adoption;
 mod audit;
+mod cli;
 mod compile_fail;
+mod concurrency;
+mod enforcement;
+mod faults;
 mod idempotency;
 mod load;
 mod migrations;
+mod privileges;
 mod recipes;
 mod refusals;
 mod sql_functions;

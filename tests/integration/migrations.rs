@@ -112,3 +112,28 @@ fn migrations_adopt_existing_legacy_tables_and_leave_them_on_revert() {
         }]
     );
 }
+
+#[test]
+fn a_legacy_double_start_stops_the_migration_with_the_machines_to_fix() {
+    let db = TestDb::empty();
+    let conn = &mut db.conn();
+    conn.batch_execute(
+        "CREATE TABLE machines (id uuid PRIMARY KEY, status text NOT NULL,
+                                current_process_id uuid, updated_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO machines (id, status, current_process_id) VALUES
+             ('00000000-0000-0000-0000-00000000000a', 'processing', '00000000-0000-0000-0000-0000000000ff'),
+             ('00000000-0000-0000-0000-00000000000b', 'processing', '00000000-0000-0000-0000-0000000000ff');",
+    )
+    .unwrap();
+    let error = run_migrations(conn).unwrap_err().to_string();
+    assert!(
+        error.contains("0000000000ff") && error.contains("00000000000a"),
+        "{error}"
+    );
+    conn.batch_execute(
+        "UPDATE machines SET status = 'idle', current_process_id = NULL
+         WHERE id = '00000000-0000-0000-0000-00000000000b'",
+    )
+    .unwrap();
+    run_migrations(conn).unwrap();
+}

@@ -1,14 +1,13 @@
 //! The SQL functions mirror the Rust write path: same rows for the same
 //! operations, SQLSTATEs preserved, and the legacy names working.
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
 use machine_state::{Action, AnyMachine, Machine, Offline};
 use uuid::Uuid;
 
-use crate::support::{TestDb, assert_consistent};
+use crate::support::{TestDb, assert_consistent, sqlstate_of};
 
 #[derive(QueryableByName, Debug, PartialEq, Eq)]
 struct Row {
@@ -101,26 +100,6 @@ fn the_sql_function_and_the_rust_path_leave_identical_rows() {
 
     assert_eq!(by_sql, by_rust);
     assert_consistent(conn, machine_id);
-}
-
-/// The SQLSTATE a statement fails with (`00000` when it succeeds).
-fn sqlstate_of(conn: &mut PgConnection, statement: &str) -> String {
-    conn.batch_execute(
-        "CREATE OR REPLACE FUNCTION pg_temp.sqlstate_of(statement text) RETURNS text
-         LANGUAGE plpgsql AS $$
-         BEGIN
-             EXECUTE statement;
-             RETURN '00000';
-         EXCEPTION WHEN OTHERS THEN
-             RETURN SQLSTATE;
-         END $$;",
-    )
-    .unwrap();
-    sql_query("SELECT pg_temp.sqlstate_of($1) AS value")
-        .bind::<Text, _>(statement)
-        .get_result::<Row>(conn)
-        .unwrap()
-        .value
 }
 
 #[test]
@@ -228,4 +207,163 @@ fn the_legacy_rpc_names_work_as_the_python_wrappers_call_them() {
         AnyMachine::load(conn, id).unwrap().state(),
         machine_state::State::Idle
     );
+}
+
+#[test]
+fn hostile_input_through_the_sql_functions_is_refused_with_its_sqlstate_and_changes_nothing() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let run = Uuid::new_v4();
+    let id = Machine::<Offline>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .start(conn, run)
+        .unwrap()
+        .id();
+    let created_by = machine_state::history(conn, id).unwrap()[0].operation_id;
+    let (unknown, other_run) = (Uuid::new_v4(), Uuid::new_v4());
+    let before = crate::support::snapshot(conn);
+    let cases = [
+        // NUL bytes: PostgreSQL refuses them in text before any function runs.
+        (
+            format!("SELECT atomic_error_machine_state('{id}', E'pump\\000tripped')"),
+            "22021",
+        ),
+        (
+            format!(
+                "SELECT machine_state_transition('{id}', 'processing', 'error', '{run}', E'\\000')"
+            ),
+            "22021",
+        ),
+        // Too long, by one character and by ten million.
+        (
+            format!(
+                "SELECT machine_state_transition('{id}', 'processing', 'error', '{run}',
+                                                 repeat('x', 4097))"
+            ),
+            "MS005",
+        ),
+        (
+            format!(
+                "SELECT atomic_update_machine_state('{id}', 'error', NULL, true,
+                                                    repeat('é', 10 * 1024 * 1024))"
+            ),
+            "MS005",
+        ),
+        // Nothing but whitespace is no description (as the crate and the
+        // audit see it).
+        (
+            format!("SELECT atomic_error_machine_state('{id}', E' \\t\\r\\n')"),
+            "MS005",
+        ),
+        (
+            format!("SELECT atomic_error_machine_state('{id}', U&' \\3000\\00A0\\2003')"),
+            "MS005",
+        ),
+        // Unknown, missing and malformed ids.
+        (
+            format!("SELECT machine_state_transition('{unknown}', 'idle', 'offline')"),
+            "MS003",
+        ),
+        (
+            format!("SELECT atomic_processing_machine_state('{unknown}', '{other_run}')"),
+            "MS003",
+        ),
+        (
+            format!("SELECT atomic_error_machine_state('{unknown}', 'pump tripped')"),
+            "MS003",
+        ),
+        (
+            format!("SELECT atomic_update_machine_state('{unknown}', 'idle')"),
+            "MS003",
+        ),
+        (
+            "SELECT machine_state_transition(NULL, 'idle', 'offline')".to_owned(),
+            "MS005",
+        ),
+        (
+            "SELECT atomic_complete_machine_state('not-a-uuid')".to_owned(),
+            "22P02",
+        ),
+        // Wrong states, a stale run, states that do not exist.
+        (
+            format!("SELECT atomic_processing_machine_state('{id}', '{other_run}')"),
+            "MS002",
+        ),
+        (
+            format!("SELECT machine_state_transition('{id}', 'idle', 'offline')"),
+            "MS002",
+        ),
+        (
+            format!("SELECT machine_state_transition('{id}', 'processing', 'idle', '{other_run}')"),
+            "MS002",
+        ),
+        (
+            format!("SELECT machine_state_transition('{id}', 'processing', 'processing', '{run}')"),
+            "MS001",
+        ),
+        (
+            format!(
+                "SELECT machine_state_transition('{id}', 'processing',
+                                                 $q$idle'); DROP TABLE machines; --$q$)"
+            ),
+            "MS001",
+        ),
+        (
+            format!("SELECT atomic_update_machine_state('{id}', 'idle', NULL, true)"),
+            "MS005",
+        ),
+        // An operation id that already named another transition.
+        (
+            format!(
+                "SELECT machine_state_transition('{id}', 'processing', 'idle', '{run}', NULL,
+                                                 '{created_by}')"
+            ),
+            "MS006",
+        ),
+    ];
+    for (statement, expected) in &cases {
+        assert_eq!(sqlstate_of(conn, statement), *expected, "{statement}");
+    }
+    assert_eq!(crate::support::snapshot(conn), before);
+
+    // The same through bound parameters, as a client sends them.
+    let call = "SELECT machine_state_transition($1, 'processing', 'error', $2, $3)";
+    let refused = sql_query(call)
+        .bind::<SqlUuid, _>(id)
+        .bind::<SqlUuid, _>(run)
+        .bind::<Text, _>("pump\0tripped")
+        .execute(conn)
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("invalid byte sequence for encoding \"UTF8\": 0x00"),
+        "{refused}"
+    );
+    let refused = sql_query(call)
+        .bind::<SqlUuid, _>(id)
+        .bind::<SqlUuid, _>(run)
+        .bind::<Text, _>("x".repeat(10 * 1024 * 1024))
+        .execute(conn)
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("description is 10485760 characters long, the limit is 4096"),
+        "{refused}"
+    );
+    assert_eq!(crate::support::snapshot(conn), before);
+
+    // Quotes and dollar quotes are data: stored and read back as sent.
+    let nasty = "it's a $$ \"quoted\" $fn$ failure'); DROP TABLE machines; --";
+    sql_query("SELECT atomic_error_machine_state($1, $2)")
+        .bind::<SqlUuid, _>(id)
+        .bind::<Text, _>(nasty)
+        .execute(conn)
+        .unwrap();
+    let AnyMachine::Errored(errored) = AnyMachine::load(conn, id).unwrap() else {
+        panic!("expected an errored machine");
+    };
+    assert_eq!(errored.description(), nasty);
+    assert_consistent(conn, id);
 }

@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod harness;
+pub mod legacy_writer;
+pub mod proxy;
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -229,4 +233,87 @@ pub fn insert_raw_pair(
          INSERT INTO machine_state (machine_id, current_state) VALUES ('{machine_id}', '{current_state}');"
     ))
     .unwrap();
+}
+
+/// The SQLSTATE `statement` fails with, `00000` when it succeeds; either way
+/// it changes nothing it could not commit. Deferred constraints are checked
+/// right after the statement, as the COMMIT of an autocommit statement would,
+/// so their errors are caught too. The helper lives in `pg_temp` and is
+/// created once per session (a role set with `SET ROLE` can use it).
+pub fn sqlstate_of(conn: &mut PgConnection, statement: &str) -> String {
+    conn.batch_execute(
+        "DO $$
+         BEGIN
+             IF to_regprocedure('pg_temp.sqlstate_of(text)') IS NULL THEN
+                 CREATE FUNCTION pg_temp.sqlstate_of(statement text) RETURNS text
+                 LANGUAGE plpgsql AS $fn$
+                 BEGIN
+                     EXECUTE statement;
+                     SET CONSTRAINTS ALL IMMEDIATE;
+                     RETURN '00000';
+                 EXCEPTION WHEN OTHERS THEN
+                     RETURN SQLSTATE;
+                 END $fn$;
+             END IF;
+         END $$;",
+    )
+    .unwrap();
+    sql_query("SELECT pg_temp.sqlstate_of($1) AS value")
+        .bind::<Text, _>(statement)
+        .get_result::<Single>(conn)
+        .unwrap()
+        .value
+}
+
+/// The schema of a test database as `pg_dump --schema-only` prints it (by the
+/// server's own `pg_dump`), without diesel's bookkeeping table and without the
+/// random `\restrict` key newer `pg_dump`s fence their output with.
+pub fn schema_dump(db: &TestDb) -> String {
+    let output = std::process::Command::new(server().bin_dir().join("pg_dump"))
+        .args([
+            "--schema-only",
+            "--exclude-table=__diesel_schema_migrations",
+            "--dbname",
+            &db.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "pg_dump failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.starts_with("\\restrict ") && !line.starts_with("\\unrestrict "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A new role of the test server, with a name no other test uses. Roles are
+/// cluster-wide; the server is thrown away with the test binary.
+pub fn create_role(conn: &mut PgConnection, purpose: &str) -> String {
+    static NEXT_ROLE: AtomicUsize = AtomicUsize::new(0);
+    let role = format!(
+        "{purpose}_{}_{}",
+        std::process::id(),
+        NEXT_ROLE.fetch_add(1, Ordering::SeqCst)
+    );
+    conn.batch_execute(&format!("CREATE ROLE {role} NOLOGIN"))
+        .unwrap();
+    role
+}
+
+/// Whether `machine_state_invariants_enforced()` says enforcement is on.
+pub fn invariants_enforced(conn: &mut PgConnection) -> bool {
+    #[derive(QueryableByName)]
+    struct Enforced {
+        #[diesel(sql_type = Bool)]
+        enforced: bool,
+    }
+    sql_query("SELECT machine_state_invariants_enforced() AS enforced")
+        .get_result::<Enforced>(conn)
+        .unwrap()
+        .enforced
 }

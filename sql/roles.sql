@@ -1,0 +1,36 @@
+-- Least-privilege role setup for machine-state (see migrations/README.md).
+--
+--   psql "$DATABASE_URL" -v app=factory_app -f sql/roles.sql
+--
+-- Run it as the migration owner (the role that ran `machine-state migrate`
+-- and owns `machines`, `machine_state` and the functions), after the
+-- migrations. Creating the role needs CREATEROLE (or run that line as a
+-- superuser). Roles are cluster-wide, which is why no migration creates one.
+--
+-- The application role (`app`) then may:
+--   * SELECT `machines`, `machine_state`, `machine_state_transitions`;
+--   * EXECUTE `machine_state_transition` and the legacy `atomic_*` functions,
+--     which are SECURITY DEFINER with a pinned search_path: the only way it
+--     can change a machine's state;
+-- and nothing else: no INSERT, UPDATE, DELETE or TRUNCATE on the tables or
+-- the history, no enforcement switch, no grants. The Rust crate runs for it
+-- with `WritePath::SqlFunction` (`Machine::with_write_path`). Registering
+-- machines stays with the owner (or a provisioning role of your own).
+
+\set ON_ERROR_STOP on
+
+-- The role, if it does not exist yet; set its password with \password.
+SELECT format('CREATE ROLE %I LOGIN', :'app')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'app')
+\gexec
+
+-- Grant exactly what it needs; prints the grants made (none if it already
+-- had them), and warns if it can still write the tables through grants made
+-- elsewhere (the legacy system's, say).
+SELECT * FROM machine_state_grant_application(quote_ident(:'app')::regrole);
+
+-- Once the legacy writers are retired, take their direct write access away,
+-- e.g. (the legacy role's name is yours):
+--   REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON machines, machine_state FROM legacy_app;
+--   SELECT * FROM machine_state_grant_application('legacy_app');
+-- and to undo this script: SELECT * FROM machine_state_revoke_application('factory_app');

@@ -1,0 +1,363 @@
+//! Every command, option and help text of `machine-state`.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use machine_state::MAX_DESCRIPTION_CHARS;
+use uuid::Uuid;
+
+use super::error::CliError;
+
+/// The exit codes, shown after `--help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  a transition was refused (illegal from the current state, or another
+     transition got there first), or an inconsistency was found (`audit`,
+     `repair`, an inconsistent or unknown state in the database)
+  2  bad usage or input (malformed id, unknown machine, invalid message),
+     or no usable database (unreachable, not migrated)";
+
+/// Where the embedded server keeps its data unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = ".machine-state/pgdata";
+
+/// Move machines through their states without ever letting `machines` and
+/// `machine_state` disagree.
+///
+/// Without `--database-url` (or `DATABASE_URL`), each command starts an
+/// embedded PostgreSQL server whose data persists in `.machine-state/pgdata`
+/// under the current directory, applies pending migrations to it, and stops it
+/// when done: try `machine-state demo`, or `add`, `start`, `complete`, `show`.
+#[derive(Debug, Parser)]
+#[command(name = "machine-state", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// More logs on stderr: `-v` for each transition, `-vv` for debugging
+    /// (defaults to warnings only; `RUST_LOG` overrides).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Which database to use.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Parse the command line, with the exit codes shown after every
+    /// command's help; exits with 2 (0 for `--help`) on bad usage.
+    pub fn parse_with_exit_codes() -> Cli {
+        let command = Cli::command().mut_subcommands(|sub| sub.after_help(EXIT_CODES));
+        let mut matches = command.get_matches();
+        Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|error| error.exit())
+    }
+}
+
+/// The database options, shared by every command.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Database")]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL (libpq syntax, e.g. `postgresql://user@host/db`); it is
+    /// never migrated implicitly: run `migrate` first. Without one (or with an
+    /// empty one), an embedded server is started for the command.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Where the embedded server keeps its data, created on first use
+    /// [default: .machine-state/pgdata].
+    ///
+    /// As root, the server runs as the `postgres` user (`initdb` refuses
+    /// root), which must be able to reach this directory; when the default
+    /// is out of its reach (under `/root`, say), the data goes to
+    /// `/var/lib/machine-state/<directory name>-<hash>/pgdata` instead, the
+    /// same for every command run from the same directory. `demo` uses a
+    /// throwaway server instead.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "MACHINE_STATE_DATA_DIR",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "database_url"
+    )]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply every pending migration.
+    Migrate,
+
+    /// Revert the most recent migration (or all of them).
+    Rollback {
+        /// Revert every migration of this crate, newest first.
+        #[arg(long)]
+        all: bool,
+    },
+
+    /// Register a machine and print its id.
+    Add {
+        /// The machine's id [default: a new random id].
+        #[arg(long)]
+        id: Option<Uuid>,
+        /// The state it starts in.
+        #[arg(long, value_enum, default_value_t = InitialState::Offline)]
+        state: InitialState,
+    },
+
+    /// Show one machine: its state, process, failure and history.
+    Show {
+        /// The machine's id.
+        id: Uuid,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// List every machine, flagging diverged ones.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// `offline|idle -> processing`: start a recipe run.
+    Start {
+        /// The machine's id.
+        id: Uuid,
+        /// The recipe run's process id [default: a new random id].
+        #[arg(long, value_name = "UUID")]
+        process: Option<Uuid>,
+    },
+
+    /// `processing -> idle`: the recipe run finished.
+    Complete {
+        /// The machine's id.
+        id: Uuid,
+    },
+
+    /// `processing -> idle`: abort the recipe run.
+    Stop {
+        /// The machine's id.
+        id: Uuid,
+    },
+
+    /// `processing -> error`: the recipe run failed.
+    Fail {
+        /// The machine's id.
+        id: Uuid,
+        /// The failure description.
+        #[command(flatten)]
+        message: MessageArgs,
+    },
+
+    /// `error -> idle`: clear the failure.
+    Reset {
+        /// The machine's id.
+        id: Uuid,
+    },
+
+    /// `offline -> idle`: bring the machine online.
+    Online {
+        /// The machine's id.
+        id: Uuid,
+    },
+
+    /// `idle|error -> offline`: take the machine offline.
+    Offline {
+        /// The machine's id.
+        id: Uuid,
+    },
+
+    /// Find diverged machines (the legacy "0% inconsistency" check).
+    ///
+    /// Checks every machine's two rows against the invariants I1–I5, lists
+    /// each diverged machine and prints the diverged share; exits with 1 when
+    /// any machine is diverged.
+    Audit {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Bring diverged machines back, recording each repair in the history.
+    ///
+    /// Policy: the row written last wins (`machines` on a tie); if it holds
+    /// no usable state (an unknown string, or `processing` without a process),
+    /// the other row wins; if neither does, the machine goes `offline`, for an
+    /// operator to bring online on purpose. Exits with 1 when a machine was
+    /// left diverged (it changed during the repair), or, with `--dry-run`,
+    /// when anything would be repaired.
+    Repair {
+        /// Print what would be repaired, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// List machines processing for longer than a duration, oldest first.
+    Stuck {
+        /// The duration, e.g. `90s`, `15m`, `2h 30m`, `1day`.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Reproduce the legacy race next to this crate, and compare them.
+    ///
+    /// Simulated recipe starters, executors and stoppers share the machines,
+    /// first with the legacy two-write pattern, then with this crate; the
+    /// audit measures the diverged share of each while they run and at the
+    /// end. Runs in a throwaway database, so your machines are never
+    /// touched: on a throwaway embedded server, or, with `--database-url`,
+    /// created on that server (the role needs `CREATEDB`) and dropped after.
+    Demo(DemoArgs),
+}
+
+/// The states a machine can be registered in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InitialState {
+    /// Powered down or disconnected.
+    Offline,
+    /// Online, waiting for a recipe.
+    Idle,
+}
+
+/// Where a failure description comes from: exactly one of the two.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct MessageArgs {
+    /// The failure description (at most 4096 characters).
+    #[arg(long, value_name = "TEXT", value_parser = parse_message)]
+    pub message: Option<String>,
+    /// Read the failure description from a file (`-` for standard input;
+    /// one trailing newline is dropped).
+    #[arg(long, value_name = "FILE")]
+    pub message_file: Option<PathBuf>,
+}
+
+impl MessageArgs {
+    /// The failure description: given, or read from a file or stdin (reading
+    /// at most what the longest valid description can take), and checked.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::ReadMessage`] when the file cannot be read,
+    /// [`CliError::Input`] when its content is no valid description.
+    pub fn read(&self) -> Result<String, CliError> {
+        let Some(path) = &self.message_file else {
+            return Ok(self.message.clone().unwrap_or_default());
+        };
+        let limit = 4 * MAX_DESCRIPTION_CHARS as u64 + 1;
+        let mut bytes = Vec::new();
+        let read = if path == Path::new("-") {
+            io::stdin().lock().take(limit).read_to_end(&mut bytes)
+        } else {
+            File::open(path).and_then(|file| file.take(limit).read_to_end(&mut bytes))
+        };
+        read.map_err(|source| CliError::ReadMessage {
+            path: path.clone(),
+            source,
+        })?;
+        let source = if path == Path::new("-") {
+            "standard input".to_owned()
+        } else {
+            format!("`{}`", path.display())
+        };
+        if bytes.len() as u64 == limit {
+            return Err(CliError::Input(format!(
+                "a failure description is limited to {MAX_DESCRIPTION_CHARS} characters, \
+                 {source} holds more"
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            CliError::Input(format!(
+                "a failure description must be UTF-8 text, {source} is not"
+            ))
+        })?;
+        let text = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        check_message(text).map_err(CliError::Input)?;
+        Ok(text.to_owned())
+    }
+}
+
+/// The knobs of `demo`; the defaults suit a two-core machine and finish in a
+/// few seconds.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many machines the workers share.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub machines: u32,
+    /// How many concurrent workers, split evenly among starters, executors
+    /// and stoppers.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(3..=64))]
+    pub workers: u32,
+    /// How long each of the two runs lasts, in seconds.
+    #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
+    pub seconds: f64,
+}
+
+/// Check a failure description given on the command line.
+fn parse_message(text: &str) -> Result<String, String> {
+    check_message(text)?;
+    Ok(text.to_owned())
+}
+
+/// The rules of a failure description, checked before anything is sent to the
+/// database (the library checks them again).
+pub fn check_message(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err("a failure description must not be empty".into());
+    }
+    if text.contains('\0') {
+        return Err("a failure description must not contain NUL bytes".into());
+    }
+    let chars = text.chars().count();
+    if chars > MAX_DESCRIPTION_CHARS {
+        return Err(format!(
+            "a failure description is limited to {MAX_DESCRIPTION_CHARS} characters, got {chars}"
+        ));
+    }
+    Ok(())
+}
+
+/// A positive number of seconds, at most an hour.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 3600.0 => Ok(seconds),
+        Ok(_) => Err("must be more than 0 and at most 3600".into()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn messages_are_checked_before_use() {
+        assert!(check_message("chamber pressure out of range").is_ok());
+        assert!(check_message(" \n").is_err());
+        assert!(check_message("a\0b").is_err());
+        assert!(check_message(&"x".repeat(MAX_DESCRIPTION_CHARS + 1)).is_err());
+        assert!(check_message(&"é".repeat(MAX_DESCRIPTION_CHARS)).is_ok());
+    }
+}

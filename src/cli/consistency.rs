@@ -1,0 +1,147 @@
+//! The consistency commands: `audit` (the legacy "0% inconsistency" check),
+//! `repair`, and `stuck`.
+
+use std::time::Duration;
+
+use diesel::PgConnection;
+use machine_state::{AuditReport, Finding, Pair};
+use serde::Serialize;
+
+use super::error::{CliError, Exit};
+use super::output;
+
+/// The audit as `audit --json` prints it.
+#[derive(Serialize)]
+struct AuditView<'a> {
+    #[serde(flatten)]
+    report: &'a AuditReport,
+    diverged_percent: f64,
+}
+
+/// `audit`: every diverged machine and the diverged share; [`Exit::Refused`]
+/// when there is any.
+pub fn audit(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
+    let report = machine_state::audit(conn)?;
+    if json {
+        output::json(&AuditView {
+            report: &report,
+            diverged_percent: report.diverged_percent(),
+        })?;
+    } else {
+        for finding in &report.diverged {
+            output::line(describe(finding))?;
+        }
+        output::line(summary(&report))?;
+    }
+    Ok(if report.is_consistent() {
+        Exit::Success
+    } else {
+        Exit::Refused
+    })
+}
+
+/// `2 of 40 machines diverged (5.0% inconsistency)`.
+pub fn summary(report: &AuditReport) -> String {
+    format!(
+        "{} of {} machines diverged ({} inconsistency)",
+        report.diverged.len(),
+        report.machines,
+        output::percent(report.diverged_percent())
+    )
+}
+
+/// One diverged machine: what each row says, and the invariants broken.
+fn describe(finding: &Finding) -> String {
+    format!(
+        "{}: {}; {}",
+        finding.pair.machine_id,
+        sides(&finding.pair),
+        finding
+            .violations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
+/// ``machines` says `idle`, `machine_state` says `processing` (process …)`.
+fn sides(pair: &Pair) -> String {
+    let theirs = pair
+        .machine_state_status()
+        .map_or_else(|| "nothing".to_owned(), |s| s.to_string());
+    format!(
+        "`machines` says {}, `machine_state` says {theirs}",
+        pair.machines_status()
+    )
+}
+
+/// `repair`: bring diverged machines back under the documented policy.
+///
+/// [`Exit::Refused`] when a machine was left diverged (it changed while being
+/// repaired), or, in a dry run, when anything would be repaired.
+pub fn repair(conn: &mut PgConnection, dry_run: bool, json: bool) -> Result<Exit, CliError> {
+    let repairs = machine_state::repair(conn, dry_run)?;
+    let left = repairs.iter().filter(|r| !r.applied).count();
+    if json {
+        output::json(&repairs)?;
+    } else {
+        for repair in &repairs {
+            let process = repair
+                .process_id
+                .map(|p| format!(" (process {p})"))
+                .unwrap_or_default();
+            let outcome = match (dry_run, repair.applied) {
+                (true, _) => format!("would become `{}`{process}", repair.state),
+                (false, true) => format!("is now `{}`{process}", repair.state),
+                (false, false) => "changed while being repaired: left for the next audit".into(),
+            };
+            output::line(format_args!(
+                "{}: {} won, {outcome}",
+                repair.machine_id, repair.winner
+            ))?;
+        }
+        let summary = if repairs.is_empty() {
+            "nothing to repair: no machine is diverged".to_owned()
+        } else if dry_run {
+            format!("{} diverged machines would be repaired", repairs.len())
+        } else {
+            format!(
+                "repaired {} of {} diverged machines",
+                repairs.len() - left,
+                repairs.len()
+            )
+        };
+        output::line(summary)?;
+    }
+    Ok(if left == 0 {
+        Exit::Success
+    } else {
+        Exit::Refused
+    })
+}
+
+/// `stuck`: machines processing for longer than `older_than`, oldest first.
+pub fn stuck(conn: &mut PgConnection, older_than: Duration, json: bool) -> Result<Exit, CliError> {
+    let machines = machine_state::stuck(conn, older_than)?;
+    if json {
+        output::json(&machines)?;
+        return Ok(Exit::Success);
+    }
+    if machines.is_empty() {
+        output::line(format_args!(
+            "no machine has been processing for longer than {}",
+            humantime::format_duration(older_than)
+        ))?;
+    }
+    for machine in &machines {
+        output::line(format_args!(
+            "{}  process {}  since {} ({} ago)",
+            machine.machine_id,
+            output::or_dash(machine.process_id),
+            output::time(machine.since),
+            output::ago(machine.since)
+        ))?;
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,294 @@
+//! The database a command runs against: the `--database-url` given, or the
+//! embedded server, started for the command and stopped after it.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use diesel::connection::SimpleConnection;
+use diesel::dsl::sql;
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
+use machine_state::{EmbeddedPostgres, Error, MIGRATIONS};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::Uid;
+
+use super::args::{DEFAULT_DATA_DIR, DatabaseArgs};
+use super::error::CliError;
+
+/// The database the embedded server keeps the machines in (the one the
+/// examples use too).
+const EMBEDDED_DATABASE: &str = "postgres";
+
+/// What a command needs of the schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// Whatever the database holds (`migrate`, `rollback`, `demo`).
+    AsIs,
+    /// Every migration of this crate applied: the embedded database is
+    /// migrated on the spot, a `--database-url` is only checked (and refused
+    /// with exit code 2 when behind), never migrated implicitly.
+    Current,
+}
+
+/// Which embedded server a command gets when no URL is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Embedded {
+    /// The one whose data persists in the data directory.
+    Persistent,
+    /// A throwaway one, removed when the command ends (`demo`).
+    Throwaway,
+}
+
+/// An open database: a URL, and the embedded server behind it if we started
+/// one (stopped by [`Database::stop`], or on drop).
+pub struct Database {
+    url: String,
+    /// Declared before `lock`: fields drop in order, so the server has
+    /// stopped before the next command may start it.
+    server: Option<EmbeddedPostgres>,
+    /// The persistent data directory's lock, held while the server runs.
+    lock: Option<Flock<File>>,
+}
+
+impl Database {
+    /// Reach the database the arguments name, making sure it has the schema
+    /// the command needs.
+    ///
+    /// # Errors
+    ///
+    /// The server does not start, the database cannot be reached, or it is
+    /// not migrated ([`CliError::NotMigrated`]).
+    pub fn open(
+        args: &DatabaseArgs,
+        schema: Schema,
+        embedded: Embedded,
+    ) -> Result<Database, CliError> {
+        let url = args.database_url.as_deref().filter(|url| !url.is_empty());
+        let database = match url {
+            Some(url) => Database {
+                url: url.to_owned(),
+                server: None,
+                lock: None,
+            },
+            None => Self::embedded(args, embedded)?,
+        };
+        if schema == Schema::Current {
+            let conn = &mut database.connect()?;
+            if database.is_embedded() {
+                for version in machine_state::run_migrations(conn)? {
+                    tracing::info!(%version, "applied a migration to the embedded database");
+                }
+            } else {
+                ensure_migrated(conn)?;
+            }
+        }
+        Ok(database)
+    }
+
+    /// Start the embedded server, with its database.
+    fn embedded(args: &DatabaseArgs, embedded: Embedded) -> Result<Database, CliError> {
+        let (server, lock) = match embedded {
+            Embedded::Persistent => {
+                let data_dir = data_dir(args)?;
+                let lock = lock(&data_dir)?;
+                let server = EmbeddedPostgres::builder().data_dir(data_dir).start()?;
+                (server, Some(lock))
+            }
+            Embedded::Throwaway => (EmbeddedPostgres::start_temporary()?, None),
+        };
+        tracing::info!(
+            data_dir = %server.data_dir().display(),
+            "started the embedded PostgreSQL server"
+        );
+        Ok(Database {
+            url: server.url(EMBEDDED_DATABASE),
+            server: Some(server),
+            lock,
+        })
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether this is the embedded server's database.
+    pub fn is_embedded(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// A new connection whose transactions default to REPEATABLE READ, so a
+    /// transition is one statement (see `machine_state::pool_builder`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connection`] when the database cannot be reached.
+    pub fn connect(&self) -> Result<PgConnection, Error> {
+        let mut conn = PgConnection::establish(&self.url)?;
+        conn.batch_execute("SET default_transaction_isolation = 'repeatable read'")?;
+        Ok(conn)
+    }
+
+    /// Stop the embedded server, if any, reporting a failure to stop.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Server`] when the server's directory cannot be removed.
+    pub fn stop(self) -> Result<(), Error> {
+        let stopped = match &self.server {
+            Some(server) => server.stop(),
+            None => Ok(()),
+        };
+        drop(self.lock);
+        stopped
+    }
+}
+
+/// Take the lock of a persistent data directory (`<dir>.lock`), waiting for
+/// another command that holds it: one server per data directory at a time,
+/// so commands run concurrently take turns instead of failing.
+fn lock(data_dir: &Path) -> Result<Flock<File>, CliError> {
+    let path = data_dir.with_extension("lock");
+    let fail = |source: std::io::Error| CliError::Lock {
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((file, Errno::EWOULDBLOCK)) => {
+            tracing::info!(
+                data_dir = %data_dir.display(),
+                "waiting for another `machine-state` command using the same data directory"
+            );
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, errno)| fail(std::io::Error::from(errno)))
+        }
+        Err((_, errno)) => Err(fail(std::io::Error::from(errno))),
+    }
+}
+
+/// Where the data of servers goes whose default data directory the server's
+/// user cannot reach.
+const UNREACHABLE_FALLBACK: &str = "/var/lib/machine-state";
+
+/// The embedded server's data directory: `--data-dir`, or the default.
+///
+/// As root, the server runs as an unprivileged user (`initdb` refuses root),
+/// which must be able to reach the directory. Under a private directory (a
+/// clone in `/root`, mode 0700) the default is out of its reach: the data
+/// then goes to `/var/lib/machine-state/<directory name>-<hash of its
+/// path>/pgdata`, the same for every command run from that directory. An
+/// explicit `--data-dir` out of reach is refused with an explanation.
+fn data_dir(args: &DatabaseArgs) -> Result<PathBuf, CliError> {
+    let requested = args
+        .data_dir
+        .as_deref()
+        .unwrap_or(Path::new(DEFAULT_DATA_DIR));
+    let absolute = std::path::absolute(requested)
+        .map_err(|e| CliError::Input(format!("cannot resolve `{}`: {e}", requested.display())))?;
+    if !Uid::effective().is_root() {
+        return Ok(absolute);
+    }
+    let Some(private) = private_ancestor(&absolute) else {
+        return Ok(absolute);
+    };
+    if args.data_dir.is_some() {
+        return Err(CliError::Input(format!(
+            "the embedded server runs as an unprivileged user (`initdb` refuses root), which \
+             cannot reach `{}` through `{}` (not searchable by others): choose a `--data-dir` \
+             it can reach",
+            absolute.display(),
+            private.display()
+        )));
+    }
+    let home = absolute
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
+    let name = home
+        .file_name()
+        .map_or_else(|| "root".into(), |n| n.to_string_lossy());
+    let fallback = Path::new(UNREACHABLE_FALLBACK)
+        .join(format!(
+            "{name}-{:016x}",
+            fnv1a(home.as_os_str().as_bytes())
+        ))
+        .join("pgdata");
+    tracing::info!(
+        data_dir = %fallback.display(),
+        unreachable = %absolute.display(),
+        "the server's user cannot reach the default data directory; using another"
+    );
+    Ok(fallback)
+}
+
+/// The first existing ancestor of `path` that others cannot search.
+fn private_ancestor(path: &Path) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .filter_map(|dir| Some((dir, fs::metadata(dir).ok()?)))
+        .find(|(_, metadata)| metadata.permissions().mode() & 0o001 == 0)
+        .map(|(dir, _)| dir.to_path_buf())
+}
+
+/// A hash that stays the same across builds (FNV-1a, 64 bits).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A version recorded in diesel's bookkeeping table.
+#[derive(QueryableByName)]
+struct AppliedVersion {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+/// Refuse a database that lacks any of this crate's migrations, reading
+/// diesel's bookkeeping table without creating it (diesel's own
+/// `has_pending_migration` would).
+fn ensure_migrated(conn: &mut PgConnection) -> Result<(), CliError> {
+    let tracked: bool = diesel::select(sql::<Bool>(
+        "to_regclass('__diesel_schema_migrations') IS NOT NULL",
+    ))
+    .get_result(conn)
+    .map_err(Error::from)?;
+    let applied: Vec<String> = if tracked {
+        diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+            .load::<AppliedVersion>(conn)
+            .map_err(Error::from)?
+            .into_iter()
+            .map(|row| row.version)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let ours = MigrationSource::<Pg>::migrations(&MIGRATIONS)
+        .map_err(|e| Error::Migration(e.to_string()))?;
+    let pending: Vec<String> = ours
+        .iter()
+        .map(|migration| migration.name().version().to_string())
+        .filter(|version| !applied.contains(version))
+        .map(|version| format!("`{version}`"))
+        .collect();
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::NotMigrated { pending })
+    }
+}

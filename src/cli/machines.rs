@@ -1,0 +1,213 @@
+//! The commands on machines: `add`, `show`, `list`, and the transitions
+//! (`start`, `complete`, `stop`, `fail`, `reset`, `online`, `offline`).
+
+use chrono::{DateTime, Utc};
+use diesel::PgConnection;
+use machine_state::{Action, AnyMachine, Error, HistoryEntry, Idle, Machine, Offline, Pair, State};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::args::InitialState;
+use super::error::{CliError, Exit};
+use super::output;
+
+/// `add`: register a machine and print its id.
+pub fn add(
+    conn: &mut PgConnection,
+    id: Option<Uuid>,
+    state: InitialState,
+) -> Result<Exit, CliError> {
+    let id = id.unwrap_or_else(Uuid::new_v4);
+    match state {
+        InitialState::Offline => Machine::<Offline>::create(conn, id).map(|_| ())?,
+        InitialState::Idle => Machine::<Idle>::create(conn, id).map(|_| ())?,
+    }
+    output::line(id)?;
+    Ok(Exit::Success)
+}
+
+/// One machine as `show --json` prints it.
+#[derive(Serialize)]
+struct MachineView<'a> {
+    id: Uuid,
+    state: State,
+    process_id: Option<Uuid>,
+    failure_description: Option<&'a str>,
+    since: DateTime<Utc>,
+    history: Vec<HistoryEntry>,
+}
+
+/// `show`: a machine's state, process, failure and history.
+pub fn show(conn: &mut PgConnection, id: Uuid, json: bool) -> Result<Exit, CliError> {
+    let machine = AnyMachine::load(conn, id)?;
+    let view = MachineView {
+        id,
+        state: machine.state(),
+        process_id: machine.process_id(),
+        failure_description: machine.description(),
+        since: machine.since(),
+        history: machine_state::history(conn, id)?,
+    };
+    if json {
+        output::json(&view)?;
+        return Ok(Exit::Success);
+    }
+    output::line(format_args!("machine  {}", view.id))?;
+    output::line(format_args!("state    {}", view.state))?;
+    if let Some(process) = view.process_id {
+        output::line(format_args!("process  {process}"))?;
+    }
+    if let Some(description) = view.failure_description {
+        output::line(format_args!("failure  {description}"))?;
+    }
+    output::line(format_args!(
+        "since    {} ({} ago)",
+        output::time(view.since),
+        output::ago(view.since)
+    ))?;
+    output::line("history")?;
+    for entry in &view.history {
+        let from = entry.from_state.as_deref().unwrap_or("(new)");
+        let process = entry
+            .process_id
+            .map(|p| format!(" process {p}"))
+            .unwrap_or_default();
+        output::line(format_args!(
+            "  {}  {:<10}  {from} -> {}{process}",
+            output::time(entry.transitioned_at),
+            entry.kind,
+            entry.to_state,
+        ))?;
+    }
+    Ok(Exit::Success)
+}
+
+/// One machine as `list --json` prints it: both rows, and what they break.
+#[derive(Serialize)]
+struct ListEntry<'a> {
+    #[serde(flatten)]
+    pair: &'a Pair,
+    violations: Vec<machine_state::Violation>,
+}
+
+/// `list`: every machine, one line each; diverged ones are flagged.
+pub fn list(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
+    let pairs = machine_state::pairs(conn)?;
+    if json {
+        let entries: Vec<ListEntry<'_>> = pairs
+            .iter()
+            .map(|pair| ListEntry {
+                pair,
+                violations: pair.violations(),
+            })
+            .collect();
+        output::json(&entries)?;
+        return Ok(Exit::Success);
+    }
+    if pairs.is_empty() {
+        output::line("no machines yet: add one with `machine-state add`")?;
+        return Ok(Exit::Success);
+    }
+    output::line(format_args!(
+        "{:<36}  {:<10}  {:<36}  SINCE",
+        "ID", "STATE", "PROCESS"
+    ))?;
+    for pair in &pairs {
+        let since = pair
+            .state
+            .as_ref()
+            .map_or(pair.updated_at, |s| s.state_since);
+        let flag = if pair.violations().is_empty() {
+            ""
+        } else {
+            "  diverged (see `machine-state audit`)"
+        };
+        output::line(format_args!(
+            "{}  {:<10}  {:<36}  {}{flag}",
+            pair.machine_id,
+            pair.status,
+            output::or_dash(pair.current_process_id),
+            output::time(since),
+        ))?;
+    }
+    Ok(Exit::Success)
+}
+
+/// A transition command: load the machine, run the typed transition that
+/// `action` names, print `id: from -> to`.
+///
+/// # Errors
+///
+/// [`CliError::Illegal`] naming the current state when the transition does
+/// not exist from it; the library's errors otherwise (unknown id,
+/// inconsistent or unknown state, a concurrent transition).
+pub fn transition(conn: &mut PgConnection, id: Uuid, action: Action) -> Result<Exit, CliError> {
+    let machine = AnyMachine::load(conn, id)?;
+    let from = machine.state();
+    let machine = machine
+        .perform(conn, &action)
+        .map_err(|refused| match refused.error {
+            Error::IllegalTransition {
+                machine_id, from, ..
+            } => illegal(machine_id, from, &action),
+            error => CliError::Library(error),
+        })?;
+    let process = machine
+        .process_id()
+        .map(|p| format!(" (process {p})"))
+        .unwrap_or_default();
+    output::line(format_args!("{id}: {from} -> {}{process}", machine.state()))?;
+    Ok(Exit::Success)
+}
+
+/// The refusal of an illegal transition, in words: which state the machine is
+/// in, and which states the transition exists from.
+fn illegal(machine_id: Uuid, state: State, action: &Action) -> CliError {
+    use State::{Error as Errored, Idle, Offline, Processing};
+    let (sources, done): (&[State], _) = match action {
+        Action::BringOnline => (&[Offline], "brought online"),
+        Action::TakeOffline => (&[Idle, Errored], "taken offline"),
+        Action::Start(_) => (&[Offline, Idle], "started"),
+        Action::Complete => (&[Processing], "completed"),
+        Action::Stop => (&[Processing], "stopped"),
+        Action::Fail(_) => (&[Processing], "failed"),
+        Action::Reset => (&[Errored], "reset"),
+    };
+    let article = if sources[0].as_str().starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    let sources = sources
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    CliError::Illegal {
+        machine_id,
+        state,
+        sources: format!("{article} {sources}"),
+        done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_illegal_transition_names_the_current_and_the_needed_state() {
+        let error = illegal(Uuid::nil(), State::Idle, &Action::Complete);
+        assert_eq!(
+            error.to_string(),
+            "machine `00000000-0000-0000-0000-000000000000` is `idle`: \
+             only a `processing` machine can be completed"
+        );
+        let error = illegal(Uuid::nil(), State::Processing, &Action::TakeOffline);
+        assert!(
+            error
+                .to_string()
+                .ends_with("only an `idle` or `error` machine can be taken offline")
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! The pieces of the `machine-state` command, one concern per module:
+//!
+//! - [`args`]: every command and option, with their help;
+//! - [`database`]: the `--database-url`, or the embedded server;
+//! - [`migrations`], [`machines`], [`consistency`]: the commands;
+//! - [`demo`] and [`legacy`]: the legacy race, reproduced, next to this crate;
+//! - [`output`]: text and JSON; [`error`]: errors and exit codes.
+
+pub mod args;
+pub mod consistency;
+pub mod database;
+pub mod demo;
+pub mod error;
+pub mod legacy;
+pub mod machines;
+pub mod migrations;
+pub mod output;
+
+use machine_state::Action;
+
+pub use args::{Cli, Command};
+pub use error::{CliError, Exit};
+
+use database::{Database, Embedded, Schema};
+
+/// Run the command: check what can be checked without a database, open the
+/// database (starting the embedded server if needed), run, stop the server.
+///
+/// # Errors
+///
+/// Whatever ended the command; see [`CliError::exit`] for its exit code.
+pub fn run(cli: Cli) -> Result<Exit, CliError> {
+    let message = match &cli.command {
+        Command::Fail { message, .. } => Some(message.read()?),
+        _ => None,
+    };
+    let schema = match cli.command {
+        Command::Migrate | Command::Rollback { .. } | Command::Demo(_) => Schema::AsIs,
+        _ => Schema::Current,
+    };
+    let embedded = match cli.command {
+        Command::Demo(_) => Embedded::Throwaway,
+        _ => Embedded::Persistent,
+    };
+    let database = Database::open(&cli.database, schema, embedded)?;
+    let outcome = dispatch(&database, cli.command, message, cli.verbose == 0);
+    let stopped = database.stop();
+    let exit = outcome?;
+    stopped?;
+    Ok(exit)
+}
+
+/// Run one command on the open database.
+fn dispatch(
+    database: &Database,
+    command: Command,
+    message: Option<String>,
+    show_progress: bool,
+) -> Result<Exit, CliError> {
+    let connect = || database.connect();
+    match command {
+        Command::Demo(args) => demo::run(database, &args, show_progress),
+        Command::Migrate => migrations::migrate(&mut connect()?),
+        Command::Rollback { all } => migrations::rollback(&mut connect()?, all),
+        Command::Add { id, state } => machines::add(&mut connect()?, id, state),
+        Command::Show { id, json } => machines::show(&mut connect()?, id, json),
+        Command::List { json } => machines::list(&mut connect()?, json),
+        Command::Start { id, process } => {
+            let process = process.unwrap_or_else(uuid::Uuid::new_v4);
+            machines::transition(&mut connect()?, id, Action::Start(process))
+        }
+        Command::Complete { id } => machines::transition(&mut connect()?, id, Action::Complete),
+        Command::Stop { id } => machines::transition(&mut connect()?, id, Action::Stop),
+        Command::Fail { id, .. } => {
+            let message = message.unwrap_or_default();
+            machines::transition(&mut connect()?, id, Action::Fail(message))
+        }
+        Command::Reset { id } => machines::transition(&mut connect()?, id, Action::Reset),
+        Command::Online { id } => machines::transition(&mut connect()?, id, Action::BringOnline),
+        Command::Offline { id } => machines::transition(&mut connect()?, id, Action::TakeOffline),
+        Command::Audit { json } => consistency::audit(&mut connect()?, json),
+        Command::Repair { dry_run, json } => consistency::repair(&mut connect()?, dry_run, json),
+        Command::Stuck { older_than, json } => {
+            consistency::stuck(&mut connect()?, older_than, json)
+        }
+    }
+}
