@@ -72,3 +72,39 @@ fn an_unknown_operation_id_is_not_found() {
     let conn = &mut db.conn();
     assert_eq!(find_operation(conn, Uuid::new_v4()).unwrap(), None);
 }
+
+#[test]
+fn an_operation_is_not_applied_again_when_the_machine_came_back_to_its_source_state() {
+    // On a pool connection the transition first runs a statement that only
+    // writes; the operation id's unique index must stop it from applying an
+    // operation twice, even when the machine is back where it started.
+    let db = TestDb::new();
+    let pool = db.pool();
+    let conn = &mut pool.get().unwrap();
+    let offline = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
+    let id = offline.id();
+    let operation = Uuid::new_v4();
+    let first = offline
+        .clone()
+        .with_operation_id(operation)
+        .bring_online(conn)
+        .unwrap();
+    first.take_offline(conn).unwrap();
+    let before = snapshot(conn);
+
+    let again = offline
+        .with_operation_id(operation)
+        .bring_online(conn)
+        .unwrap();
+    assert_eq!(
+        find_operation(conn, operation)
+            .unwrap()
+            .unwrap()
+            .transitioned_at,
+        again.since(),
+        "the original outcome is reported"
+    );
+    assert_eq!(snapshot(conn), before, "and nothing is written");
+    assert_eq!(history(conn, id).unwrap().len(), 3);
+    assert_consistent(conn, id);
+}
