@@ -5,7 +5,8 @@
 //! REPEATABLE READ transaction. It has two carriers that behave alike:
 //!
 //! - [`WritePath::Statement`] (the default, `statement.rs`): one SQL statement
-//!   of data-modifying CTEs, sent by diesel as a prepared statement;
+//!   of data-modifying CTEs, sent by diesel as a prepared statement (and,
+//!   only when it wrote nothing, a second one that says why);
 //! - [`WritePath::SqlFunction`] (`function.rs`): a call of the SQL function
 //!   `machine_state_transition`, for roles that may not write the tables
 //!   themselves (it can be `SECURITY DEFINER`).
