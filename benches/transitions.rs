@@ -254,7 +254,7 @@ fn run_step(pool: &Pool, path: fn(&mut PgConnection, &Step) -> Result<(), String
 
 /// Both rows of machine `n` say `state` (untimed).
 fn assert_state(pool: &Pool, n: u32, state: &str) {
-    use common::schema::{machine_state, machines};
+    use ::machine_state::schema::{machine_state, machines};
     let conn = &mut checkout(pool);
     let (status, current): (String, String) = machines::table
         .inner_join(machine_state::table)

@@ -15,52 +15,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use uuid::Uuid;
 
-/// The crate's tables, as a diesel user without access to the crate's
-/// private `schema` module would declare them.
-pub mod schema {
-    diesel::table! {
-        machine_state (machine_id) {
-            machine_id -> Uuid,
-            current_state -> Text,
-            state_since -> Timestamptz,
-            process_id -> Nullable<Uuid>,
-            is_failure_mode -> Bool,
-            failure_component -> Nullable<Text>,
-            failure_description -> Nullable<Text>,
-            updated_at -> Timestamptz,
-        }
-    }
-
-    diesel::table! {
-        machine_state_transitions (id) {
-            id -> Int8,
-            machine_id -> Uuid,
-            from_state -> Nullable<Text>,
-            to_state -> Text,
-            process_id -> Nullable<Uuid>,
-            description -> Nullable<Text>,
-            operation_id -> Uuid,
-            kind -> Text,
-            transitioned_at -> Timestamptz,
-            isolation_level -> Text,
-        }
-    }
-
-    diesel::table! {
-        machines (id) {
-            id -> Uuid,
-            status -> Text,
-            current_process_id -> Nullable<Uuid>,
-            created_at -> Timestamptz,
-            updated_at -> Timestamptz,
-        }
-    }
-
-    diesel::joinable!(machine_state -> machines (machine_id));
-    diesel::allow_tables_to_appear_in_same_query!(machine_state, machines);
-}
-
-use schema::{machine_state, machine_state_transitions, machines};
+use ::machine_state::schema::{machine_state, machine_state_transitions, machines};
 
 /// The id of bench machine `n` (1-based): the UUID whose 128 bits are `n`,
 /// which SQL computes as `lpad(to_hex(n), 32, '0')::uuid`.
