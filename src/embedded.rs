@@ -14,6 +14,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,13 @@ use crate::error::Error;
 /// listener, and the socket lives in a directory of its own, so this number
 /// cannot collide with another server.
 const SOCKET_PORT: u16 = 5432;
+
+/// The default data directory, relative to the current directory.
+const DEFAULT_DATA_DIR: &str = ".machine-state/pgdata";
+
+/// Where default data goes when the server's user cannot reach
+/// [`DEFAULT_DATA_DIR`].
+const UNREACHABLE_FALLBACK: &str = "/var/lib/machine-state";
 
 /// How long the server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -223,6 +231,58 @@ impl EmbeddedPostgres {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The embedded database's default data directory:
+    /// `.machine-state/pgdata` in the current directory, which the command
+    /// line and the examples share.
+    ///
+    /// As root, the server runs as an unprivileged user, which cannot reach a
+    /// directory under a private one (a clone in `/root`, mode 0700). The
+    /// data then goes to `/var/lib/machine-state/<directory name>-<hash of
+    /// its path>/pgdata`, the same for every run from that directory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Server`] when the current directory cannot be resolved.
+    pub fn default_data_dir() -> Result<PathBuf, Error> {
+        let default = absolute(Path::new(DEFAULT_DATA_DIR))?;
+        if Self::blocked_by(&default).is_none() {
+            return Ok(default);
+        }
+        let home = default
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/"));
+        let name = home
+            .file_name()
+            .map_or_else(|| "root".into(), |n| n.to_string_lossy());
+        let fallback = Path::new(UNREACHABLE_FALLBACK)
+            .join(format!(
+                "{name}-{:016x}",
+                fnv1a(home.as_os_str().as_bytes())
+            ))
+            .join("pgdata");
+        tracing::info!(
+            data_dir = %fallback.display(),
+            unreachable = %default.display(),
+            "the server's user cannot reach the default data directory; using another"
+        );
+        Ok(fallback)
+    }
+
+    /// As root (the server then runs as an unprivileged user): the first
+    /// existing ancestor of `path` that others cannot search, which keeps the
+    /// server from using `path`. `None` when there is none, or when not root.
+    pub fn blocked_by(path: &Path) -> Option<PathBuf> {
+        if !Uid::effective().is_root() {
+            return None;
+        }
+        path.ancestors()
+            .skip(1)
+            .filter_map(|dir| Some((dir, fs::metadata(dir).ok()?)))
+            .find(|(_, metadata)| metadata.permissions().mode() & 0o001 == 0)
+            .map(|(dir, _)| dir.to_path_buf())
     }
 
     /// A libpq URL for `database` on this server, as the superuser
@@ -539,4 +599,11 @@ fn tail(path: &Path) -> String {
     }
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+/// A hash that stays the same across builds (FNV-1a, 64 bits).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

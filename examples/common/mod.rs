@@ -1,5 +1,6 @@
 //! What the three examples share: the database (`DATABASE_URL`, or the
-//! embedded default in `.machine-state/pgdata`, as the command line uses) and
+//! embedded default the command line uses too:
+//! `EmbeddedPostgres::default_data_dir()`) and
 //! the legacy `process_executions` table the call sites also write.
 
 #![allow(dead_code, reason = "each example uses a part of this module")]
@@ -24,7 +25,7 @@ pub fn open() -> Result<Database, Error> {
         Ok(url) => (None, url),
         Err(_) => {
             let server = EmbeddedPostgres::builder()
-                .data_dir(".machine-state/pgdata")
+                .data_dir(EmbeddedPostgres::default_data_dir()?)
                 .start()?;
             let url = server.url("postgres");
             (Some(server), url)

@@ -21,9 +21,6 @@ Exit codes:
   2  bad usage or input (malformed id, unknown machine, invalid message),
      or no usable database (unreachable, not migrated)";
 
-/// Where the embedded server keeps its data unless told otherwise.
-pub const DEFAULT_DATA_DIR: &str = ".machine-state/pgdata";
-
 /// Move machines through their states without ever letting `machines` and
 /// `machine_state` disagree.
 ///

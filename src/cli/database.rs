@@ -2,8 +2,6 @@
 //! embedded server, started for the command and stopped after it.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use diesel::connection::SimpleConnection;
@@ -15,9 +13,8 @@ use diesel::sql_types::{Bool, Text};
 use machine_state::{EmbeddedPostgres, Error, MIGRATIONS};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use nix::unistd::Uid;
 
-use super::args::{DEFAULT_DATA_DIR, DatabaseArgs};
+use super::args::DatabaseArgs;
 use super::error::CliError;
 
 /// The database the embedded server keeps the machines in (the one the
@@ -181,32 +178,17 @@ fn lock(data_dir: &Path) -> Result<Flock<File>, CliError> {
     }
 }
 
-/// Where the data of servers goes whose default data directory the server's
-/// user cannot reach.
-const UNREACHABLE_FALLBACK: &str = "/var/lib/machine-state";
-
-/// The embedded server's data directory: `--data-dir`, or the default.
-///
-/// As root, the server runs as an unprivileged user (`initdb` refuses root),
-/// which must be able to reach the directory. Under a private directory (a
-/// clone in `/root`, mode 0700) the default is out of its reach: the data
-/// then goes to `/var/lib/machine-state/<directory name>-<hash of its
-/// path>/pgdata`, the same for every command run from that directory. An
-/// explicit `--data-dir` out of reach is refused with an explanation.
+/// The embedded server's data directory: `--data-dir`, or the default
+/// ([`EmbeddedPostgres::default_data_dir`], which moves out of a private
+/// directory as root). An explicit `--data-dir` the server cannot reach is
+/// refused with an explanation.
 fn data_dir(args: &DatabaseArgs) -> Result<PathBuf, CliError> {
-    let requested = args
-        .data_dir
-        .as_deref()
-        .unwrap_or(Path::new(DEFAULT_DATA_DIR));
+    let Some(requested) = args.data_dir.as_deref() else {
+        return Ok(EmbeddedPostgres::default_data_dir()?);
+    };
     let absolute = std::path::absolute(requested)
         .map_err(|e| CliError::Input(format!("cannot resolve `{}`: {e}", requested.display())))?;
-    if !Uid::effective().is_root() {
-        return Ok(absolute);
-    }
-    let Some(private) = private_ancestor(&absolute) else {
-        return Ok(absolute);
-    };
-    if args.data_dir.is_some() {
+    if let Some(private) = EmbeddedPostgres::blocked_by(&absolute) {
         return Err(CliError::Input(format!(
             "the embedded server runs as an unprivileged user (`initdb` refuses root), which \
              cannot reach `{}` through `{}` (not searchable by others): choose a `--data-dir` \
@@ -215,41 +197,7 @@ fn data_dir(args: &DatabaseArgs) -> Result<PathBuf, CliError> {
             private.display()
         )));
     }
-    let home = absolute
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("/"));
-    let name = home
-        .file_name()
-        .map_or_else(|| "root".into(), |n| n.to_string_lossy());
-    let fallback = Path::new(UNREACHABLE_FALLBACK)
-        .join(format!(
-            "{name}-{:016x}",
-            fnv1a(home.as_os_str().as_bytes())
-        ))
-        .join("pgdata");
-    tracing::info!(
-        data_dir = %fallback.display(),
-        unreachable = %absolute.display(),
-        "the server's user cannot reach the default data directory; using another"
-    );
-    Ok(fallback)
-}
-
-/// The first existing ancestor of `path` that others cannot search.
-fn private_ancestor(path: &Path) -> Option<PathBuf> {
-    path.ancestors()
-        .skip(1)
-        .filter_map(|dir| Some((dir, fs::metadata(dir).ok()?)))
-        .find(|(_, metadata)| metadata.permissions().mode() & 0o001 == 0)
-        .map(|(dir, _)| dir.to_path_buf())
-}
-
-/// A hash that stays the same across builds (FNV-1a, 64 bits).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    Ok(absolute)
 }
 
 /// A version recorded in diesel's bookkeeping table.
