@@ -25,6 +25,14 @@
 //!   (unique in the history), so one whose COMMIT outcome was lost is resolved
 //!   by [`find_operation`] or by retrying with the same id.
 //!
+//! - **The call sites.** [`RecipeRun`] is what the legacy starter, executor and
+//!   stopper did, fenced by the process id, and [`transaction()`] commits the
+//!   caller's own writes (its `process_executions` row) with the transitions.
+//! - **The database side.** The migrations keep working SQL functions under the
+//!   legacy names for non-Rust callers; [`WritePath::SqlFunction`] runs the
+//!   crate through them for a role that may not write the tables; [`audit`]
+//!   and [`repair`] bring a legacy database to 0% divergence.
+//!
 //! Library functions take a diesel [`PgConnection`](diesel::PgConnection);
 //! [`pool`] builds an r2d2 pool whose sessions need a single round trip per
 //! transition. [`EmbeddedPostgres`] starts a private server from the
