@@ -17,7 +17,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_query;
 use diesel::sql_types::{Integer, Nullable, Text, Uuid as SqlUuid};
 use machine_state::{
-    Action, AnyMachine, EmbeddedPostgres, Error, Idle, Machine, Offline, Pool, PooledConnection,
+    Action, AnyMachine, EmbeddedPostgres, Error, Idle, Machine, Pool, PooledConnection,
     RetryPolicy, State, find_operation, history,
 };
 use uuid::Uuid;
@@ -28,7 +28,7 @@ use crate::support::harness::{
 };
 use crate::support::legacy_writer::LegacyWriter;
 use crate::support::proxy::{At, Fault, Proxy};
-use crate::support::{TestDb, assert_consistent, server, snapshot, violations};
+use crate::support::{TestDb, assert_consistent, idle_machine, server, snapshot, violations};
 
 /// How long a test waits for a condition before it fails.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -69,15 +69,6 @@ fn disarm_kill(conn: &mut PgConnection, machine_id: Uuid) {
         "DELETE FROM test_kill_switch WHERE machine_id = '{machine_id}'"
     ))
     .unwrap();
-}
-
-/// A new idle machine.
-fn idle_machine(conn: &mut PgConnection) -> Uuid {
-    Machine::<Offline>::create(conn, Uuid::new_v4())
-        .unwrap()
-        .bring_online(conn)
-        .unwrap()
-        .id()
 }
 
 /// Load a machine known to be idle.

@@ -16,15 +16,7 @@ use machine_state::{
 };
 use uuid::Uuid;
 
-use crate::support::{TestDb, assert_consistent, snapshot};
-
-fn idle_machine(conn: &mut PgConnection) -> Uuid {
-    Machine::<Offline>::create(conn, Uuid::new_v4())
-        .unwrap()
-        .bring_online(conn)
-        .unwrap()
-        .id()
-}
+use crate::support::{TestDb, assert_consistent, idle_machine, snapshot};
 
 #[test]
 fn a_late_complete_for_an_older_run_is_refused_and_changes_nothing() {

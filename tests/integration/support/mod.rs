@@ -221,6 +221,15 @@ pub fn snapshot(conn: &mut PgConnection) -> Vec<String> {
     .collect()
 }
 
+/// A new machine, brought online (its history: create, then `offline -> idle`).
+pub fn idle_machine(conn: &mut PgConnection) -> Uuid {
+    machine_state::Machine::<machine_state::Offline>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .bring_online(conn)
+        .unwrap()
+        .id()
+}
+
 /// Write a pair by hand, bypassing the crate (to seed bad data).
 pub fn insert_raw_pair(
     conn: &mut PgConnection,
