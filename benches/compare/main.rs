@@ -318,15 +318,7 @@ fn run(options: &Options) -> Result<bool, String> {
     );
     println!("machine-state compare: {machine}");
 
-    let one = [
-        Path::Select1,
-        Path::Function,
-        Path::Cte,
-        Path::ExplicitTx,
-        Path::Legacy,
-        Path::Default,
-        Path::QueryBuilder,
-    ];
+    let one = Path::ALL;
     let four = [Path::Function, Path::Cte, Path::Default, Path::QueryBuilder];
     let mut scenarios: Vec<(Plan, &[Path])> = vec![
         (Plan::new(true, 1, cores), &one),
