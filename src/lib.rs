@@ -70,6 +70,7 @@
 )]
 
 mod audit;
+mod doctor;
 mod embedded;
 mod error;
 mod history;
@@ -90,6 +91,7 @@ mod transaction;
 mod write;
 
 pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, pairs, repair, stuck};
+pub use doctor::{Exposure, ExposureKind, SecurityReport, doctor};
 pub use embedded::{Builder as EmbeddedPostgresBuilder, EmbeddedPostgres};
 pub use error::{Error, TransitionError};
 pub use history::{HistoryEntry, find_operation, history};

@@ -210,6 +210,21 @@ pub enum Command {
         json: bool,
     },
 
+    /// Check who can reach the tables and functions (a security check).
+    ///
+    /// Reports every role other than the owner that can write `machines`,
+    /// `machine_state` or the history directly, every SECURITY DEFINER
+    /// function executable by a role not granted it through
+    /// `machine_state_grant_application`, tables without row level security
+    /// in a schema the API (PostgREST, Supabase) exposes, functions without a
+    /// pinned `search_path`, and whether enforcement is on. Exits with 1 when
+    /// anything is exposed.
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Reproduce the legacy race next to this crate, and compare them.
     ///
     /// Simulated recipe starters, executors and stoppers share the machines,

@@ -1,5 +1,5 @@
 //! The consistency commands: `audit` (the legacy "0% inconsistency" check),
-//! `repair`, and `stuck`.
+//! `repair`, `stuck`, and `doctor` (who can reach the tables).
 
 use std::time::Duration;
 
@@ -144,4 +144,35 @@ pub fn stuck(conn: &mut PgConnection, older_than: Duration, json: bool) -> Resul
         ))?;
     }
     Ok(Exit::Success)
+}
+
+/// `doctor`: everything that exposes the tables and functions, and whether
+/// enforcement is on; [`Exit::Refused`] when anything is exposed.
+pub fn doctor(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
+    let report = machine_state::doctor(conn)?;
+    if json {
+        output::json(&report)?;
+    } else {
+        for exposure in &report.exposures {
+            output::line(format_args!("exposed: {exposure}"))?;
+        }
+        let enforcement = match report.enforcement {
+            Some(true) => "on",
+            Some(false) => {
+                "off (`SELECT machine_state_enforce_invariants();` once the audit shows 0%)"
+            }
+            None => "unknown (this role may not ask)",
+        };
+        output::line(format_args!("enforcement: {enforcement}"))?;
+        output::line(if report.is_exposed() {
+            format!("{} exposure(s) found", report.exposures.len())
+        } else {
+            "nothing exposed".to_owned()
+        })?;
+    }
+    Ok(if report.is_exposed() {
+        Exit::Refused
+    } else {
+        Exit::Success
+    })
 }

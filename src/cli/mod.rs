@@ -80,6 +80,7 @@ fn dispatch(
         Command::Offline { id } => machines::transition(&mut connect()?, id, Action::TakeOffline),
         Command::Audit { json } => consistency::audit(&mut connect()?, json),
         Command::Repair { dry_run, json } => consistency::repair(&mut connect()?, dry_run, json),
+        Command::Doctor { json } => consistency::doctor(&mut connect()?, json),
         Command::Stuck { older_than, json } => {
             consistency::stuck(&mut connect()?, older_than, json)
         }

@@ -16,5 +16,6 @@ mod privileges;
 mod recipes;
 mod refusals;
 mod sql_functions;
+mod supabase;
 mod transitions;
 mod write_paths;

@@ -17,7 +17,7 @@ use crate::support::{TestDb, assert_consistent, create_role, snapshot, sqlstate_
 /// The functions the application role runs transitions through.
 const TRANSITION_FUNCTIONS: [&str; 5] = [
     "machine_state_transition(uuid, text, text, uuid, text, uuid)",
-    "atomic_update_machine_state(uuid, text, uuid, boolean, text)",
+    "atomic_update_machine_state(uuid, text, uuid, text, uuid, boolean, text)",
     "atomic_complete_machine_state(uuid)",
     "atomic_error_machine_state(uuid, text)",
     "atomic_processing_machine_state(uuid, uuid)",
@@ -96,7 +96,7 @@ fn every_function_pins_its_search_path_and_public_may_execute_none() {
             "atomic_complete_machine_state(uuid)",
             "atomic_error_machine_state(uuid,text)",
             "atomic_processing_machine_state(uuid,uuid)",
-            "atomic_update_machine_state(uuid,text,uuid,boolean,text)",
+            "atomic_update_machine_state(uuid,text,uuid,text,uuid,boolean,text)",
             "machine_state_check_pair_invariant()",
             "machine_state_transition(uuid,text,text,uuid,text,uuid)",
         ],
@@ -300,7 +300,7 @@ fn revoking_the_application_role_takes_back_exactly_what_was_granted() {
     .into_iter()
     .map(|s| s.statement)
     .collect();
-    assert_eq!(granted.len(), 8, "{granted:?}");
+    assert_eq!(granted.len(), 9, "{granted:?}");
     assert!(
         !granted.iter().any(|g| g.contains("ON TABLE machines ")),
         "{granted:?}"
@@ -320,7 +320,7 @@ fn revoking_the_application_role_takes_back_exactly_what_was_granted() {
     ))
     .load::<Statement>(conn)
     .unwrap();
-    assert_eq!(revoked.len(), 8);
+    assert_eq!(revoked.len(), 9);
     assert_eq!(acl(conn), before);
     assert!(holds(
         conn,

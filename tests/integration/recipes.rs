@@ -259,7 +259,9 @@ fn legacy_sql_step(conn: &mut PgConnection, machine: Uuid) -> usize {
         1 => format!("atomic_complete_machine_state('{machine}')"),
         2 => format!("atomic_error_machine_state('{machine}', 'legacy failure')"),
         _ => {
-            format!("atomic_update_machine_state(p_machine_id => '{machine}', p_status => 'idle')")
+            format!(
+                "atomic_update_machine_state(p_machine_id => '{machine}', p_machine_status => 'idle')"
+            )
         }
     };
     usize::from(conn.batch_execute(&format!("SELECT {call}")).is_ok())

@@ -198,7 +198,10 @@ fn the_legacy_rpc_names_work_as_the_python_wrappers_call_them() {
 
     let reset = call_json(
         conn,
-        &format!("atomic_update_machine_state(p_machine_id => '{id}', p_status => 'idle')"),
+        &format!(
+            "atomic_update_machine_state(p_machine_id => '{id}', p_machine_status => 'idle',
+                     p_machine_state_current_state => 'idle')"
+        ),
     );
     assert_eq!(reset["previous_state"], "error");
     assert_eq!(reset["new_state"], "idle");
@@ -244,7 +247,7 @@ fn hostile_input_through_the_sql_functions_is_refused_with_its_sqlstate_and_chan
         ),
         (
             format!(
-                "SELECT atomic_update_machine_state('{id}', 'error', NULL, true,
+                "SELECT atomic_update_machine_state('{id}', 'error', NULL, 'error', NULL, true,
                                                     repeat('é', 10 * 1024 * 1024))"
             ),
             "MS005",
@@ -309,7 +312,7 @@ fn hostile_input_through_the_sql_functions_is_refused_with_its_sqlstate_and_chan
             "MS001",
         ),
         (
-            format!("SELECT atomic_update_machine_state('{id}', 'idle', NULL, true)"),
+            format!("SELECT atomic_update_machine_state('{id}', 'idle', NULL, 'idle', NULL, true)"),
             "MS005",
         ),
         // An operation id that already named another transition.
@@ -364,6 +367,10 @@ fn hostile_input_through_the_sql_functions_is_refused_with_its_sqlstate_and_chan
     let AnyMachine::Errored(errored) = AnyMachine::load(conn, id).unwrap() else {
         panic!("expected an errored machine");
     };
-    assert_eq!(errored.description(), nasty);
+    // (stored behind the shipped prefix)
+    assert_eq!(
+        errored.description(),
+        format!("Recipe execution error: {nasty}")
+    );
     assert_consistent(conn, id);
 }
