@@ -2,6 +2,9 @@
 --
 --   psql "$DATABASE_URL" -v app=factory_app -f sql/roles.sql
 --
+-- On Supabase, the services' role is the server-side key's `service_role`
+-- (it exists already): `-v app=service_role`. Never `anon` or `authenticated`.
+--
 -- Run it as the migration owner (the role that ran `machine-state migrate`
 -- and owns `machines`, `machine_state` and the functions), after the
 -- migrations. Creating the role needs CREATEROLE (or run that line as a

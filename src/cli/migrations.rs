@@ -5,7 +5,9 @@ use diesel::PgConnection;
 use super::error::{CliError, Exit};
 use super::output;
 
-/// `migrate`: apply every pending migration, printing each version.
+/// `migrate`: apply every pending migration, printing each version, then
+/// warn (on stderr) when `doctor` finds anything exposed: grants the legacy
+/// system made on adopted tables are kept, for operators to retire.
 pub fn migrate(conn: &mut PgConnection) -> Result<Exit, CliError> {
     let applied = machine_state::run_migrations(conn)?;
     if applied.is_empty() {
@@ -13,6 +15,14 @@ pub fn migrate(conn: &mut PgConnection) -> Result<Exit, CliError> {
     }
     for version in applied {
         output::line(format_args!("applied {version}"))?;
+    }
+    if let Ok(report) = machine_state::doctor(conn) {
+        if report.is_exposed() {
+            eprintln!(
+                "warning: {} exposure(s) found (legacy grants are kept): run `machine-state doctor`",
+                report.exposures.len()
+            );
+        }
     }
     Ok(Exit::Success)
 }
