@@ -104,6 +104,6 @@ pub use pair::{Pair, StateRow, Violation};
 pub use pool::{Pool, PooledConnection, RepeatableReadSession, pool, pool_builder};
 pub use recipe::RecipeRun;
 pub use retry::RetryPolicy;
-pub use state::{State, Status};
+pub use state::{Edge, State, Status, TRANSITIONS, Verb};
 pub use transaction::transaction;
 pub use write::{WritePath, sql_function_fallbacks};

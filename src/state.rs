@@ -44,25 +44,147 @@ impl State {
         self.into()
     }
 
-    /// Whether the domain allows a transition from `self` to `to`.
-    ///
-    /// This is the transition table of DESIGN.md; the typed [`Machine`] API
-    /// enforces it at compile time, this function at run time.
-    ///
-    /// [`Machine`]: crate::Machine
+    /// Whether the domain allows a transition from `self` to `to`
+    /// (by any [`Verb`]): an entry of [`TRANSITIONS`].
     pub fn can_become(self, to: State) -> bool {
-        use State::*;
-        matches!(
-            (self, to),
-            (Offline, Idle)
-                | (Offline, Processing)
-                | (Idle, Offline)
-                | (Idle, Processing)
-                | (Processing, Idle)
-                | (Processing, Error)
-                | (Error, Offline)
-                | (Error, Idle)
-        )
+        TRANSITIONS.iter().any(|t| t.from == self && t.to == to)
+    }
+
+    /// The transitions that leave `self`, in table order.
+    pub fn transitions(self) -> impl Iterator<Item = &'static Edge> {
+        TRANSITIONS.iter().filter(move |t| t.from == self)
+    }
+}
+
+/// The transitions by name: the methods of the typed machines, without their
+/// arguments.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+    serde::Serialize,
+)]
+#[strum(serialize_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Verb {
+    /// `bring_online`: the machine is put in service.
+    BringOnline,
+    /// `take_offline`: the machine is taken out of service.
+    TakeOffline,
+    /// `start(process_id)`: a recipe run starts.
+    Start,
+    /// `complete`: the recipe run finished.
+    Complete,
+    /// `stop`: the recipe run was aborted by a user.
+    Stop,
+    /// `fail(description)`: the recipe run failed.
+    Fail,
+    /// `reset`: the failure was dealt with.
+    Reset,
+}
+
+impl Verb {
+    /// The state this transition leads to, whichever state it leaves.
+    pub fn target(self) -> State {
+        // Every verb has one target: the first entry names it.
+        TRANSITIONS
+            .iter()
+            .find(|t| t.verb == self)
+            .map_or(State::Idle, |t| t.to)
+    }
+
+    /// The states this transition leaves from, in table order.
+    pub fn sources(self) -> impl Iterator<Item = State> {
+        TRANSITIONS
+            .iter()
+            .filter(move |t| t.verb == self)
+            .map(|t| t.from)
+    }
+}
+
+/// One legal transition: an entry of [`TRANSITIONS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Edge {
+    /// The state it leaves.
+    pub from: State,
+    /// Its name: the method of `Machine<from>`.
+    pub verb: Verb,
+    /// The state it leads to.
+    pub to: State,
+}
+
+/// **The transition table**: every legal transition, and only those.
+///
+/// The one source of the rule at run time: [`State::can_become`],
+/// [`AnyMachine::perform`](crate::AnyMachine::perform) and the command line's
+/// messages read it. Two mirrors are unavoidable and pinned by tests (see
+/// `ARCHITECTURE.md`): the typed methods of [`Machine`](crate::Machine)
+/// (compile time) and the `legal` list of the SQL function
+/// `machine_state_transition`.
+pub const TRANSITIONS: [Edge; 9] = {
+    use State::{Error, Idle, Offline, Processing};
+    const fn edge(from: State, verb: Verb, to: State) -> Edge {
+        Edge { from, verb, to }
+    }
+    [
+        edge(Offline, Verb::BringOnline, Idle),
+        edge(Offline, Verb::Start, Processing),
+        edge(Idle, Verb::TakeOffline, Offline),
+        edge(Idle, Verb::Start, Processing),
+        edge(Processing, Verb::Complete, Idle),
+        edge(Processing, Verb::Stop, Idle),
+        edge(Processing, Verb::Fail, Error),
+        edge(Error, Verb::Reset, Idle),
+        edge(Error, Verb::TakeOffline, Offline),
+    ]
+};
+
+#[cfg(test)]
+mod tests {
+    use strum::IntoEnumIterator;
+
+    use super::*;
+
+    #[test]
+    fn every_verb_has_one_target_and_at_least_one_source() {
+        for verb in Verb::iter() {
+            let targets: Vec<State> = TRANSITIONS
+                .iter()
+                .filter(|t| t.verb == verb)
+                .map(|t| t.to)
+                .collect();
+            assert!(!targets.is_empty(), "{verb} has no entry");
+            assert!(
+                targets.iter().all(|&t| t == verb.target()),
+                "{verb}: {targets:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_state_has_two_verbs_to_the_same_place_except_complete_and_stop() {
+        for from in State::iter() {
+            for to in State::iter() {
+                let verbs: Vec<Verb> = from
+                    .transitions()
+                    .filter(|t| t.to == to)
+                    .map(|t| t.verb)
+                    .collect();
+                assert!(
+                    verbs.len() <= 1 || verbs == [Verb::Complete, Verb::Stop],
+                    "{from} -> {to}: {verbs:?}"
+                );
+            }
+        }
     }
 }
 

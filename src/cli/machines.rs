@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use diesel::PgConnection;
-use machine_state::{Action, AnyMachine, Error, HistoryEntry, Idle, Machine, Offline, Pair, State};
+use machine_state::{
+    Action, AnyMachine, Error, HistoryEntry, Idle, Machine, Offline, Pair, State, Verb,
+};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -163,20 +165,11 @@ pub fn transition(conn: &mut PgConnection, id: Uuid, action: Action) -> Result<E
 /// The refusal of an illegal transition, in words: which state the machine is
 /// in, and which states the transition exists from.
 fn illegal(machine_id: Uuid, state: State, action: &Action) -> CliError {
-    use State::{Error as Errored, Idle, Offline, Processing};
-    let (sources, done): (&[State], _) = match action {
-        Action::BringOnline => (&[Offline], "brought online"),
-        Action::TakeOffline => (&[Idle, Errored], "taken offline"),
-        Action::Start(_) => (&[Offline, Idle], "started"),
-        Action::Complete => (&[Processing], "completed"),
-        Action::Stop => (&[Processing], "stopped"),
-        Action::Fail(_) => (&[Processing], "failed"),
-        Action::Reset => (&[Errored], "reset"),
-    };
-    let article = if sources[0].as_str().starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
+    let verb = action.verb();
+    let sources: Vec<State> = verb.sources().collect();
+    let article = match sources.first() {
+        Some(first) if first.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) => "an",
+        _ => "a",
     };
     let sources = sources
         .iter()
@@ -187,7 +180,21 @@ fn illegal(machine_id: Uuid, state: State, action: &Action) -> CliError {
         machine_id,
         state,
         sources: format!("{article} {sources}"),
-        done,
+        done: done(verb),
+    }
+}
+
+/// What a transition did, as a participle: "only an `idle` machine can be
+/// *started*".
+fn done(verb: Verb) -> &'static str {
+    match verb {
+        Verb::BringOnline => "brought online",
+        Verb::TakeOffline => "taken offline",
+        Verb::Start => "started",
+        Verb::Complete => "completed",
+        Verb::Stop => "stopped",
+        Verb::Fail => "failed",
+        Verb::Reset => "reset",
     }
 }
 

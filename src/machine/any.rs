@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{Errored, Idle, Machine, Offline, Processing};
 use crate::error::{Error, TransitionError};
 use crate::pair::{Pair, Violation};
-use crate::state::State;
+use crate::state::{State, Verb};
 
 /// A machine whose state is known only at run time: loaded from the
 /// database, it hands out the typed [`Machine`] for its state.
@@ -43,14 +43,22 @@ pub enum Action {
 }
 
 impl Action {
+    /// Which transition this is, without its argument.
+    pub fn verb(&self) -> Verb {
+        match self {
+            Action::BringOnline => Verb::BringOnline,
+            Action::TakeOffline => Verb::TakeOffline,
+            Action::Start(_) => Verb::Start,
+            Action::Complete => Verb::Complete,
+            Action::Stop => Verb::Stop,
+            Action::Fail(_) => Verb::Fail,
+            Action::Reset => Verb::Reset,
+        }
+    }
+
     /// The state this action leads to.
     pub fn target(&self) -> State {
-        match self {
-            Action::BringOnline | Action::Complete | Action::Stop | Action::Reset => State::Idle,
-            Action::TakeOffline => State::Offline,
-            Action::Start(_) => State::Processing,
-            Action::Fail(_) => State::Error,
-        }
+        self.verb().target()
     }
 }
 
@@ -222,6 +230,10 @@ impl AnyMachine {
         action: &Action,
     ) -> Result<AnyMachine, TransitionError<AnyMachine>> {
         use AnyMachine as A;
+        let legal = self.state().transitions().any(|t| t.verb == action.verb());
+        if !legal {
+            return Err(self.illegal(action));
+        }
         fn back<M>(
             result: Result<AnyMachine, TransitionError<Machine<M>>>,
             wrap: fn(Machine<M>) -> AnyMachine,
@@ -256,14 +268,21 @@ impl AnyMachine {
             (A::Errored(m), Action::TakeOffline) => {
                 back(m.take_offline(conn).map(A::Offline), A::Errored)
             }
-            (machine, action) => Err(TransitionError {
-                error: Error::IllegalTransition {
-                    machine_id: machine.id(),
-                    from: machine.state(),
-                    to: action.target(),
-                },
-                machine,
-            }),
+            // In the table but without a typed method: the mirror drifted
+            // (the `typestate_is_the_transition_table` test fails first).
+            (machine, action) => Err(machine.illegal(action)),
+        }
+    }
+
+    /// The refusal of `action` from this machine's state, with the machine.
+    fn illegal(self, action: &Action) -> TransitionError<AnyMachine> {
+        TransitionError {
+            error: Error::IllegalTransition {
+                machine_id: self.id(),
+                from: self.state(),
+                to: action.target(),
+            },
+            machine: self,
         }
     }
 }
