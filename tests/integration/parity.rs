@@ -30,6 +30,10 @@ fn typed<F: MachineState, T: MachineState>(
 
 /// Every transition method of the typed machines: the compile-time mirror of
 /// the table.
+#[expect(
+    clippy::result_large_err,
+    reason = "the closures return what the typed methods return"
+)]
 fn typed_methods() -> BTreeSet<(State, Verb, State)> {
     let run = Uuid::nil();
     BTreeSet::from([
