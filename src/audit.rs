@@ -15,7 +15,8 @@ use crate::state::State;
 use crate::write;
 
 /// What an audit found: every machine whose pair breaks one of I1–I5.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AuditReport {
     /// How many machines there are.
     pub machines: usize,
@@ -24,7 +25,8 @@ pub struct AuditReport {
 }
 
 /// One diverged machine.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Finding {
     /// Both rows, as read.
     pub pair: Pair,
@@ -81,8 +83,9 @@ pub fn audit(conn: &mut PgConnection) -> Result<AuditReport, Error> {
 }
 
 /// Which row a repair believed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::Display, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::Display)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[strum(serialize_all = "snake_case")]
 pub enum Side {
     /// `machines` (written last, or the only valid one).
@@ -94,7 +97,8 @@ pub enum Side {
 }
 
 /// One repaired (or, in a dry run, repairable) machine.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Repair {
     /// The machine.
     pub machine_id: Uuid,
@@ -216,7 +220,8 @@ fn decide(pair: &Pair) -> (Side, State, Option<Uuid>, Option<String>) {
 }
 
 /// A machine processing for longer than expected.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct StuckMachine {
     /// The machine.
     pub machine_id: Uuid,

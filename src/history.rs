@@ -8,7 +8,8 @@ use crate::error::Error;
 use crate::schema::machine_state_transitions;
 
 /// One row of `machine_state_transitions`.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[diesel(table_name = machine_state_transitions, check_for_backend(diesel::pg::Pg))]
 pub struct HistoryEntry {
     /// Position in the history (increases with commit order per machine).

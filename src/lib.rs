@@ -35,8 +35,17 @@
 //!
 //! Library functions take a diesel [`PgConnection`](diesel::PgConnection);
 //! [`pool`] builds an r2d2 pool whose sessions need a single round trip per
-//! transition. [`EmbeddedPostgres`] starts a private server from the
-//! PostgreSQL binaries on the machine, for development and tests.
+//! transition. With the `embedded` feature, `EmbeddedPostgres` starts a
+//! private server from the PostgreSQL binaries on the machine, for
+//! development and tests.
+//!
+//! # Features
+//!
+//! `cli` (default) builds the `machine-state` command and implies the others;
+//! `serde` derives `Serialize` for the report and history types; `embedded`
+//! adds `EmbeddedPostgres`; `testing` adds what an executor's own tests need.
+//! With `default-features = false` the library depends on diesel, r2d2,
+//! diesel_migrations, thiserror, strum, uuid, chrono and tracing alone.
 //!
 //! # Example
 //!
@@ -71,6 +80,7 @@
 
 mod audit;
 mod doctor;
+#[cfg(feature = "embedded")]
 mod embedded;
 mod error;
 mod history;
@@ -92,6 +102,7 @@ mod write;
 
 pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, pairs, repair, stuck};
 pub use doctor::{Exposure, ExposureKind, SecurityReport, doctor};
+#[cfg(feature = "embedded")]
 pub use embedded::{Builder as EmbeddedPostgresBuilder, EmbeddedPostgres};
 pub use error::{Error, TransitionError};
 pub use history::{HistoryEntry, find_operation, history};

@@ -9,7 +9,8 @@ use crate::schema::{machine_state, machines};
 use crate::state::{State, Status};
 
 /// The `machine_state` half of a pair.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct StateRow {
     /// `machine_state.current_state`.
     pub current_state: String,
@@ -26,7 +27,8 @@ pub struct StateRow {
 }
 
 /// Both rows of one machine as one statement read them.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Pair {
     /// `machines.id`.
     pub machine_id: Uuid,
@@ -41,7 +43,8 @@ pub struct Pair {
 }
 
 /// One broken invariant of a pair.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::Display, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::Display)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum Violation {
     /// There is no `machine_state` row at all.

@@ -24,7 +24,8 @@ use crate::state::State;
 /// in one round trip on a [`crate::pool`] connection. Inside
 /// [`crate::transaction`] they join the caller's transaction, so the caller's
 /// own writes commit with them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RecipeRun {
     /// The machine the recipe runs on.
     pub machine_id: Uuid,

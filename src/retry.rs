@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use uuid::Uuid;
+
 /// Bounded, jittered exponential backoff for serialization failures (40001)
 /// and deadlocks (40P01).
 ///
@@ -45,7 +47,11 @@ impl RetryPolicy {
             .saturating_mul(1 << doublings)
             .min(self.max_delay);
         let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(fastrand::u64(0..=nanos))
+        // Full jitter: uniform in `0..=ceiling`. The random bits are a v4
+        // UUID's (the OS generator `uuid` already links): its low 64 bits hold
+        // 62 random ones, far more than a delay of nanoseconds needs.
+        let random = Uuid::new_v4().as_u128() as u64;
+        Duration::from_nanos(random % nanos.saturating_add(1))
     }
 }
 

@@ -9,24 +9,10 @@ use uuid::Uuid;
 ///
 /// The strings are exactly `offline`, `idle`, `processing` and `error`; parsing
 /// anything else (a legacy `running`, say) fails instead of guessing.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::EnumIter,
-    serde::Serialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::Display, strum::EnumString, strum::AsRefStr, strum::IntoStaticStr, strum::EnumIter)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[strum(serialize_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum State {
     /// Powered down or disconnected; can be brought online or started directly.
     Offline,
@@ -58,23 +44,10 @@ impl State {
 
 /// The transitions by name: the methods of the typed machines, without their
 /// arguments.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    strum::Display,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::EnumIter,
-    serde::Serialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::Display, strum::EnumString, strum::IntoStaticStr, strum::EnumIter)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Verb {
     /// `bring_online`: the machine is put in service.
     BringOnline,
@@ -112,7 +85,8 @@ impl Verb {
 }
 
 /// One legal transition: an entry of [`TRANSITIONS`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Edge {
     /// The state it leaves.
     pub from: State,
@@ -190,7 +164,8 @@ mod tests {
 
 /// A state together with the process it runs, as found in (or expected of) a
 /// row: the unit a guarded write compares.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Status {
     /// The state string as stored; not necessarily one of [`State`]'s.
     pub state: String,

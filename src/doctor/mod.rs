@@ -17,10 +17,9 @@ use strum::{Display, EnumString, IntoStaticStr};
 use crate::error::Error;
 
 /// What a [`Exposure`] is about.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr, serde::Serialize,
-)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[strum(serialize_all = "snake_case")]
 #[non_exhaustive]
 pub enum ExposureKind {
@@ -39,7 +38,8 @@ pub enum ExposureKind {
 }
 
 /// One thing found exposed.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Exposure {
     /// Which check found it.
     pub kind: ExposureKind,
@@ -79,7 +79,8 @@ impl std::fmt::Display for Exposure {
 }
 
 /// What [`doctor`] found.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SecurityReport {
     /// Everything found exposed, ordered by kind and object.
     pub exposures: Vec<Exposure>,
