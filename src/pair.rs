@@ -1,5 +1,5 @@
 //! The two rows of one machine, read in one snapshot, and the invariants they
-//! must hold together (I1–I5 of DESIGN.md).
+//! must hold together (I1–I5; see ARCHITECTURE.md).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;

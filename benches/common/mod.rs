@@ -10,6 +10,7 @@
     reason = "shared by two bench targets that each use a different subset"
 )]
 
+use ::machine_state::testing::legacy;
 use ::machine_state::{Idle, Machine};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -183,21 +184,10 @@ pub fn query_builder_transition(
 /// Database errors, and a `NotFound` when an update matched no row: the
 /// legacy pattern checks nothing else.
 pub fn legacy_two_write(conn: &mut PgConnection, step: &Step) -> QueryResult<()> {
-    let machine_rows = diesel::update(machines::table.find(step.machine))
-        .set((
-            machines::status.eq(step.to),
-            machines::current_process_id.eq(step.new_process),
-            machines::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)?;
-    let state_rows = diesel::update(machine_state::table.find(step.machine))
-        .set((
-            machine_state::current_state.eq(step.to),
-            machine_state::process_id.eq(step.new_process),
-            machine_state::state_since.eq(diesel::dsl::now),
-            machine_state::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)?;
+    let at = chrono::Utc::now();
+    let machine_rows = legacy::write_machines(conn, step.machine, step.to, step.new_process, at)?;
+    let state_rows =
+        legacy::write_machine_state(conn, step.machine, step.to, step.new_process, None, at)?;
     if (machine_rows, state_rows) == (1, 1) {
         Ok(())
     } else {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use machine_state::MAX_DESCRIPTION_CHARS;
+use machine_state::{MAX_DESCRIPTION_CHARS, validate_description};
 use uuid::Uuid;
 
 use super::error::CliError;
@@ -328,22 +328,13 @@ fn parse_message(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// The rules of a failure description, checked before anything is sent to the
-/// database (the library checks them again).
+/// The rules of a failure description ([`validate_description`]), checked
+/// before anything is sent to the database.
 pub fn check_message(text: &str) -> Result<(), String> {
-    if text.trim().is_empty() {
-        return Err("a failure description must not be empty".into());
-    }
-    if text.contains('\0') {
-        return Err("a failure description must not contain NUL bytes".into());
-    }
-    let chars = text.chars().count();
-    if chars > MAX_DESCRIPTION_CHARS {
-        return Err(format!(
-            "a failure description is limited to {MAX_DESCRIPTION_CHARS} characters, got {chars}"
-        ));
-    }
-    Ok(())
+    validate_description(text).map_err(|error| match error {
+        machine_state::Error::InvalidInput(reason) => reason,
+        other => other.to_string(),
+    })
 }
 
 /// A positive number of seconds, at most an hour.

@@ -24,10 +24,11 @@
 //! included: every divergence the demo finds comes from the race, not from
 //! clock skew between the writes.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use diesel::prelude::*;
 use diesel::sql_query;
-use diesel::sql_types::{Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Text, Uuid as SqlUuid};
+use machine_state::testing::legacy::{write_machine_state, write_machines};
 use uuid::Uuid;
 
 use super::demo::{FAILURE, Role, Step, Workload};
@@ -111,47 +112,4 @@ fn read_machine_state(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<S
         .get_result::<Read>(conn)
         .optional()
         .map(|row| row.map(|r| r.state))
-}
-
-/// The first (or second) of the two writes: `machines` alone.
-fn write_machines(
-    conn: &mut PgConnection,
-    id: Uuid,
-    state: &str,
-    process: Option<Uuid>,
-    at: DateTime<Utc>,
-) -> QueryResult<()> {
-    sql_query(
-        "UPDATE machines SET status = $1, current_process_id = $2, updated_at = $3 WHERE id = $4",
-    )
-    .bind::<Text, _>(state)
-    .bind::<Nullable<SqlUuid>, _>(process)
-    .bind::<Timestamptz, _>(at)
-    .bind::<SqlUuid, _>(id)
-    .execute(conn)
-    .map(drop)
-}
-
-/// The other write: `machine_state` alone.
-fn write_machine_state(
-    conn: &mut PgConnection,
-    id: Uuid,
-    state: &str,
-    process: Option<Uuid>,
-    description: Option<&str>,
-    at: DateTime<Utc>,
-) -> QueryResult<()> {
-    sql_query(
-        "UPDATE machine_state SET current_state = $1, process_id = $2, is_failure_mode = $3,
-             failure_description = $4, state_since = $5, updated_at = $5
-         WHERE machine_id = $6",
-    )
-    .bind::<Text, _>(state)
-    .bind::<Nullable<SqlUuid>, _>(process)
-    .bind::<Bool, _>(state == "error")
-    .bind::<Nullable<Text>, _>(description)
-    .bind::<Timestamptz, _>(at)
-    .bind::<SqlUuid, _>(id)
-    .execute(conn)
-    .map(drop)
 }

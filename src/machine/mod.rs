@@ -261,8 +261,15 @@ fn log_outcome<T>(change: &Change<'_>, result: &Result<T, Error>) {
     }
 }
 
-/// Check a failure description before anything is sent.
-fn validate_description(description: &str) -> Result<(), Error> {
+/// Check a failure description the way [`Machine::<Processing>::fail`]
+/// will, before anything is sent to the database: not blank (Unicode
+/// whitespace), no NUL byte, at most [`MAX_DESCRIPTION_CHARS`] characters.
+/// The SQL functions check the same.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] saying which rule the description breaks.
+pub fn validate_description(description: &str) -> Result<(), Error> {
     if description.trim().is_empty() {
         return Err(Error::InvalidInput(
             "a failure description must not be empty".into(),

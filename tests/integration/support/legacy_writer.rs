@@ -1,8 +1,9 @@
-//! The legacy write pattern, kept in test code only to prove that the harness
-//! catches it: the executor, starter and stopper read `machines`, decide in
-//! application code, then write the two tables with two separate autocommit
-//! `UPDATE`s that overwrite whatever is there (no compare-and-set, no fence on
-//! the process id), and log the transition.
+//! The legacy write pattern (`machine_state::testing::legacy`) as a writer of
+//! the harness, to prove that the harness catches it: the executor, starter
+//! and stopper read `machines`, decide in application code, then write the two
+//! tables with two separate autocommit `UPDATE`s that overwrite whatever is
+//! there (no compare-and-set, no fence on the process id), and log the
+//! transition.
 //!
 //! Between the two writes the legacy executor did real work (logging, RPCs);
 //! a few scheduler yields stand in for it. Nothing else is slowed down: the
@@ -14,6 +15,7 @@ use chrono::Utc;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use machine_state::testing::legacy;
 use machine_state::{Action, AnyMachine, Error, State};
 use uuid::Uuid;
 
@@ -110,29 +112,11 @@ fn write_twice(
     operation_id: Uuid,
 ) -> QueryResult<()> {
     let at = Utc::now();
-    sql_query(
-        "UPDATE machines SET status = $2, current_process_id = $3, updated_at = $4 WHERE id = $1",
-    )
-    .bind::<SqlUuid, _>(view.id)
-    .bind::<Text, _>(to.as_str())
-    .bind::<Nullable<SqlUuid>, _>(new_process)
-    .bind::<Timestamptz, _>(at)
-    .execute(conn)?;
+    legacy::write_machines(conn, view.id, to.as_str(), new_process, at)?;
     for _ in 0..fastrand::u8(0..4) {
         thread::yield_now();
     }
-    sql_query(
-        "UPDATE machine_state
-         SET current_state = $2, process_id = $3, state_since = $4, updated_at = $4,
-             is_failure_mode = ($2 = 'error'), failure_description = $5
-         WHERE machine_id = $1",
-    )
-    .bind::<SqlUuid, _>(view.id)
-    .bind::<Text, _>(to.as_str())
-    .bind::<Nullable<SqlUuid>, _>(new_process)
-    .bind::<Timestamptz, _>(at)
-    .bind::<Nullable<Text>, _>(description)
-    .execute(conn)?;
+    legacy::write_machine_state(conn, view.id, to.as_str(), new_process, description, at)?;
     sql_query(
         "INSERT INTO machine_state_transitions
              (machine_id, from_state, to_state, process_id, description, operation_id, kind,

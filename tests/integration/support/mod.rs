@@ -14,30 +14,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
-use diesel::sql_types::{Bool, Nullable, Text};
+use diesel::sql_types::{Bool, Text};
+use machine_state::testing::{TestDatabase, TestServer};
 use machine_state::{EmbeddedPostgres, Pool};
 use uuid::Uuid;
 
-const TEMPLATE: &str = "machine_state_template";
+static SERVER: OnceLock<TestServer> = OnceLock::new();
 
-static SERVER: OnceLock<EmbeddedPostgres> = OnceLock::new();
-
-/// The server of this test binary, started on first use with a migrated
-/// template database.
-pub fn server() -> &'static EmbeddedPostgres {
+/// The test server of this binary (the crate's testing kit), started on
+/// first use with a migrated template database.
+pub fn test_server() -> &'static TestServer {
     SERVER.get_or_init(|| {
-        let server = EmbeddedPostgres::builder()
-            .setting("max_connections", "400")
-            .start()
-            .unwrap_or_else(|e| panic!("cannot start the test server: {e}"));
-        let mut admin = PgConnection::establish(&server.url("postgres")).unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
-            .unwrap();
-        let mut template = PgConnection::establish(&server.url(TEMPLATE)).unwrap();
-        machine_state::run_migrations(&mut template).unwrap();
-        server
+        TestServer::start_with(EmbeddedPostgres::builder().setting("max_connections", "400"))
+            .unwrap_or_else(|e| panic!("cannot start the test server: {e}"))
     })
+}
+
+/// The PostgreSQL server of this test binary.
+pub fn server() -> &'static EmbeddedPostgres {
+    test_server().server()
 }
 
 /// Stop the server when the test binary exits, however the tests ended.
@@ -54,30 +49,21 @@ pub struct TestDb {
     pub url: String,
 }
 
-static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
-
 impl TestDb {
     /// A fresh database with the migrations applied.
     pub fn new() -> TestDb {
-        Self::create(Some(TEMPLATE))
+        Self::from(test_server().database().unwrap())
     }
 
     /// A fresh, empty database (no migrations).
     pub fn empty() -> TestDb {
-        Self::create(None)
+        Self::from(test_server().empty_database().unwrap())
     }
 
-    fn create(template: Option<&str>) -> TestDb {
-        let server = server();
-        let name = format!("test_{}", NEXT_DB.fetch_add(1, Ordering::SeqCst));
-        let mut admin = PgConnection::establish(&server.url("postgres")).unwrap();
-        let template = template.map_or(String::new(), |t| format!(" TEMPLATE {t}"));
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}{template}"))
-            .unwrap();
+    fn from(db: TestDatabase) -> TestDb {
         TestDb {
-            url: server.url(&name),
-            name,
+            name: db.name().to_owned(),
+            url: db.url().to_owned(),
         }
     }
 
@@ -92,94 +78,10 @@ impl TestDb {
     }
 }
 
-#[derive(QueryableByName, Debug)]
-struct PairCheck {
-    #[diesel(sql_type = Bool)]
-    i1: bool,
-    #[diesel(sql_type = Bool)]
-    i2: bool,
-    #[diesel(sql_type = Bool)]
-    i3: bool,
-    #[diesel(sql_type = Bool)]
-    i4: bool,
-    #[diesel(sql_type = Bool)]
-    i5: bool,
-}
-
-#[derive(QueryableByName, Debug)]
-struct ChainLink {
-    #[diesel(sql_type = Nullable<Text>)]
-    from_state: Option<String>,
-    #[diesel(sql_type = Text)]
-    to_state: String,
-    #[diesel(sql_type = Text)]
-    isolation_level: String,
-    #[diesel(sql_type = Bool)]
-    at_last_transition: bool,
-}
-
-/// Every invariant I1–I6 that a machine breaks, checked by SQL of its own
-/// (not by the crate's code), described in words; empty when consistent.
+/// Every invariant I1–I6 that a machine breaks, in words (the testing kit's
+/// check); empty when consistent.
 pub fn violations(conn: &mut PgConnection, machine_id: Uuid) -> Vec<String> {
-    let mut found = Vec::new();
-    let pair: Option<PairCheck> = sql_query(
-        "SELECT m.status = s.current_state AS i1,
-                m.current_process_id IS NOT DISTINCT FROM s.process_id AS i2,
-                (s.process_id IS NOT NULL) = (s.current_state = 'processing') AS i3,
-                s.is_failure_mode = (s.current_state = 'error')
-                  AND (s.current_state <> 'error' OR coalesce(btrim(s.failure_description), '') <> '') AS i4,
-                s.state_since = m.updated_at AS i5
-         FROM machines m JOIN machine_state s ON s.machine_id = m.id
-         WHERE m.id = $1",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(machine_id)
-    .get_result(conn)
-    .optional()
-    .unwrap();
-    let Some(pair) = pair else {
-        return vec![format!("machine {machine_id} lacks one of its two rows")];
-    };
-    for (holds, name) in [
-        (pair.i1, "I1 status"),
-        (pair.i2, "I2 process id"),
-        (pair.i3, "I3 process id only in processing"),
-        (pair.i4, "I4 failure mode only in error"),
-        (pair.i5, "I5 timestamps"),
-    ] {
-        if !holds {
-            found.push(format!("machine {machine_id} breaks {name}"));
-        }
-    }
-    let chain: Vec<ChainLink> = sql_query(
-        "SELECT t.from_state, t.to_state, t.isolation_level,
-                t.transitioned_at = m.updated_at AS at_last_transition
-         FROM machine_state_transitions t JOIN machines m ON m.id = t.machine_id
-         WHERE t.machine_id = $1 ORDER BY t.id",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(machine_id)
-    .load(conn)
-    .unwrap();
-    for pair in chain.windows(2) {
-        if pair[1].from_state.as_deref() != Some(pair[0].to_state.as_str()) {
-            found.push(format!(
-                "machine {machine_id} breaks I6: history goes to {} then from {:?}",
-                pair[0].to_state, pair[1].from_state
-            ));
-        }
-    }
-    let current: String = machines_status(conn, machine_id);
-    match chain.last() {
-        Some(last) if last.to_state != current => found.push(format!(
-            "machine {machine_id} breaks I6: history ends in {}, rows say {current}",
-            last.to_state
-        )),
-        Some(last) if !last.at_last_transition => found.push(format!(
-            "machine {machine_id} breaks I5: last history entry is not at `updated_at`"
-        )),
-        None => found.push(format!("machine {machine_id} has no history")),
-        _ => {}
-    }
-    found
+    machine_state::testing::violations(conn, machine_id).unwrap()
 }
 
 /// Panic with every broken invariant of `machine_id`.
