@@ -90,6 +90,7 @@ mod migrations;
 mod pair;
 mod pool;
 mod recipe;
+mod retention;
 mod retry;
 /// The diesel schema of the three tables (as `diesel print-schema` writes
 /// it), for queries of your own: joins with your tables, reports. Write
@@ -117,6 +118,7 @@ pub use migrations::{MIGRATIONS, revert_all_migrations, revert_last_migration, r
 pub use pair::{Pair, StateRow, Violation};
 pub use pool::{Pool, PooledConnection, RepeatableReadSession, pool, pool_builder};
 pub use recipe::RecipeRun;
+pub use retention::{DEFAULT_BATCH, MIN_RETENTION, prune_history};
 pub use retry::RetryPolicy;
 pub use state::{Edge, State, Status, TRANSITIONS, Verb};
 pub use transaction::transaction;

@@ -210,6 +210,23 @@ pub enum Command {
         json: bool,
     },
 
+    /// Delete history entries older than a window (retention).
+    ///
+    /// Keeps each machine's latest entry, so every history still ends in the
+    /// machine's state. An operation id older than the window is forgotten: a
+    /// retry of it after pruning may apply again. Run it as the owner of the
+    /// tables, e.g. daily.
+    PruneHistory {
+        /// The retention window, e.g. `90days`; at least `1day`.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        /// At most this many entries per statement (each its own
+        /// transaction); defaults to 10000.
+        #[arg(long, default_value_t = machine_state::DEFAULT_BATCH,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+    },
+
     /// Check who can reach the tables and functions (a security check).
     ///
     /// Reports every role other than the owner that can write `machines`,

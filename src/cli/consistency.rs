@@ -176,3 +176,17 @@ pub fn doctor(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
         Exit::Success
     })
 }
+
+/// `prune-history`: the retention of the history.
+pub fn prune_history(
+    conn: &mut PgConnection,
+    older_than: Duration,
+    batch: u32,
+) -> Result<Exit, CliError> {
+    let deleted = machine_state::prune_history(conn, older_than, batch)?;
+    output::line(format_args!(
+        "deleted {deleted} history entries older than {} (each machine's latest kept)",
+        humantime::format_duration(older_than)
+    ))?;
+    Ok(Exit::Success)
+}

@@ -81,6 +81,9 @@ fn dispatch(
         Command::Audit { json } => consistency::audit(&mut connect()?, json),
         Command::Repair { dry_run, json } => consistency::repair(&mut connect()?, dry_run, json),
         Command::Doctor { json } => consistency::doctor(&mut connect()?, json),
+        Command::PruneHistory { older_than, batch } => {
+            consistency::prune_history(&mut connect()?, older_than, batch)
+        }
         Command::Stuck { older_than, json } => {
             consistency::stuck(&mut connect()?, older_than, json)
         }

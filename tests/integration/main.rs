@@ -16,6 +16,7 @@ mod parity;
 mod privileges;
 mod recipes;
 mod refusals;
+mod retention;
 mod sql_functions;
 mod supabase;
 mod transitions;
