@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::ConnectionManager;
 use indicatif::{ProgressBar, ProgressStyle};
 use machine_state::{Action, AnyMachine, AuditReport, Error, Idle, Machine, Offline, Pool};
 use uuid::Uuid;
@@ -539,16 +538,17 @@ impl Sandbox {
     /// default for this crate's run, as [`machine_state::pool`] does, and the
     /// server's default for the legacy one.
     fn pool(&self, workers: u32, repeatable_read: bool) -> Result<Pool, CliError> {
-        let builder = machine_state::pool_builder()
-            .max_size(workers + 1)
-            .min_idle(None);
-        let builder = if repeatable_read {
-            builder
+        let manager = machine_state::Manager::new(&self.url)?;
+        // Without the startup option, sessions keep the server's default.
+        let manager = if repeatable_read {
+            manager
         } else {
-            builder.connection_customizer(Box::new(diesel::r2d2::NopConnectionCustomizer))
+            manager.mode(machine_state::ConnectionMode::TransactionPooler)
         };
-        builder
-            .build(ConnectionManager::new(&self.url))
+        machine_state::pool_builder()
+            .max_size(workers + 1)
+            .min_idle(None)
+            .build(manager)
             .map_err(|e| CliError::Library(Error::Pool(e)))
     }
 
