@@ -87,13 +87,15 @@ pub struct DatabaseArgs {
     /// Reach the database through a transaction-mode pooler (PgBouncer's
     /// `pool_mode = transaction`, Supabase's pooler): no session settings,
     /// no named prepared statements. `--pooler` alone means `transaction`;
-    /// `direct` undoes a `machine_state_pooler=transaction` in the URL.
+    /// `--pooler=direct` undoes a `machine_state_pooler=transaction` in the
+    /// URL.
     #[arg(
         long,
         value_name = "MODE",
         env = "MACHINE_STATE_POOLER",
         global = true,
         num_args = 0..=1,
+        require_equals = true,
         default_missing_value = "transaction",
         value_parser = parse_pooler
     )]

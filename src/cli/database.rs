@@ -117,6 +117,11 @@ impl Database {
         })
     }
 
+    /// `--pooler`, if given.
+    pub fn mode(&self) -> Option<ConnectionMode> {
+        self.mode
+    }
+
     /// How long a transition waits for another session's row lock.
     pub fn lock_timeout(&self) -> Duration {
         self.lock_timeout

@@ -421,6 +421,16 @@ impl HarnessDb {
         }
     }
 
+    /// `db` reached through other pools: the REPEATABLE READ one and the
+    /// READ COMMITTED one (through a transaction-mode pooler, say).
+    pub fn with_pools(db: TestDb, repeatable_read: Pool, read_committed: Pool) -> HarnessDb {
+        HarnessDb {
+            db,
+            repeatable_read,
+            read_committed,
+        }
+    }
+
     fn pool(&self, session: Session) -> &Pool {
         match session {
             Session::RepeatableRead => &self.repeatable_read,

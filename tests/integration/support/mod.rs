@@ -6,6 +6,7 @@
 
 pub mod harness;
 pub mod legacy_writer;
+pub mod pgbouncer;
 pub mod proxy;
 
 use std::sync::OnceLock;
