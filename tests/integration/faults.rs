@@ -633,7 +633,10 @@ fn an_immediate_restart_under_load_keeps_every_acknowledged_transition() {
             })
             .collect();
         let blocked = scope.spawn(|| {
+            // Waits for the lock without limit: it must still be waiting
+            // at the crash.
             lone_idle
+                .with_lock_timeout(Duration::ZERO)
                 .with_operation_id(in_flight_operation)
                 .start(&mut lone_conn, Uuid::new_v4())
                 .map(|_| ())

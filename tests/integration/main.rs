@@ -17,5 +17,6 @@ mod privileges;
 mod recipes;
 mod refusals;
 mod sql_functions;
+mod stalls;
 mod transitions;
 mod write_paths;
