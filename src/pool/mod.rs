@@ -72,8 +72,8 @@ impl std::str::FromStr for ConnectionMode {
 /// connection (a free one, or a new one while the server is unreachable)
 /// before failing with [`Error::Pool`]. r2d2 retries a failed connection
 /// attempt after at most half of it, so a server that comes back gets its
-/// first new connection within about 0.4 s.
-pub const CHECKOUT_TIMEOUT: Duration = Duration::from_millis(800);
+/// first new connection within about 0.3 s.
+pub const CHECKOUT_TIMEOUT: Duration = Duration::from_millis(600);
 
 /// Build a pool for `database_url` with this crate's defaults (see
 /// [`pool_builder`]). A URL ending in `machine_state_pooler=transaction`
@@ -92,7 +92,7 @@ pub fn pool(database_url: &str) -> Result<Pool, Error> {
 ///
 /// - `max_size` defaults to 10 connections;
 /// - `min_idle` defaults to 1 (one connection is made eagerly);
-/// - `connection_timeout` defaults to [`CHECKOUT_TIMEOUT`] (0.8 s), r2d2's
+/// - `connection_timeout` defaults to [`CHECKOUT_TIMEOUT`] (0.6 s), r2d2's
 ///   10 s would also let its reconnect backoff grow to 5 s after an outage;
 /// - `test_on_check_out` defaults to **true**, but the [`Manager`] skips the
 ///   test (a round trip) while the pool is healthy: only when no connection

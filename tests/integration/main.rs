@@ -12,6 +12,7 @@ mod faults;
 mod idempotency;
 mod load;
 mod migrations;
+mod outages;
 mod pooler;
 mod privileges;
 mod recipes;
