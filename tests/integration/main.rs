@@ -8,6 +8,7 @@ mod cli;
 mod compile_fail;
 mod concurrency;
 mod enforcement;
+mod failover;
 mod faults;
 mod idempotency;
 mod load;
