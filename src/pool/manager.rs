@@ -97,7 +97,7 @@ impl Manager {
     }
 
     fn open(&self) -> Result<PgConnection, ConnectionError> {
-        let mut conn = PgConnection::establish(&self.prepared)?;
+        let mut conn = PgConnection::establish(&self.prepared).map_err(explain_pooler)?;
         if self.mode == ConnectionMode::TransactionPooler {
             // Before any statement of ours: diesel's own setup statements at
             // `establish` are not cached (sent unnamed) already.
@@ -108,6 +108,23 @@ impl Manager {
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// PgBouncer refuses the startup option of a direct connection: say what to
+/// do about it.
+fn explain_pooler(error: ConnectionError) -> ConnectionError {
+    match error {
+        ConnectionError::BadConnection(message)
+            if message.contains("unsupported startup parameter: options") =>
+        {
+            ConnectionError::BadConnection(format!(
+                "{}: is this a transaction-mode pooler? then use the pooler mode \
+                 (`machine_state_pooler=transaction` in the URL, `--pooler`)",
+                message.trim_end()
+            ))
+        }
+        other => other,
     }
 }
 

@@ -158,6 +158,58 @@ fn nothing_the_crate_does_through_the_pooler_reaches_its_other_clients() {
     );
 }
 
+#[test]
+fn a_direct_connection_is_repeatable_read_by_its_startup_option_even_after_reconnecting() {
+    let db = TestDb::new();
+    let pool = machine_state::pool_builder()
+        .max_size(1)
+        .build(Manager::new(&db.url).unwrap())
+        .unwrap();
+    let source = |conn: &mut PgConnection| {
+        sql_query(
+            "SELECT setting || ' from ' || source AS value FROM pg_settings \
+             WHERE name = 'default_transaction_isolation'",
+        )
+        .get_result::<Value>(conn)
+        .unwrap()
+        .value
+    };
+    let pid = |conn: &mut PgConnection| {
+        sql_query("SELECT pg_backend_pid()::text AS value")
+            .get_result::<Value>(conn)
+            .unwrap()
+            .value
+    };
+    let first = {
+        let conn = &mut pool.get().unwrap();
+        // `client`: the startup packet's options, not a `SET` (`session`).
+        assert_eq!(source(conn), "repeatable read from client");
+        pid(conn)
+    };
+    // The backend goes away; the pool's next connection is made the same way.
+    db.conn()
+        .batch_execute(&format!("SELECT pg_terminate_backend({first})"))
+        .unwrap();
+    thread::sleep(std::time::Duration::from_millis(200));
+    let conn = &mut pool.get().unwrap();
+    assert_ne!(pid(conn), first);
+    assert_eq!(source(conn), "repeatable read from client");
+}
+
+#[test]
+fn a_direct_url_pointed_at_the_pooler_is_refused_with_a_hint() {
+    let db = TestDb::new();
+    let bouncer = PgBouncer::start(&[]);
+    let Err(error) = machine_state::connect(&bouncer.url(&db.name)) else {
+        panic!("the pooler accepted a startup option");
+    };
+    let message = format!("{error}: {}", std::error::Error::source(&error).unwrap());
+    assert!(
+        message.contains("machine_state_pooler=transaction"),
+        "{message}"
+    );
+}
+
 /// `SHOW STATS` of the pooler's admin console (simple protocol only: psql).
 fn pooler_stats(bouncer: &PgBouncer, database: &str) -> (u64, u64) {
     let output = Process::new(server().bin_dir().join("psql"))
