@@ -430,7 +430,7 @@ impl EmbeddedPostgres {
     /// or [`kill`](Self::kill), on the same data directory and socket; returns
     /// once it accepts connections (after crash recovery). While the killed
     /// postmaster's backends linger, the server refuses to start: it is tried
-    /// again until [`START_TIMEOUT`] (60 s).
+    /// again for up to 60 s.
     ///
     /// # Errors
     ///
