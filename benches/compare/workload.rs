@@ -31,7 +31,7 @@ pub fn run(
     let pool = machine_state::pool_builder()
         .max_size(plan.clients)
         .min_idle(Some(plan.clients))
-        .build(machine_state::Manager::new(url).unwrap())
+        .build(machine_state::Manager::new(url).map_err(|e| e.to_string())?)
         .map_err(|e| format!("cannot build the pool: {e}"))?;
     let (ready, go) = (
         Barrier::new(plan.clients as usize + 1),

@@ -4,7 +4,6 @@
 //! concurrent schedules hold, and nothing the crate does reaches the other
 //! clients of the pooler.
 
-use std::process::Command as Process;
 use std::sync::{Mutex, OnceLock};
 use std::thread;
 
@@ -20,7 +19,7 @@ use crate::support::harness::{
     CaseReport, Chaos, CrateWriter, HarnessDb, MAX_WORKERS, property, run_case, schedules,
 };
 use crate::support::pgbouncer::PgBouncer;
-use crate::support::{TestDb, assert_consistent, idle_machine, server};
+use crate::support::{TestDb, assert_consistent, idle_machine, pgbouncer, server};
 
 /// A login role whose sessions default to REPEATABLE READ (`ALTER ROLE …
 /// SET`, as `sql/roles.sql` offers), created once per test binary.
@@ -93,7 +92,7 @@ fn cycle(pool: &Pool, machines: &[Uuid], rounds: usize) {
 #[test]
 fn nothing_the_crate_does_through_the_pooler_reaches_its_other_clients() {
     let db = TestDb::new();
-    let bouncer = PgBouncer::start(&[repeatable_read_role()]);
+    let bouncer = pgbouncer(&[repeatable_read_role()]);
     let admin = &mut db.conn();
     let machines: Vec<Uuid> = (0..4).map(|_| idle_machine(admin)).collect();
     // Both ways through the pooler: a role that defaults to REPEATABLE READ
@@ -199,7 +198,7 @@ fn a_direct_connection_is_repeatable_read_by_its_startup_option_even_after_recon
 #[test]
 fn a_direct_url_pointed_at_the_pooler_is_refused_with_a_hint() {
     let db = TestDb::new();
-    let bouncer = PgBouncer::start(&[]);
+    let bouncer = pgbouncer(&[]);
     let Err(error) = machine_state::connect(&bouncer.url(&db.name)) else {
         panic!("the pooler accepted a startup option");
     };
@@ -210,41 +209,18 @@ fn a_direct_url_pointed_at_the_pooler_is_refused_with_a_hint() {
     );
 }
 
-/// `SHOW STATS` of the pooler's admin console (simple protocol only: psql).
+/// (transactions, statements) the pooler counted for `database` so far.
 fn pooler_stats(bouncer: &PgBouncer, database: &str) -> (u64, u64) {
-    let output = Process::new(server().bin_dir().join("psql"))
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-F",
-            ",",
-            "-c",
-            "SHOW STATS",
-            &bouncer.url("pgbouncer"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let row = stdout
-        .lines()
-        .find(|line| line.starts_with(&format!("{database},")))
-        .unwrap_or_else(|| panic!("no stats for {database}: {stdout}"));
-    let fields: Vec<&str> = row.split(',').collect();
-    // database, total_xact_count, total_query_count, ...
-    (fields[1].parse().unwrap(), fields[2].parse().unwrap())
+    bouncer
+        .stats(&server().bin_dir().join("psql"), database)
+        .unwrap()
 }
 
 #[test]
 fn an_applied_transition_through_the_pooler_is_one_statement_where_the_role_defaults_to_repeatable_read()
  {
     let db = TestDb::new();
-    let bouncer = PgBouncer::start(&[repeatable_read_role()]);
+    let bouncer = pgbouncer(&[repeatable_read_role()]);
     let admin = &mut db.conn();
     let id = idle_machine(admin);
     const N: u64 = 20;
@@ -279,7 +255,7 @@ fn an_applied_transition_through_the_pooler_is_one_statement_where_the_role_defa
 
 #[test]
 fn the_concurrent_schedules_hold_through_a_transaction_pooler() {
-    let bouncer = PgBouncer::start(&[repeatable_read_role()]);
+    let bouncer = pgbouncer(&[repeatable_read_role()]);
     let db = TestDb::new();
     let rr = pooler_pool(&bouncer, repeatable_read_role(), &db, MAX_WORKERS as u32);
     let rc = pooler_pool(&bouncer, "postgres", &db, MAX_WORKERS as u32);
@@ -304,7 +280,7 @@ fn the_concurrent_schedules_hold_through_a_transaction_pooler() {
 #[test]
 fn the_legacy_sql_functions_work_through_the_pooler_and_record_the_servers_isolation() {
     let db = TestDb::new();
-    let bouncer = PgBouncer::start(&[]);
+    let bouncer = pgbouncer(&[]);
     let admin = &mut db.conn();
     let machines: Vec<Uuid> = (0..3).map(|_| idle_machine(admin)).collect();
     let created: Value = sql_query("SELECT max(id)::text AS value FROM machine_state_transitions")
@@ -402,7 +378,7 @@ fn through(bouncer: &PgBouncer, db: &TestDb, args: &[&str]) -> String {
 #[test]
 fn every_command_works_through_a_transaction_pooler() {
     let db = TestDb::empty();
-    let bouncer = PgBouncer::start(&[]);
+    let bouncer = pgbouncer(&[]);
     through(&bouncer, &db, &["migrate"]);
     through(&bouncer, &db, &["rollback", "--all"]);
     through(&bouncer, &db, &["migrate"]);

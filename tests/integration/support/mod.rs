@@ -41,6 +41,13 @@ pub fn server() -> &'static EmbeddedPostgres {
     })
 }
 
+/// A transaction-mode PgBouncer in front of the test server, for `users`
+/// besides `postgres` (see [`pgbouncer`]).
+pub fn pgbouncer(users: &[&str]) -> pgbouncer::PgBouncer {
+    pgbouncer::PgBouncer::start(server().socket_dir(), users)
+        .unwrap_or_else(|e| panic!("cannot start pgbouncer: {e}"))
+}
+
 /// Stop the server when the test binary exits, however the tests ended.
 #[ctor::dtor]
 fn stop_server() {
