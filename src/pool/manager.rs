@@ -20,8 +20,8 @@ const TRUST_HEALTHY_FOR: Duration = Duration::from_millis(100);
 const DISTRUST_AFTER_LOSS_FOR: Duration = Duration::from_secs(2);
 
 /// Makes this crate's connections (for a [`Pool`](super::Pool), or one at a
-/// time with [`Manager::establish`]).
-#[derive(Debug)]
+/// time with [`Manager::establish`]). Its `Debug` shows no URL (it may hold a
+/// password).
 pub struct Manager {
     /// The URL as given, without the pooler switch.
     url: String,
@@ -46,6 +46,14 @@ impl Health {
             .last_lost
             .is_some_and(|at| now.duration_since(at) < DISTRUST_AFTER_LOSS_FOR);
         healthy && !lost
+    }
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 
