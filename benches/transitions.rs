@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 use diesel::prelude::*;
-use diesel::r2d2::ConnectionManager;
 use machine_state::{Action, AnyMachine, EmbeddedPostgres, Idle, Machine, Pool, State, WritePath};
 use uuid::Uuid;
 
@@ -45,7 +44,7 @@ fn main() {
     let pool = machine_state::pool_builder()
         .max_size(1)
         .min_idle(Some(1))
-        .build(ConnectionManager::new(url.as_str()))
+        .build(machine_state::Manager::new(url.as_str()).unwrap())
         .unwrap_or_else(|e| panic!("cannot build the pool: {e}"));
 
     let mut criterion = Criterion::default()

@@ -37,3 +37,15 @@ SELECT * FROM machine_state_grant_application(quote_ident(:'app')::regrole);
 --   REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON machines, machine_state FROM legacy_app;
 --   SELECT * FROM machine_state_grant_application('legacy_app');
 -- and to undo this script: SELECT * FROM machine_state_revoke_application('factory_app');
+
+-- Through a transaction-mode pooler (PgBouncer, Supabase's pooler), where no
+-- session setting may be used, make the role's sessions default to
+-- REPEATABLE READ, so that a transition stays one autocommit statement (one
+-- round trip) instead of BEGIN ISOLATION LEVEL REPEATABLE READ … COMMIT. It
+-- is a property of the role, set when a server session starts: it reaches no
+-- other role's clients. Other statements of this role default to REPEATABLE
+-- READ too (they may meet serialization failures, 40001, under contention).
+-- Uncomment to apply:
+--   SELECT format('ALTER ROLE %I SET default_transaction_isolation = %L',
+--                 :'app', 'repeatable read')
+--   \gexec

@@ -48,6 +48,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a fast shutdown may take before an immediate one.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// What came of waiting for the server to accept connections.
+enum Ready {
+    Yes,
+    Exited,
+    TimedOut,
+}
+
 /// A running PostgreSQL server that this process started and owns.
 pub struct EmbeddedPostgres {
     data_dir: PathBuf,
@@ -106,6 +113,8 @@ pub struct Builder {
     data_dir: Option<PathBuf>,
     durable: bool,
     settings: Vec<(String, String)>,
+    /// The socket directory of the primary to copy, for a standby.
+    standby_of: Option<PathBuf>,
 }
 
 impl Builder {
@@ -126,6 +135,16 @@ impl Builder {
     /// Add a server setting (`-c name=value`), e.g. `("max_connections", "300")`.
     pub fn setting(mut self, name: &str, value: &str) -> Self {
         self.settings.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Make the server a streaming-replication standby of `primary`: its
+    /// cluster is a base backup of the primary (`pg_basebackup -R`, which
+    /// writes `primary_conninfo` and `standby.signal`) instead of a new one.
+    /// It accepts read-only connections once it has caught up;
+    /// [`EmbeddedPostgres::promote`] makes it a primary. For failover tests.
+    pub fn standby_of(mut self, primary: &EmbeddedPostgres) -> Self {
+        self.standby_of = Some(primary.socket_dir.clone());
         self
     }
 
@@ -172,7 +191,10 @@ impl EmbeddedPostgres {
             None => scratch.path().join("data"),
         };
         if !data_dir.join("PG_VERSION").exists() {
-            init_cluster(&bin_dir, &data_dir, run_as, durable)?;
+            match &options.standby_of {
+                Some(primary) => base_backup(&bin_dir, &data_dir, primary, run_as)?,
+                None => init_cluster(&bin_dir, &data_dir, run_as, durable)?,
+            }
         }
         let mut args: Vec<OsString> = vec!["-D".into(), data_dir.clone().into()];
         args.extend(["-k".into(), socket_dir.clone().into()]);
@@ -213,24 +235,38 @@ impl EmbeddedPostgres {
     }
 
     fn wait_until_ready(&self, exited: &Mutex<Option<ExitStatus>>) -> Result<(), Error> {
-        let deadline = Instant::now() + START_TIMEOUT;
+        match self.poll_ready(exited, Instant::now() + START_TIMEOUT) {
+            Ready::Yes => Ok(()),
+            _ => self.failed_to_start(exited),
+        }
+    }
+
+    /// Wait until the server accepts connections, exits, or `deadline`.
+    fn poll_ready(&self, exited: &Mutex<Option<ExitStatus>>, deadline: Instant) -> Ready {
         loop {
             if PgConnection::establish(&self.url("postgres")).is_ok() {
-                return Ok(());
+                return Ready::Yes;
             }
-            let status = *exited.lock().unwrap_or_else(|e| e.into_inner());
-            if status.is_some() || Instant::now() > deadline {
-                let why = match status {
-                    Some(status) => format!("the server exited ({status})"),
-                    None => format!("the server did not accept connections in {START_TIMEOUT:?}"),
-                };
-                // Read the log before `stop` removes the directory holding it.
-                let log = tail(&self.launch.log_path);
-                let _ = self.stop();
-                return Err(Error::Server(format!("{why}; its log ends with:\n{log}")));
+            if exited.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                return Ready::Exited;
             }
-            thread::sleep(Duration::from_millis(50));
+            if Instant::now() > deadline {
+                return Ready::TimedOut;
+            }
+            thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Stop what is left and report why the server did not start.
+    fn failed_to_start(&self, exited: &Mutex<Option<ExitStatus>>) -> Result<(), Error> {
+        let why = match *exited.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(status) => format!("the server exited ({status})"),
+            None => format!("the server did not accept connections in {START_TIMEOUT:?}"),
+        };
+        // Read the log before `stop` removes the directory holding it.
+        let log = tail(&self.launch.log_path);
+        let _ = self.stop();
+        Err(Error::Server(format!("{why}; its log ends with:\n{log}")))
     }
 
     /// The embedded database's default data directory:
@@ -352,16 +388,104 @@ impl EmbeddedPostgres {
     /// [`Error::Server`] when the server was stopped, or does not come back
     /// (quoting its log).
     pub fn restart(&self) -> Result<(), Error> {
-        let mut owner = self.owner.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(running) = owner.take() else {
-            return Err(Error::Server("the server was stopped".into()));
-        };
-        let _ = running.stop.send(Signal::SIGQUIT);
+        self.crash(Signal::SIGQUIT)?;
+        self.start_again()
+    }
+
+    /// Stop the server immediately (`pg_ctl stop -m immediate`: SIGQUIT),
+    /// keeping its directories, so that [`start_again`](Self::start_again)
+    /// can bring it back. For failover and outage tests.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Server`] when the server was not running.
+    pub fn stop_immediately(&self) -> Result<(), Error> {
+        self.crash(Signal::SIGQUIT)
+    }
+
+    /// Kill the postmaster (SIGKILL), as the kernel's OOM killer would,
+    /// keeping the directories; its backends notice and exit on their own.
+    /// For outage tests; [`start_again`](Self::start_again) brings it back.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Server`] when the server was not running.
+    pub fn kill(&self) -> Result<(), Error> {
+        self.crash(Signal::SIGKILL)
+    }
+
+    fn crash(&self, signal: Signal) -> Result<(), Error> {
+        let running = self
+            .owner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| Error::Server("the server is not running".into()))?;
+        let _ = running.stop.send(signal);
         let _ = running.thread.join();
-        let exited = Arc::new(Mutex::new(None));
-        *owner = Some(spawn_owner(self.launch.command()?, Arc::clone(&exited))?);
-        drop(owner);
-        self.wait_until_ready(&exited)
+        Ok(())
+    }
+
+    /// Start the server again after [`stop_immediately`](Self::stop_immediately)
+    /// or [`kill`](Self::kill), on the same data directory and socket; returns
+    /// once it accepts connections (after crash recovery). While the killed
+    /// postmaster's backends linger, the server refuses to start: it is tried
+    /// again for up to 60 s.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Server`] when it is running, was stopped for good, or does
+    /// not come back (quoting its log).
+    pub fn start_again(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let exited = Arc::new(Mutex::new(None));
+            {
+                let mut owner = self.owner.lock().unwrap_or_else(|e| e.into_inner());
+                if owner.is_some() {
+                    return Err(Error::Server("the server is running".into()));
+                }
+                if self
+                    .scratch
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_none()
+                {
+                    return Err(Error::Server("the server was stopped".into()));
+                }
+                *owner = Some(spawn_owner(self.launch.command()?, Arc::clone(&exited))?);
+            }
+            match self.poll_ready(&exited, deadline) {
+                Ready::Yes => return Ok(()),
+                Ready::Exited if Instant::now() < deadline => {
+                    // Reap the exited owner before trying again.
+                    let _ = self.crash(Signal::SIGINT);
+                    thread::sleep(Duration::from_millis(50));
+                }
+                _ => return self.failed_to_start(&exited),
+            }
+        }
+    }
+
+    /// Promote a [standby](Builder::standby_of) to a primary (`pg_promote`),
+    /// waiting until it accepts writes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Server`] when it cannot be reached or does not promote
+    /// within a minute.
+    pub fn promote(&self) -> Result<(), Error> {
+        use diesel::RunQueryDsl;
+        let conn = &mut PgConnection::establish(&self.url("postgres"))?;
+        let promoted: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "pg_promote(true, 60)",
+        ))
+        .get_result(conn)?;
+        if promoted {
+            Ok(())
+        } else {
+            Err(Error::Server("the standby did not promote in 60 s".into()))
+        }
     }
 }
 
@@ -484,6 +608,40 @@ fn init_cluster(
     if !output.status.success() {
         return Err(Error::Server(format!(
             "`initdb` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Copy the cluster of the primary listening in `primary_socket` into
+/// `data_dir`, as a standby (`pg_basebackup -R`: `primary_conninfo` and
+/// `standby.signal` written).
+fn base_backup(
+    bin_dir: &Path,
+    data_dir: &Path,
+    primary_socket: &Path,
+    run_as: Option<(Uid, Gid)>,
+) -> Result<(), Error> {
+    let parent = data_dir.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(parent).map_err(|e| server_error("cannot create the data directory", e))?;
+    let mut command = Command::new(bin_dir.join("pg_basebackup"));
+    command
+        .arg("-D")
+        .arg(data_dir)
+        .args(["-R", "-X", "stream", "-c", "fast", "-U", "postgres", "-h"])
+        .arg(primary_socket)
+        .args(["-p", &SOCKET_PORT.to_string()])
+        .current_dir(parent)
+        .stdin(Stdio::null());
+    as_user(&mut command, run_as);
+    let output = command
+        .output()
+        .map_err(|e| server_error("cannot run `pg_basebackup`", e))?;
+    if !output.status.success() {
+        return Err(Error::Server(format!(
+            "`pg_basebackup` failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         )));

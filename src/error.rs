@@ -2,9 +2,11 @@
 //! machine back.
 
 use std::fmt;
+use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::lock::Blocker;
 use crate::state::Status;
 
 /// Everything that can go wrong in this crate.
@@ -98,6 +100,26 @@ pub enum Error {
         source: diesel::result::Error,
     },
 
+    /// Another session held a lock on the machine's rows for longer than the
+    /// transition's lock timeout ([`DEFAULT_LOCK_TIMEOUT`](crate::DEFAULT_LOCK_TIMEOUT)
+    /// unless set otherwise): a stalled writer, an operator's open `psql`
+    /// transaction. PostgreSQL cancelled the statement (SQLSTATE 55P03), so
+    /// nothing was written; the transition may be retried (with the same
+    /// operation id) once the holder is gone.
+    #[error(
+        "machine `{machine_id}` stayed locked by another session for more than {}{}",
+        humantime::format_duration(*limit),
+        blocker.as_ref().map_or_else(String::new, |b| format!(": {b}"))
+    )]
+    LockTimeout {
+        /// The machine.
+        machine_id: Uuid,
+        /// The limit that was reached.
+        limit: Duration,
+        /// The session holding the lock, when the role may see it.
+        blocker: Option<Blocker>,
+    },
+
     /// The connection broke while the transition was in flight, so whether it
     /// committed is unknown. Look the operation up with
     /// [`find_operation`](crate::find_operation), or retry the transition with
@@ -134,6 +156,23 @@ pub enum Error {
     /// The embedded PostgreSQL server could not be started or stopped.
     #[error("embedded PostgreSQL: {0}")]
     Server(String),
+}
+
+impl Error {
+    /// Whether running the same operation again (with the same operation
+    /// id) may succeed: a lost race past the retry budget, a lock held too
+    /// long, an unknown outcome (a repeat applies at most once), or no
+    /// connection.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::RetriesExhausted { .. }
+                | Error::LockTimeout { .. }
+                | Error::OutcomeUnknown { .. }
+                | Error::Connection(_)
+                | Error::Pool(_)
+        )
+    }
 }
 
 /// A transition that did not happen, with the machine it was called on, so

@@ -85,6 +85,7 @@ mod doctor;
 mod embedded;
 mod error;
 mod history;
+mod lock;
 mod machine;
 mod migrations;
 mod pair;
@@ -110,13 +111,16 @@ pub use doctor::{Exposure, ExposureKind, SecurityReport, doctor};
 pub use embedded::{Builder as EmbeddedPostgresBuilder, EmbeddedPostgres};
 pub use error::{Error, TransitionError};
 pub use history::{HistoryEntry, find_operation, history};
+pub use lock::{Blocker, DEFAULT_LOCK_TIMEOUT};
 pub use machine::{
     Action, AnyMachine, Errored, Idle, InitialState, MAX_DESCRIPTION_CHARS, Machine, MachineState,
     Offline, Processing, Transition, validate_description,
 };
 pub use migrations::{MIGRATIONS, revert_all_migrations, revert_last_migration, run_migrations};
 pub use pair::{Pair, StateRow, Violation};
-pub use pool::{Pool, PooledConnection, RepeatableReadSession, pool, pool_builder};
+pub use pool::{
+    CHECKOUT_TIMEOUT, ConnectionMode, Manager, Pool, PooledConnection, connect, pool, pool_builder,
+};
 pub use recipe::RecipeRun;
 pub use retention::{DEFAULT_BATCH, MIN_RETENTION, prune_history};
 pub use retry::RetryPolicy;

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::ConnectionManager;
 use diesel::sql_query;
 use diesel::sql_types::BigInt;
 use machine_state::{Action, AnyMachine, EmbeddedPostgres, Error, State};
@@ -99,7 +98,7 @@ pub fn run(server: &EmbeddedPostgres, workers: u32, seconds: f64) -> Result<HotS
     let pool = machine_state::pool_builder()
         .max_size(workers)
         .min_idle(Some(workers))
-        .build(ConnectionManager::new(url.as_str()))
+        .build(machine_state::Manager::new(url.as_str()).unwrap())
         .map_err(|e| format!("cannot build the pool: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let tallies: Vec<Option<Tally>> = thread::scope(|scope| {

@@ -26,6 +26,11 @@
 //! Ratios are computed within a round (each path of a round ran minutes
 //! apart at most), then the median over rounds is reported.
 //!
+//! Then the default path through PgBouncer 1.18 in transaction mode (a role
+//! defaulting to REPEATABLE READ, and a plain one) next to the same path
+//! direct: statements and round trips per transition, latency ratio
+//! (`pooler.rs`; needs `pgbouncer` installed).
+//!
 //! Last, a hot spot: 8 workers on one machine, reporting goodput, retries and
 //! typed refusals, and checking that no transition was lost.
 //!
@@ -42,6 +47,7 @@
 mod common;
 mod hotspot;
 mod pgbench;
+mod pooler;
 mod report;
 mod workload;
 
@@ -364,6 +370,14 @@ fn run(options: &Options) -> Result<bool, String> {
         );
     }
 
+    let through_pooler = pooler::run(
+        &server,
+        bench,
+        &target,
+        Plan::new(true, 1, cores),
+        options.rounds,
+        last_history,
+    )?;
     let hot = hotspot::run(&server, 8, options.hot_seconds)?;
     drop(server);
 
@@ -374,7 +388,7 @@ fn run(options: &Options) -> Result<bool, String> {
         results: &results,
         hot: &hot,
     };
-    let text = report.markdown();
+    let text = format!("{}\n{}", report.markdown(), through_pooler.markdown());
     println!("\n{text}");
     let out = output_dir();
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;

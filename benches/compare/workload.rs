@@ -6,7 +6,6 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::Instant;
 
-use diesel::r2d2::ConnectionManager;
 use machine_state::{AnyMachine, Idle, Machine, Processing};
 
 use crate::common::{self, Step};
@@ -32,7 +31,7 @@ pub fn run(
     let pool = machine_state::pool_builder()
         .max_size(plan.clients)
         .min_idle(Some(plan.clients))
-        .build(ConnectionManager::new(url))
+        .build(machine_state::Manager::new(url).map_err(|e| e.to_string())?)
         .map_err(|e| format!("cannot build the pool: {e}"))?;
     let (ready, go) = (
         Barrier::new(plan.clients as usize + 1),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use machine_state::{MAX_DESCRIPTION_CHARS, validate_description};
+use machine_state::{ConnectionMode, MAX_DESCRIPTION_CHARS, validate_description};
 use uuid::Uuid;
 
 use super::error::CliError;
@@ -83,6 +83,44 @@ pub struct DatabaseArgs {
         conflicts_with = "database_url"
     )]
     pub data_dir: Option<PathBuf>,
+
+    /// Reach the database through a transaction-mode pooler (PgBouncer's
+    /// `pool_mode = transaction`, Supabase's pooler): no session settings,
+    /// no named prepared statements. `--pooler` alone means `transaction`;
+    /// `--pooler=direct` undoes a `machine_state_pooler=transaction` in the
+    /// URL.
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "MACHINE_STATE_POOLER",
+        global = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "transaction",
+        value_parser = parse_pooler
+    )]
+    pub pooler: Option<ConnectionMode>,
+
+    /// How long a transition waits for a row lock held by another session
+    /// (a stalled writer, an open `psql` transaction) before it is refused
+    /// (exit code 1, naming the holder), e.g. `500ms`, `10s`; `0s` waits
+    /// without limit.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "MACHINE_STATE_LOCK_TIMEOUT",
+        global = true,
+        default_value = "5s",
+        value_parser = humantime::parse_duration
+    )]
+    pub lock_timeout: Duration,
+}
+
+/// `--pooler`'s value.
+fn parse_pooler(value: &str) -> Result<ConnectionMode, String> {
+    value
+        .parse()
+        .map_err(|e: machine_state::Error| e.to_string())
 }
 
 /// The commands.

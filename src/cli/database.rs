@@ -3,14 +3,14 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
 use diesel::dsl::sql;
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
-use machine_state::{EmbeddedPostgres, Error, MIGRATIONS};
+use machine_state::{ConnectionMode, EmbeddedPostgres, Error, MIGRATIONS, Manager};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
@@ -45,6 +45,10 @@ pub enum Embedded {
 /// one (stopped by [`Database::stop`], or on drop).
 pub struct Database {
     url: String,
+    /// `--pooler`, overriding the URL's switch.
+    mode: Option<ConnectionMode>,
+    /// `--lock-timeout`.
+    lock_timeout: Duration,
     /// Declared before `lock`: fields drop in order, so the server has
     /// stopped before the next command may start it.
     server: Option<EmbeddedPostgres>,
@@ -69,6 +73,8 @@ impl Database {
         let database = match url {
             Some(url) => Database {
                 url: url.to_owned(),
+                mode: args.pooler,
+                lock_timeout: args.lock_timeout,
                 server: None,
                 lock: None,
             },
@@ -104,9 +110,21 @@ impl Database {
         );
         Ok(Database {
             url: server.url(EMBEDDED_DATABASE),
+            mode: args.pooler,
+            lock_timeout: args.lock_timeout,
             server: Some(server),
             lock,
         })
+    }
+
+    /// `--pooler`, if given.
+    pub fn mode(&self) -> Option<ConnectionMode> {
+        self.mode
+    }
+
+    /// How long a transition waits for another session's row lock.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
     }
 
     /// The database's URL.
@@ -119,16 +137,29 @@ impl Database {
         self.server.is_some()
     }
 
-    /// A new connection whose transactions default to REPEATABLE READ, so a
-    /// transition is one statement (see `machine_state::pool_builder`).
+    /// A new connection as `machine_state::Manager` makes them: direct
+    /// ones default to REPEATABLE READ (a startup option, no `SET`), so a
+    /// transition is one statement; through a transaction-mode pooler
+    /// nothing outlives a transaction.
     ///
     /// # Errors
     ///
     /// [`Error::Connection`] when the database cannot be reached.
     pub fn connect(&self) -> Result<PgConnection, Error> {
-        let mut conn = PgConnection::establish(&self.url)?;
-        conn.batch_execute("SET default_transaction_isolation = 'repeatable read'")?;
-        Ok(conn)
+        self.manager()?.establish()
+    }
+
+    /// The connection manager for this database and mode.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for an unknown pooler mode in the URL.
+    pub fn manager(&self) -> Result<Manager, Error> {
+        let manager = Manager::new(&self.url)?;
+        Ok(match self.mode {
+            Some(mode) => manager.mode(mode),
+            None => manager,
+        })
     }
 
     /// Stop the embedded server, if any, reporting a failure to stop.

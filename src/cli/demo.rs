@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::ConnectionManager;
 use indicatif::{ProgressBar, ProgressStyle};
 use machine_state::{Action, AnyMachine, AuditReport, Error, Idle, Machine, Offline, Pool};
 use uuid::Uuid;
@@ -492,6 +491,8 @@ struct Sandbox {
     /// The sandbox's URL.
     url: String,
     name: String,
+    /// `--pooler`, if given.
+    mode: Option<machine_state::ConnectionMode>,
     dropped: bool,
 }
 
@@ -516,9 +517,10 @@ impl Sandbox {
             admin_url: database.url().to_owned(),
             url: with_database(database.url(), &name),
             name,
+            mode: database.mode(),
             dropped: false,
         };
-        let conn = &mut PgConnection::establish(&sandbox.url).map_err(Error::from)?;
+        let conn = &mut plain_connection(&sandbox.url)?;
         let current: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
             "current_database()",
         ))
@@ -539,23 +541,24 @@ impl Sandbox {
     /// default for this crate's run, as [`machine_state::pool`] does, and the
     /// server's default for the legacy one.
     fn pool(&self, workers: u32, repeatable_read: bool) -> Result<Pool, CliError> {
-        let builder = machine_state::pool_builder()
-            .max_size(workers + 1)
-            .min_idle(None);
-        let builder = if repeatable_read {
-            builder
-        } else {
-            builder.connection_customizer(Box::new(diesel::r2d2::NopConnectionCustomizer))
+        let manager = machine_state::Manager::new(&self.url)?;
+        // Without the startup option, sessions keep the server's default.
+        let manager = match (repeatable_read, self.mode) {
+            (false, _) => manager.mode(machine_state::ConnectionMode::TransactionPooler),
+            (true, Some(mode)) => manager.mode(mode),
+            (true, None) => manager,
         };
-        builder
-            .build(ConnectionManager::new(&self.url))
+        machine_state::pool_builder()
+            .max_size(workers + 1)
+            .min_idle(None)
+            .build(manager)
             .map_err(|e| CliError::Library(Error::Pool(e)))
     }
 
     /// Drop the database, reporting a failure.
     fn drop_database(mut self) -> Result<(), CliError> {
         self.dropped = true;
-        let conn = &mut PgConnection::establish(&self.admin_url).map_err(Error::from)?;
+        let conn = &mut plain_connection(&self.admin_url)?;
         conn.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
             .map_err(Error::from)?;
         Ok(())
@@ -565,7 +568,7 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         if !self.dropped {
-            let dropped = PgConnection::establish(&self.admin_url).map(|mut conn| {
+            let dropped = plain_connection(&self.admin_url).map(|mut conn| {
                 conn.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
             });
             if !matches!(dropped, Ok(Ok(()))) {
@@ -584,6 +587,14 @@ fn with_database(url: &str, name: &str) -> String {
     } else {
         format!("{url} dbname={name}")
     }
+}
+
+/// A connection with the server's defaults (no startup option, the
+/// pooler switch taken out of the URL), for the sandbox's bookkeeping.
+fn plain_connection(url: &str) -> Result<PgConnection, Error> {
+    machine_state::Manager::new(url)?
+        .mode(machine_state::ConnectionMode::TransactionPooler)
+        .establish()
 }
 
 #[cfg(test)]

@@ -101,7 +101,8 @@ impl CliError {
                 | Error::Inconsistent { .. }
                 | Error::UnknownState { .. }
                 | Error::ProcessInUse(_)
-                | Error::RetriesExhausted { .. } => Exit::Refused,
+                | Error::RetriesExhausted { .. }
+                | Error::LockTimeout { .. } => Exit::Refused,
                 _ => Exit::BadInput,
             },
             CliError::NotMigrated { .. }

@@ -1,6 +1,8 @@
 //! The commands on machines: `add`, `show`, `list`, and the transitions
 //! (`start`, `complete`, `stop`, `fail`, `reset`, `online`, `offline`).
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use diesel::PgConnection;
 use machine_state::{
@@ -143,10 +145,16 @@ pub fn list(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
 /// [`CliError::Illegal`] naming the current state when the transition does
 /// not exist from it; the library's errors otherwise (unknown id,
 /// inconsistent or unknown state, a concurrent transition).
-pub fn transition(conn: &mut PgConnection, id: Uuid, action: Action) -> Result<Exit, CliError> {
+pub fn transition(
+    conn: &mut PgConnection,
+    lock_timeout: Duration,
+    id: Uuid,
+    action: Action,
+) -> Result<Exit, CliError> {
     let machine = AnyMachine::load(conn, id)?;
     let from = machine.state();
     let machine = machine
+        .with_lock_timeout(lock_timeout)
         .perform(conn, &action)
         .map_err(|refused| match refused.error {
             Error::IllegalTransition {

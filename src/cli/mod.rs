@@ -67,17 +67,46 @@ fn dispatch(
         Command::List { json } => machines::list(&mut connect()?, json),
         Command::Start { id, process } => {
             let process = process.unwrap_or_else(uuid::Uuid::new_v4);
-            machines::transition(&mut connect()?, id, Action::Start(process))
+            machines::transition(
+                &mut connect()?,
+                database.lock_timeout(),
+                id,
+                Action::Start(process),
+            )
         }
-        Command::Complete { id } => machines::transition(&mut connect()?, id, Action::Complete),
-        Command::Stop { id } => machines::transition(&mut connect()?, id, Action::Stop),
+        Command::Complete { id } => machines::transition(
+            &mut connect()?,
+            database.lock_timeout(),
+            id,
+            Action::Complete,
+        ),
+        Command::Stop { id } => {
+            machines::transition(&mut connect()?, database.lock_timeout(), id, Action::Stop)
+        }
         Command::Fail { id, .. } => {
             let message = message.unwrap_or_default();
-            machines::transition(&mut connect()?, id, Action::Fail(message))
+            machines::transition(
+                &mut connect()?,
+                database.lock_timeout(),
+                id,
+                Action::Fail(message),
+            )
         }
-        Command::Reset { id } => machines::transition(&mut connect()?, id, Action::Reset),
-        Command::Online { id } => machines::transition(&mut connect()?, id, Action::BringOnline),
-        Command::Offline { id } => machines::transition(&mut connect()?, id, Action::TakeOffline),
+        Command::Reset { id } => {
+            machines::transition(&mut connect()?, database.lock_timeout(), id, Action::Reset)
+        }
+        Command::Online { id } => machines::transition(
+            &mut connect()?,
+            database.lock_timeout(),
+            id,
+            Action::BringOnline,
+        ),
+        Command::Offline { id } => machines::transition(
+            &mut connect()?,
+            database.lock_timeout(),
+            id,
+            Action::TakeOffline,
+        ),
         Command::Audit { json } => consistency::audit(&mut connect()?, json),
         Command::Repair { dry_run, json } => consistency::repair(&mut connect()?, dry_run, json),
         Command::Doctor { json } => consistency::doctor(&mut connect()?, json),

@@ -205,6 +205,17 @@ impl AnyMachine {
         }
     }
 
+    /// Wait at most `limit` for another session's row lock (see
+    /// [`Machine::with_lock_timeout`]).
+    pub fn with_lock_timeout(self, limit: std::time::Duration) -> AnyMachine {
+        match self {
+            AnyMachine::Offline(m) => AnyMachine::Offline(m.with_lock_timeout(limit)),
+            AnyMachine::Idle(m) => AnyMachine::Idle(m.with_lock_timeout(limit)),
+            AnyMachine::Processing(m) => AnyMachine::Processing(m.with_lock_timeout(limit)),
+            AnyMachine::Errored(m) => AnyMachine::Errored(m.with_lock_timeout(limit)),
+        }
+    }
+
     /// Use `path` for this machine's transitions (see
     /// [`Machine::with_write_path`]).
     pub fn with_write_path(self, path: crate::WritePath) -> AnyMachine {

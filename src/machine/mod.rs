@@ -11,6 +11,7 @@ mod offline;
 mod processing;
 
 use std::fmt;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::PgConnection;
@@ -199,6 +200,24 @@ impl<S: MachineState> Machine<S> {
         self
     }
 
+    /// How long this machine's transitions wait for a row lock held by
+    /// another session (defaults to [`DEFAULT_LOCK_TIMEOUT`](crate::DEFAULT_LOCK_TIMEOUT), 5 s).
+    pub fn lock_timeout(&self) -> Duration {
+        self.settings.lock_timeout
+    }
+
+    /// Wait at most `limit` (whole milliseconds) for a row lock held by
+    /// another session, in this machine's transitions and those of the
+    /// machines they return; then the transition is refused with
+    /// [`Error::LockTimeout`], naming the holder, and writes nothing.
+    /// `Duration::ZERO` waits without limit. [`WritePath::SqlFunction`]
+    /// transitions use the SQL function's own limit instead (5 s, its
+    /// `lock_timeout` setting: `ALTER FUNCTION` changes it).
+    pub fn with_lock_timeout(mut self, limit: Duration) -> Self {
+        self.settings.lock_timeout = limit;
+        self
+    }
+
     /// Use `operation_id` for the next transition instead of a fresh random
     /// one.
     ///
@@ -228,6 +247,8 @@ impl<S: MachineState> Machine<S> {
             new_process: to.process_id(),
             description,
             operation_id,
+            lock_limit: self.settings.lock_timeout,
+            lock_timeout: crate::lock::setting(self.settings.lock_timeout),
         };
         let result = write::apply(conn, &change, &self.settings);
         log_outcome(&change, &result);

@@ -36,7 +36,12 @@ pub(super) fn attempt(
     match result {
         Ok((Some(at), _)) => Ok(Ok(at)),
         Ok((None, isolation)) => Ok(Err(Error::NotRepeatableRead(isolation))),
-        Err(error) if lost_race(&error) || is_missing(&error) || connection_gone(conn, &error) => {
+        Err(error)
+            if lost_race(&error)
+                || is_missing(&error)
+                || crate::lock::timed_out(&error)
+                || connection_gone(conn, &error) =>
+        {
             Err(error)
         }
         // The function refused (its own SQLSTATEs, which diesel does not

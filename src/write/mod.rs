@@ -35,6 +35,7 @@ mod statement;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
@@ -67,11 +68,23 @@ pub enum WritePath {
     SqlFunction,
 }
 
-/// How a machine's transitions are run: its retry policy and write path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a machine's transitions are run: its retry policy, write path and
+/// lock timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Settings {
     pub retry: RetryPolicy,
     pub write_path: WritePath,
+    pub lock_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            retry: RetryPolicy::default(),
+            write_path: WritePath::default(),
+            lock_timeout: crate::lock::DEFAULT_LOCK_TIMEOUT,
+        }
+    }
 }
 
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
@@ -97,6 +110,10 @@ pub(crate) struct Change<'a> {
     /// The failure description (entering `error`), also kept in the history.
     pub description: Option<&'a str>,
     pub operation_id: Uuid,
+    /// The lock timeout, and its `lock_timeout` value for the transition's
+    /// statements (see `crate::lock`).
+    pub lock_limit: Duration,
+    pub lock_timeout: String,
 }
 
 /// What one attempt reported, once the database answered: the time of the
@@ -173,6 +190,15 @@ fn database_error(
         return Error::RetriesExhausted {
             attempts,
             source: error,
+        };
+    }
+    if crate::lock::timed_out(&error) {
+        // Inside the caller's transaction, now aborted, the lookup fails:
+        // no blocker then.
+        return Error::LockTimeout {
+            machine_id: change.machine_id,
+            limit: change.lock_limit,
+            blocker: crate::lock::blocker(conn, change.machine_id),
         };
     }
     if connection_gone(conn, &error) {

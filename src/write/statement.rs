@@ -135,10 +135,11 @@ struct TransitionStatement<'a> {
     new_process: Option<Uuid>,
     description: Option<&'a str>,
     operation_id: Uuid,
+    lock_timeout: &'a str,
 }
 
 impl<'a> TransitionStatement<'a> {
-    fn new(change: &Change<'a>) -> Self {
+    fn new(change: &'a Change<'a>) -> Self {
         TransitionStatement {
             machine_id: change.machine_id,
             from: change.from.as_str(),
@@ -147,6 +148,7 @@ impl<'a> TransitionStatement<'a> {
             new_process: change.new_process,
             description: change.description,
             operation_id: change.operation_id,
+            lock_timeout: &change.lock_timeout,
         }
     }
 }
@@ -162,6 +164,7 @@ const TRANSITION_SQL: &str = "
 ), guard AS (
     SELECT FROM p, cur
     WHERE p.isolation = 'repeatable read'
+      AND p.lock_timeout IS NOT NULL
       AND NOT EXISTS (SELECT FROM prior)
       AND cur.status = p.from_state
       AND cur.current_state = p.from_state
@@ -216,8 +219,10 @@ impl QueryFragment<Pg> for TransitionStatement<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&self.description)?;
         out.push_sql("::text AS description, ");
         out.push_bind_param::<SqlUuid, _>(&self.operation_id)?;
+        out.push_sql("::uuid AS operation_id, set_config('lock_timeout', ");
+        out.push_bind_param::<Text, _>(self.lock_timeout)?;
         out.push_sql(
-            "::uuid AS operation_id, current_setting('transaction_isolation') AS isolation",
+            ", true) AS lock_timeout, current_setting('transaction_isolation') AS isolation",
         );
         out.push_sql(TRANSITION_SQL);
         Ok(())
@@ -261,6 +266,7 @@ enum Bind {
     NewProcess,
     Description,
     OperationId,
+    LockTimeout,
 }
 
 /// [`AppliedStatement`]'s SQL: each fragment is followed by its bind, then
@@ -291,7 +297,12 @@ const APPLIED_SQL: &[(&str, Bind)] = &[
         Bind::ExpectedProcess,
     ),
     (
-        "\n      AND current_setting('transaction_isolation') = 'repeatable read'\n    \
+        "\n      AND (SELECT set_config('lock_timeout', ",
+        Bind::LockTimeout,
+    ),
+    (
+        ", true)) IS NOT NULL\n      \
+         AND current_setting('transaction_isolation') = 'repeatable read'\n    \
          RETURNING m.id\n), state_row AS (\n    UPDATE machine_state s\n    SET current_state = ",
         Bind::To,
     ),
@@ -343,6 +354,7 @@ impl QueryFragment<Pg> for AppliedStatement<'_> {
                 Bind::NewProcess => out.push_bind_param::<Nullable<SqlUuid>, _>(&s.new_process)?,
                 Bind::Description => out.push_bind_param::<Nullable<Text>, _>(&s.description)?,
                 Bind::OperationId => out.push_bind_param::<SqlUuid, _>(&s.operation_id)?,
+                Bind::LockTimeout => out.push_bind_param::<Text, _>(s.lock_timeout)?,
             }
         }
         out.push_sql(APPLIED_SQL_END);

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::ConnectionManager;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_query;
 use diesel::sql_types::{Integer, Nullable, Text, Uuid as SqlUuid};
@@ -133,7 +132,7 @@ fn a_backend_killed_between_the_two_table_writes_leaves_nothing_half_applied() {
     // connection: the killed one must not be handed out again.
     let pool = machine_state::pool_builder()
         .max_size(1)
-        .build(ConnectionManager::new(&db.url))
+        .build(machine_state::Manager::new(&db.url).unwrap())
         .unwrap();
     let id = idle_machine(admin);
     let operation = Uuid::new_v4();
@@ -272,7 +271,7 @@ fn lose_request_or_reply(at: At, fault: Fault) {
     // transaction ended by `COMMIT`.
     let pool = machine_state::pool_builder()
         .max_size(1)
-        .build(ConnectionManager::new(&url))
+        .build(machine_state::Manager::new(&url).unwrap())
         .unwrap();
     let connect = || match at {
         At::Statement => Client::Pooled(pool.get().unwrap()),
@@ -414,7 +413,7 @@ fn forced(race: Race, policy: RetryPolicy) -> Result<(), Error> {
     let admin = &mut db.conn();
     let pool = machine_state::pool_builder()
         .max_size(1)
-        .build(ConnectionManager::new(&db.url))
+        .build(machine_state::Manager::new(&db.url).unwrap())
         .unwrap();
     let id = idle_machine(admin);
     let mut conn = pool.get().unwrap();
@@ -602,7 +601,7 @@ fn an_immediate_restart_under_load_keeps_every_acknowledged_transition() {
     let pool = machine_state::pool_builder()
         .max_size(WORKERS as u32)
         .connection_timeout(PATIENCE)
-        .build(ConnectionManager::new(&url))
+        .build(machine_state::Manager::new(&url).unwrap())
         .unwrap();
     // Two machines, two workers each: they contend too.
     let machines: Vec<Uuid> = (0..WORKERS / 2).map(|_| idle_machine(admin)).collect();
@@ -613,7 +612,7 @@ fn an_immediate_restart_under_load_keeps_every_acknowledged_transition() {
     let in_flight_operation = Uuid::new_v4();
     let lone = machine_state::pool_builder()
         .max_size(1)
-        .build(ConnectionManager::new(&url))
+        .build(machine_state::Manager::new(&url).unwrap())
         .unwrap();
     let mut lone_conn = lone.get().unwrap();
     let lone_pid = backend_pid(&mut lone_conn);
@@ -634,7 +633,10 @@ fn an_immediate_restart_under_load_keeps_every_acknowledged_transition() {
             })
             .collect();
         let blocked = scope.spawn(|| {
+            // Waits for the lock without limit: it must still be waiting
+            // at the crash.
             lone_idle
+                .with_lock_timeout(Duration::ZERO)
                 .with_operation_id(in_flight_operation)
                 .start(&mut lone_conn, Uuid::new_v4())
                 .map(|_| ())
@@ -703,7 +705,7 @@ fn a_transition_on_a_connection_whose_backend_died_while_idle_is_an_unknown_outc
     let admin = &mut db.conn();
     let pool = machine_state::pool_builder()
         .max_size(1)
-        .build(ConnectionManager::new(&db.url))
+        .build(machine_state::Manager::new(&db.url).unwrap())
         .unwrap();
     let id = idle_machine(admin);
     let mut conn = pool.get().unwrap();
@@ -742,7 +744,7 @@ fn a_read_on_a_connection_whose_backend_died_makes_the_pool_replace_it() {
     let admin = &mut db.conn();
     let pool = machine_state::pool_builder()
         .max_size(1)
-        .build(ConnectionManager::new(&db.url))
+        .build(machine_state::Manager::new(&db.url).unwrap())
         .unwrap();
     let id = idle_machine(admin);
     type Read = fn(&mut PgConnection, Uuid) -> Result<(), Error>;

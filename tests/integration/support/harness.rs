@@ -19,7 +19,6 @@ use std::thread;
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::r2d2::ConnectionManager;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_query;
 use diesel::sql_types::{Array, Nullable, Text, Uuid as SqlUuid};
@@ -402,14 +401,29 @@ impl HarnessDb {
         let db = TestDb::new();
         let repeatable_read = machine_state::pool_builder()
             .max_size(MAX_WORKERS as u32)
-            .build(ConnectionManager::new(&db.url))
+            .build(machine_state::Manager::new(&db.url).unwrap())
             .unwrap();
         let read_committed = Pool::builder()
             .max_size(MAX_WORKERS as u32)
             .min_idle(Some(1))
             .test_on_check_out(false)
-            .build(ConnectionManager::new(&db.url))
+            // No startup option: the server's default isolation.
+            .build(
+                machine_state::Manager::new(&db.url)
+                    .unwrap()
+                    .mode(machine_state::ConnectionMode::TransactionPooler),
+            )
             .unwrap();
+        HarnessDb {
+            db,
+            repeatable_read,
+            read_committed,
+        }
+    }
+
+    /// `db` reached through other pools: the REPEATABLE READ one and the
+    /// READ COMMITTED one (through a transaction-mode pooler, say).
+    pub fn with_pools(db: TestDb, repeatable_read: Pool, read_committed: Pool) -> HarnessDb {
         HarnessDb {
             db,
             repeatable_read,

@@ -6,6 +6,7 @@
 
 pub mod harness;
 pub mod legacy_writer;
+pub mod pgbouncer;
 pub mod proxy;
 
 use std::sync::OnceLock;
@@ -33,6 +34,13 @@ pub fn test_server() -> &'static TestServer {
 /// The PostgreSQL server of this test binary.
 pub fn server() -> &'static EmbeddedPostgres {
     test_server().server()
+}
+
+/// A transaction-mode PgBouncer in front of the test server, for `users`
+/// besides `postgres` (see [`pgbouncer`]).
+pub fn pgbouncer(users: &[&str]) -> pgbouncer::PgBouncer {
+    pgbouncer::PgBouncer::start(server().socket_dir(), users)
+        .unwrap_or_else(|e| panic!("cannot start pgbouncer: {e}"))
 }
 
 /// Stop the server when the test binary exits, however the tests ended.
