@@ -283,10 +283,14 @@ impl Watcher<'_> {
     }
 }
 
+/// A count of history rows: `from` (`None` for a machine's first), `to`,
+/// `kind`, rows.
+type Recorded = (Option<String>, String, String, i64);
+
 /// The history's rows, counted by `from`, `to` and `kind`: exact, and
 /// monotonic since the history is append-only (one scan of the history per
 /// audit).
-fn recorded(conn: &mut PgConnection) -> Result<Vec<(Option<String>, String, String, i64)>, Error> {
+fn recorded(conn: &mut PgConnection) -> Result<Vec<Recorded>, Error> {
     use machine_state_transitions::dsl as t;
     Ok(t::machine_state_transitions
         .group_by((t::from_state, t::to_state, t::kind))
