@@ -11,6 +11,7 @@ mod enforcement;
 mod faults;
 mod idempotency;
 mod load;
+mod metrics;
 mod migrations;
 mod parity;
 mod privileges;

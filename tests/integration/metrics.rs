@@ -1,0 +1,347 @@
+//! The write path's metrics (`machine_state::telemetry`), read back
+//! from `metrics-util`'s debugging recorder, installed for one closure on the
+//! test's own thread (`metrics::with_local_recorder`), so that tests running
+//! in parallel do not see each other's transitions.
+
+use std::thread;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::ConnectionManager;
+use machine_state::telemetry::{FALLBACKS, RETRIES, TRANSITION_DURATION, TRANSITIONS};
+use machine_state::{
+    Action, AnyMachine, Error, Idle, Machine, Offline, RetryPolicy, WritePath,
+    sql_function_fallbacks,
+};
+use metrics_util::MetricKind;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use uuid::Uuid;
+
+use crate::faults::{backend_pid, wait_until_blocked};
+use crate::support::proxy::{At, Fault, Proxy};
+use crate::support::{TestDb, idle_machine, server};
+
+/// What a closure recorded: (kind, name, labels, value).
+struct Recorded(Vec<(MetricKind, String, Vec<(String, String)>, DebugValue)>);
+
+/// Run `f` with a recorder of its own, on this thread.
+fn recorded<T>(f: impl FnOnce() -> T) -> (T, Recorded) {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let value = metrics::with_local_recorder(&recorder, f);
+    let metrics = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let (kind, key) = key.into_parts();
+            let labels = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            (kind, key.name().to_owned(), labels, value)
+        })
+        .collect();
+    (value, Recorded(metrics))
+}
+
+impl Recorded {
+    /// The sum of the counters `name` whose labels include `labels`.
+    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.matching(name, labels)
+            .map(|value| match value {
+                DebugValue::Counter(n) => *n,
+                other => panic!("`{name}` is not a counter: {other:?}"),
+            })
+            .sum()
+    }
+
+    /// How many values the histograms `name` whose labels include `labels`
+    /// received.
+    fn observations(&self, name: &str, labels: &[(&str, &str)]) -> usize {
+        self.matching(name, labels)
+            .map(|value| match value {
+                DebugValue::Histogram(values) => values.len(),
+                other => panic!("`{name}` is not a histogram: {other:?}"),
+            })
+            .sum()
+    }
+
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = &'a DebugValue> {
+        self.0
+            .iter()
+            .filter(move |(_, n, have, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+            })
+            .map(|(_, _, _, value)| value)
+    }
+
+    /// Every label value, for the cardinality check.
+    fn label_values(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .flat_map(|(_, _, labels, _)| labels.iter().map(|(_, v)| v.as_str()))
+    }
+}
+
+fn load_idle(conn: &mut PgConnection, id: Uuid) -> Machine<Idle> {
+    match AnyMachine::load(conn, id).unwrap() {
+        AnyMachine::Idle(idle) => idle,
+        other => panic!("expected an idle machine, got {}", other.state()),
+    }
+}
+
+#[test]
+fn applied_and_refused_transitions_are_counted_by_outcome() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let offline = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
+    let id = offline.id();
+
+    // Applied.
+    let (idle, m) = recorded(|| offline.bring_online(conn).unwrap());
+    let online = [("from", "offline"), ("to", "idle"), ("path", "statement")];
+    assert_eq!(
+        m.counter(
+            TRANSITIONS,
+            &[online[0], online[1], online[2], ("outcome", "applied")]
+        ),
+        1
+    );
+    assert_eq!(
+        m.counter(TRANSITIONS, &[]),
+        1,
+        "one transition, counted once"
+    );
+    assert_eq!(m.observations(TRANSITION_DURATION, &online), 1);
+    assert_eq!(m.counter(RETRIES, &[]), 0);
+
+    // Conflict: a second start from the same (now stale) idle machine.
+    let stale = idle.clone();
+    let processing = idle.start(conn, Uuid::new_v4()).unwrap();
+    let (refused, m) = recorded(|| stale.start(conn, Uuid::new_v4()).unwrap_err());
+    assert!(
+        matches!(refused.error, Error::Conflict { .. }),
+        "{refused:?}"
+    );
+    let start = [("from", "idle"), ("to", "processing")];
+    assert_eq!(
+        m.counter(TRANSITIONS, &[start[0], start[1], ("outcome", "conflict")]),
+        1
+    );
+    assert_eq!(m.counter(TRANSITIONS, &[]), 1);
+    assert_eq!(m.observations(TRANSITION_DURATION, &start), 1);
+
+    // Illegal, named at run time: counted, never sent.
+    let any = AnyMachine::load(conn, id).unwrap();
+    let (refused, m) = recorded(|| any.perform(conn, &Action::Reset).unwrap_err());
+    assert!(
+        matches!(refused.error, Error::IllegalTransition { .. }),
+        "{refused:?}"
+    );
+    let reset = [
+        ("from", "processing"),
+        ("to", "idle"),
+        ("outcome", "illegal"),
+    ];
+    assert_eq!(m.counter(TRANSITIONS, &reset), 1);
+    assert_eq!(m.observations(TRANSITION_DURATION, &[]), 0, "nothing ran");
+
+    // Inconsistent: a legacy half write diverged the pair.
+    conn.batch_execute(&format!(
+        "UPDATE machines SET status = 'idle' WHERE id = '{id}'"
+    ))
+    .unwrap();
+    let (refused, m) = recorded(|| processing.complete(conn).unwrap_err());
+    assert!(
+        matches!(refused.error, Error::Inconsistent { .. }),
+        "{refused:?}"
+    );
+    let complete = [
+        ("from", "processing"),
+        ("to", "idle"),
+        ("outcome", "inconsistent"),
+    ];
+    assert_eq!(m.counter(TRANSITIONS, &complete), 1);
+
+    // Not found: the machine is gone.
+    let gone = idle_machine(conn);
+    let gone = load_idle(conn, gone);
+    conn.batch_execute(&format!("DELETE FROM machines WHERE id = '{}'", gone.id()))
+        .unwrap();
+    let (refused, m) = recorded(|| gone.take_offline(conn).unwrap_err());
+    assert!(matches!(refused.error, Error::NotFound(_)), "{refused:?}");
+    let offline = [
+        ("from", "idle"),
+        ("to", "offline"),
+        ("outcome", "not_found"),
+    ];
+    assert_eq!(m.counter(TRANSITIONS, &offline), 1);
+
+    // Bounded cardinality: no id ever becomes a label.
+    for value in m.label_values() {
+        assert!(value.parse::<Uuid>().is_err(), "an id as a label: {value}");
+    }
+}
+
+/// One `idle -> processing` that loses a race to a concurrent update of
+/// `machines` (40001), under `policy`, on this thread; the other
+/// transaction commits from a thread of its own once the transition waits.
+fn lose_a_race(policy: RetryPolicy) -> (Result<(), Error>, Recorded) {
+    let db = TestDb::new();
+    let admin = &mut db.conn();
+    let pool = machine_state::pool_builder()
+        .max_size(1)
+        .build(ConnectionManager::new(&db.url))
+        .unwrap();
+    let id = idle_machine(admin);
+    let mut conn = pool.get().unwrap();
+    let idle = load_idle(&mut conn, id).with_retry_policy(policy);
+    let pid = backend_pid(&mut conn);
+    let mut other = db.conn();
+    other
+        .batch_execute(&format!(
+            "BEGIN; UPDATE machines SET updated_at = updated_at WHERE id = '{id}'"
+        ))
+        .unwrap();
+    thread::scope(|scope| {
+        scope.spawn(move || {
+            wait_until_blocked(admin, pid);
+            other.batch_execute("COMMIT").unwrap();
+        });
+        recorded(|| {
+            idle.start(&mut conn, Uuid::new_v4())
+                .map(|_| ())
+                .map_err(|refused| refused.error)
+        })
+    })
+}
+
+#[test]
+fn a_lost_race_is_counted_as_a_retry_and_the_transition_once_as_applied() {
+    let (result, m) = lose_a_race(RetryPolicy::default());
+    result.unwrap();
+    let start = [
+        ("from", "idle"),
+        ("to", "processing"),
+        ("path", "statement"),
+    ];
+    assert_eq!(
+        m.counter(
+            RETRIES,
+            &[
+                start[0],
+                start[1],
+                start[2],
+                ("reason", "serialization_failure")
+            ]
+        ),
+        1
+    );
+    assert_eq!(
+        m.counter(TRANSITIONS, &[start[0], start[1], ("outcome", "applied")]),
+        1
+    );
+    assert_eq!(m.counter(TRANSITIONS, &[]), 1);
+}
+
+#[test]
+fn a_lost_race_without_retries_is_counted_as_retries_exhausted() {
+    let (result, m) = lose_a_race(RetryPolicy::never());
+    assert!(
+        matches!(result, Err(Error::RetriesExhausted { .. })),
+        "{result:?}"
+    );
+    assert_eq!(m.counter(RETRIES, &[]), 0);
+    assert_eq!(
+        m.counter(TRANSITIONS, &[("outcome", "retries_exhausted")]),
+        1
+    );
+    assert_eq!(m.counter(TRANSITIONS, &[]), 1);
+}
+
+#[test]
+fn a_lost_reply_is_counted_as_an_unknown_outcome() {
+    let db = TestDb::new();
+    let admin = &mut db.conn();
+    let proxy = Proxy::start(server().socket_dir().join(".s.PGSQL.5432"));
+    let pool = machine_state::pool_builder()
+        .max_size(1)
+        .build(ConnectionManager::new(proxy.url(&db.name)))
+        .unwrap();
+    let id = idle_machine(admin);
+    let mut conn = pool.get().unwrap();
+    let idle = load_idle(&mut conn, id);
+    proxy.arm(At::Statement, Fault::LoseReply);
+    let (refused, m) = recorded(|| idle.start(&mut conn, Uuid::new_v4()).unwrap_err());
+    assert!(proxy.fired(), "the fault was not injected");
+    assert!(
+        matches!(refused.error, Error::OutcomeUnknown { .. }),
+        "{refused:?}"
+    );
+    let start = [("from", "idle"), ("to", "processing")];
+    assert_eq!(
+        m.counter(
+            TRANSITIONS,
+            &[start[0], start[1], ("outcome", "unknown_outcome")]
+        ),
+        1
+    );
+    assert_eq!(m.counter(TRANSITIONS, &[]), 1);
+}
+
+#[test]
+fn a_fallback_from_a_missing_sql_function_is_counted_with_the_path_that_ran() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    conn.batch_execute(
+        "DROP FUNCTION atomic_update_machine_state, atomic_complete_machine_state,
+             atomic_error_machine_state, atomic_processing_machine_state;
+         DROP FUNCTION machine_state_transition;",
+    )
+    .unwrap();
+    let offline = Machine::<Offline>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .with_write_path(WritePath::SqlFunction);
+    let before = sql_function_fallbacks();
+    let (_, m) = recorded(|| offline.bring_online(conn).unwrap());
+    assert!(
+        sql_function_fallbacks() > before,
+        "the process-wide count moves too"
+    );
+    assert_eq!(
+        m.counter(FALLBACKS, &[("from", "offline"), ("to", "idle")]),
+        1
+    );
+    assert_eq!(
+        m.counter(
+            TRANSITIONS,
+            &[("path", "statement"), ("outcome", "applied")]
+        ),
+        1
+    );
+    assert_eq!(m.counter(TRANSITIONS, &[("path", "sql_function")]), 0);
+
+    // With the function in place, the path is the function's.
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let offline = Machine::<Offline>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .with_write_path(WritePath::SqlFunction);
+    let (_, m) = recorded(|| offline.bring_online(conn).unwrap());
+    assert_eq!(m.counter(FALLBACKS, &[]), 0);
+    assert_eq!(
+        m.counter(
+            TRANSITIONS,
+            &[("path", "sql_function"), ("outcome", "applied")]
+        ),
+        1
+    );
+}
