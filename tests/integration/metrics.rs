@@ -13,7 +13,6 @@ use machine_state::{
     Action, AnyMachine, Error, Idle, Machine, Offline, RetryPolicy, WritePath,
     sql_function_fallbacks,
 };
-use metrics_util::MetricKind;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use uuid::Uuid;
 
@@ -21,8 +20,15 @@ use crate::faults::{backend_pid, wait_until_blocked};
 use crate::support::proxy::{At, Fault, Proxy};
 use crate::support::{TestDb, idle_machine, server};
 
-/// What a closure recorded: (kind, name, labels, value).
-struct Recorded(Vec<(MetricKind, String, Vec<(String, String)>, DebugValue)>);
+/// One metric as recorded.
+struct Metric {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: DebugValue,
+}
+
+/// What a closure recorded.
+struct Recorded(Vec<Metric>);
 
 /// Run `f` with a recorder of its own, on this thread.
 fn recorded<T>(f: impl FnOnce() -> T) -> (T, Recorded) {
@@ -34,12 +40,15 @@ fn recorded<T>(f: impl FnOnce() -> T) -> (T, Recorded) {
         .into_vec()
         .into_iter()
         .map(|(key, _, _, value)| {
-            let (kind, key) = key.into_parts();
-            let labels = key
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect();
-            (kind, key.name().to_owned(), labels, value)
+            let key = key.key();
+            Metric {
+                name: key.name().to_owned(),
+                labels: key
+                    .labels()
+                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                    .collect(),
+                value,
+            }
         })
         .collect();
     (value, Recorded(metrics))
@@ -74,20 +83,20 @@ impl Recorded {
     ) -> impl Iterator<Item = &'a DebugValue> {
         self.0
             .iter()
-            .filter(move |(_, n, have, _)| {
-                n == name
+            .filter(move |metric| {
+                metric.name == name
                     && labels
                         .iter()
-                        .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+                        .all(|(k, v)| metric.labels.iter().any(|(hk, hv)| hk == k && hv == v))
             })
-            .map(|(_, _, _, value)| value)
+            .map(|metric| &metric.value)
     }
 
     /// Every label value, for the cardinality check.
     fn label_values(&self) -> impl Iterator<Item = &str> {
         self.0
             .iter()
-            .flat_map(|(_, _, labels, _)| labels.iter().map(|(_, v)| v.as_str()))
+            .flat_map(|metric| metric.labels.iter().map(|(_, v)| v.as_str()))
     }
 }
 
