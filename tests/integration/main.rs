@@ -21,4 +21,5 @@ mod retention;
 mod sql_functions;
 mod supabase;
 mod transitions;
+mod watch;
 mod write_paths;
