@@ -1,8 +1,13 @@
-//! The write path's metrics (`machine_state::telemetry`), read back
-//! from `metrics-util`'s debugging recorder, installed for one closure on the
-//! test's own thread (`metrics::with_local_recorder`), so that tests running
-//! in parallel do not see each other's transitions.
+//! The write path's telemetry (`machine_state::telemetry`): its metrics,
+//! read back from `metrics-util`'s debugging recorder, and its spans, read
+//! back from a `tracing` layer, each installed for one closure on the test's
+//! own thread (`metrics::with_local_recorder`,
+//! `tracing::subscriber::with_default`), so that tests running in parallel
+//! do not see each other's transitions.
 
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use diesel::connection::SimpleConnection;
@@ -14,6 +19,11 @@ use machine_state::{
     sql_function_fallbacks,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use tracing::Subscriber;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use uuid::Uuid;
 
 use crate::faults::{backend_pid, wait_until_blocked};
@@ -203,7 +213,7 @@ fn applied_and_refused_transitions_are_counted_by_outcome() {
 /// One `idle -> processing` that loses a race to a concurrent update of
 /// `machines` (40001), under `policy`, on this thread; the other
 /// transaction commits from a thread of its own once the transition waits.
-fn lose_a_race(policy: RetryPolicy) -> (Result<(), Error>, Recorded) {
+fn lose_a_race(policy: RetryPolicy) -> (Result<(), Error>, Recorded, Vec<SeenSpan>) {
     let db = TestDb::new();
     let admin = &mut db.conn();
     let pool = machine_state::pool_builder()
@@ -225,18 +235,26 @@ fn lose_a_race(policy: RetryPolicy) -> (Result<(), Error>, Recorded) {
             wait_until_blocked(admin, pid);
             other.batch_execute("COMMIT").unwrap();
         });
-        recorded(|| {
-            idle.start(&mut conn, Uuid::new_v4())
-                .map(|_| ())
-                .map_err(|refused| refused.error)
-        })
+        let ((result, recorded), spans) = traced(|| {
+            recorded(|| {
+                idle.start(&mut conn, Uuid::new_v4())
+                    .map(|_| ())
+                    .map_err(|refused| refused.error)
+            })
+        });
+        (result, recorded, spans)
     })
 }
 
 #[test]
 fn a_lost_race_is_counted_as_a_retry_and_the_transition_once_as_applied() {
-    let (result, m) = lose_a_race(RetryPolicy::default());
+    let (result, m, spans) = lose_a_race(RetryPolicy::default());
     result.unwrap();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(
+        spans[0].fields.get("attempts").map(String::as_str),
+        Some("2")
+    );
     let start = [
         ("from", "idle"),
         ("to", "processing"),
@@ -263,7 +281,11 @@ fn a_lost_race_is_counted_as_a_retry_and_the_transition_once_as_applied() {
 
 #[test]
 fn a_lost_race_without_retries_is_counted_as_retries_exhausted() {
-    let (result, m) = lose_a_race(RetryPolicy::never());
+    let (result, m, spans) = lose_a_race(RetryPolicy::never());
+    assert_eq!(
+        spans[0].fields.get("outcome").map(String::as_str),
+        Some("retries_exhausted")
+    );
     assert!(
         matches!(result, Err(Error::RetriesExhausted { .. })),
         "{result:?}"
@@ -352,5 +374,103 @@ fn a_fallback_from_a_missing_sql_function_is_counted_with_the_path_that_ran() {
             &[("path", "sql_function"), ("outcome", "applied")]
         ),
         1
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The span of a transition
+
+/// A span as a subscriber saw it: name and fields, as recorded by the time
+/// it closed.
+#[derive(Clone, Debug)]
+struct SeenSpan {
+    name: &'static str,
+    fields: BTreeMap<String, String>,
+}
+
+/// A layer that keeps every span it sees.
+#[derive(Clone, Default)]
+struct Spans {
+    open: Arc<Mutex<HashMap<u64, SeenSpan>>>,
+    closed: Arc<Mutex<Vec<SeenSpan>>>,
+}
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Spans {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
+        let mut fields = BTreeMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        let span = SeenSpan {
+            name: attrs.metadata().name(),
+            fields,
+        };
+        self.open.lock().unwrap().insert(id.into_u64(), span);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
+        if let Some(span) = self.open.lock().unwrap().get_mut(&id.into_u64()) {
+            values.record(&mut Fields(&mut span.fields));
+        }
+    }
+
+    fn on_close(&self, id: Id, _: Context<'_, S>) {
+        if let Some(span) = self.open.lock().unwrap().remove(&id.into_u64()) {
+            self.closed.lock().unwrap().push(span);
+        }
+    }
+}
+
+/// Run `f` with a subscriber of its own, on this thread; the spans it closed.
+fn traced<T>(f: impl FnOnce() -> T) -> (T, Vec<SeenSpan>) {
+    let spans = Spans::default();
+    let subscriber = tracing_subscriber::registry().with(spans.clone());
+    let value = tracing::subscriber::with_default(subscriber, f);
+    let closed = spans.closed.lock().unwrap().clone();
+    (value, closed)
+}
+
+#[test]
+fn each_transition_runs_in_one_span_with_its_ids_attempts_and_outcome() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let id = idle_machine(conn);
+    let idle = load_idle(conn, id);
+    let stale = idle.clone();
+    let operation = Uuid::new_v4();
+    let (_, spans) = traced(|| {
+        idle.with_operation_id(operation)
+            .start(conn, Uuid::new_v4())
+            .unwrap()
+    });
+    let [span] = &spans[..] else {
+        panic!("one span per transition: {spans:?}");
+    };
+    assert_eq!(span.name, "machine_state.transition");
+    let field = |name: &str| span.fields.get(name).map(String::as_str);
+    assert_eq!(field("machine_id"), Some(id.to_string().as_str()));
+    assert_eq!(field("operation_id"), Some(operation.to_string().as_str()));
+    assert_eq!(field("transition"), Some("idle -> processing"));
+    assert_eq!(field("path"), Some("statement"));
+    assert_eq!(field("attempts"), Some("1"));
+    assert_eq!(field("outcome"), Some("applied"));
+
+    let (_, spans) = traced(|| stale.start(conn, Uuid::new_v4()).unwrap_err());
+    let [span] = &spans[..] else {
+        panic!("one span per transition: {spans:?}");
+    };
+    assert_eq!(
+        span.fields.get("outcome").map(String::as_str),
+        Some("conflict")
     );
 }
