@@ -27,6 +27,9 @@
 //! | `machine_state_audits_total` | counter | `result` (`ok`, `error`) | audits run by `watch` |
 //! | `machine_state_recorded_transitions_total` | counter | `from`, `to`, `kind` | rows of the history `machine_state_transitions`, written by every client (`kind`: `create`, `transition`, `repair`) (`watch`) |
 //!
+//! Registering a machine and repairing one are not transitions: they are not
+//! counted here (both are rows of the history, which `watch` counts).
+//!
 //! Label values:
 //!
 //! - `from`, `to`: `offline`, `idle`, `processing`, `error` (`from` is
@@ -136,7 +139,7 @@ pub fn describe_metrics() {
 /// module docs for the values; `applied` is the label of success).
 pub fn outcome_label(error: &Error) -> &'static str {
     // One arm per variant and no wildcard: a new variant must choose its
-    // label here.
+    // label here (a lock timeout, SQLSTATE 55P03, is `lock_timeout`).
     match error {
         Error::Conflict { .. } => "conflict",
         Error::IllegalTransition { .. } => "illegal",

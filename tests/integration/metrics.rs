@@ -173,6 +173,20 @@ fn applied_and_refused_transitions_are_counted_by_outcome() {
     assert_eq!(m.counter(TRANSITIONS, &reset), 1);
     assert_eq!(m.observations(TRANSITION_DURATION, &[]), 0, "nothing ran");
 
+    // Invalid input: refused before anything is sent.
+    let (refused, m) = recorded(|| processing.fail(conn, " ").unwrap_err());
+    assert!(
+        matches!(refused.error, Error::InvalidInput(_)),
+        "{refused:?}"
+    );
+    let fail = [
+        ("from", "processing"),
+        ("to", "error"),
+        ("outcome", "invalid_input"),
+    ];
+    assert_eq!(m.counter(TRANSITIONS, &fail), 1);
+    let processing = refused.machine;
+
     // Inconsistent: a legacy half write diverged the pair.
     conn.batch_execute(&format!(
         "UPDATE machines SET status = 'idle' WHERE id = '{id}'"
