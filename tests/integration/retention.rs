@@ -63,7 +63,10 @@ fn pruning_deletes_old_entries_but_each_machines_latest_and_keeps_every_chain_wh
 
     // In batches of 3: several statements.
     let deleted = prune_history(conn, 90 * DAY, 3).unwrap();
-    assert_eq!(deleted, 11, "all 11 old entries: the machine's latest is young");
+    assert_eq!(
+        deleted, 11,
+        "all 11 old entries: the machine's latest is young"
+    );
     let kept = history(conn, old_id).unwrap();
     assert_eq!(kept.len(), 1, "{kept:#?}");
     assert_eq!(kept[0].operation_id, recent_operation);

@@ -15,7 +15,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::cli::{bare, processes_using};
-use crate::support::{TEMPLATE, TestDb, idle_machine, server};
+use crate::support::{TestDb, idle_machine, server};
 
 /// How long a test waits for a line or an exit before it fails.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -255,8 +255,9 @@ fn watch_reports_a_failed_audit_and_recovers_when_the_database_is_back() {
 
     // Back, empty: the next audit connects again.
     admin
-        .batch_execute(&format!("CREATE DATABASE {} TEMPLATE {TEMPLATE}", db.name))
+        .batch_execute(&format!("CREATE DATABASE {}", db.name))
         .unwrap();
+    machine_state::run_migrations(&mut db.conn()).unwrap();
     watch.line_with("0 of 0 machines diverged");
     assert_eq!(watch.sample("machine_state_machines"), Some(0.0));
 
