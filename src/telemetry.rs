@@ -25,7 +25,7 @@
 //! | `machine_state_stuck_machines` | gauge | | machines processing for longer than `--stuck-after` (`watch`) |
 //! | `machine_state_invariants_enforced` | gauge | | 1 when `machine_state_enforce_invariants()` is in force, else 0 (`watch`) |
 //! | `machine_state_audits_total` | counter | `result` (`ok`, `error`) | audits run by `watch` |
-//! | `machine_state_recorded_transitions_total` | counter | `from`, `to`, `kind` | rows of the history `machine_state_transitions`, written by every client (`kind`: `create`, `transition`, `repair`) (`watch`) |
+//! | `machine_state_recorded_transitions_total` | counter | `from`, `to`, `kind` | rows written to the history `machine_state_transitions` by every client, counted by `watch` since it started (its first audit counts the rows the history holds; `kind`: `create`, `transition`, `repair`) |
 //!
 //! Registering a machine and repairing one are not transitions: they are not
 //! counted here (both are rows of the history, which `watch` counts).
@@ -87,7 +87,7 @@ pub const STUCK: &str = "machine_state_stuck_machines";
 pub const ENFORCED: &str = "machine_state_invariants_enforced";
 /// Audits run, by `result`.
 pub const AUDITS: &str = "machine_state_audits_total";
-/// Rows of the history, by `from`, `to` and `kind`.
+/// History rows written by every client, by `from`, `to` and `kind`.
 pub const RECORDED_TRANSITIONS: &str = "machine_state_recorded_transitions_total";
 
 /// Give every metric of the table above its help text and unit, in the
@@ -131,7 +131,7 @@ pub fn describe_metrics() {
     describe_counter!(AUDITS, "audits run by the watcher, by `result`");
     describe_counter!(
         RECORDED_TRANSITIONS,
-        "rows of the history `machine_state_transitions`, by every client (last audit)"
+        "rows written to the history `machine_state_transitions` by every client, since the watcher started"
     );
 }
 

@@ -98,6 +98,7 @@ pub fn run(database: &DatabaseArgs, args: &WatchArgs) -> Result<Exit, CliError> 
     let mut watcher = Watcher {
         database,
         stuck_after: args.stuck_after,
+        counted: 0,
         open: None,
     };
     let mut audits = 0;
@@ -187,6 +188,8 @@ fn answer(stream: TcpStream, handle: &PrometheusHandle) -> io::Result<()> {
 struct Watcher<'a> {
     database: &'a DatabaseArgs,
     stuck_after: Duration,
+    /// The newest history row counted (0 before the first audit).
+    counted: i64,
     /// With `--database-url`: the database and its connection, kept until an
     /// audit fails.
     open: Option<(Database, PgConnection)>,
@@ -224,9 +227,11 @@ impl Watcher<'_> {
         Ok(self.publish(&findings))
     }
 
-    /// Read everything in one snapshot.
-    fn read(&self, conn: &mut PgConnection) -> Result<Findings, CliError> {
+    /// Read everything in one snapshot, counting the history rows added
+    /// since the previous audit.
+    fn read(&mut self, conn: &mut PgConnection) -> Result<Findings, CliError> {
         let stuck_after = self.stuck_after;
+        let counted = self.counted;
         let (findings, recorded) =
             conn.build_transaction()
                 .repeatable_read()
@@ -237,7 +242,7 @@ impl Watcher<'_> {
                     let enforced =
                         diesel::select(sql::<Bool>("machine_state_invariants_enforced()"))
                             .get_result::<bool>(conn)?;
-                    let recorded = recorded(conn)?;
+                    let recorded = recorded_since(conn, counted)?;
                     Ok::<_, Error>((
                         Findings {
                             report,
@@ -247,11 +252,13 @@ impl Watcher<'_> {
                         recorded,
                     ))
                 })?;
-        for (from, to, kind, rows) in recorded {
+        let (rows, newest) = recorded;
+        for (from, to, kind, rows) in rows {
             let from = from.unwrap_or_else(|| "none".to_owned());
             counter!(telemetry::RECORDED_TRANSITIONS, "from" => from, "to" => to, "kind" => kind)
-                .absolute(u64::try_from(rows).unwrap_or(0));
+                .increment(u64::try_from(rows).unwrap_or(0));
         }
+        self.counted = newest;
         Ok(findings)
     }
 
@@ -287,12 +294,24 @@ impl Watcher<'_> {
 /// `kind`, rows.
 type Recorded = (Option<String>, String, String, i64);
 
-/// The history's rows, counted by `from`, `to` and `kind`: exact, and
-/// monotonic since the history is append-only (one scan of the history per
-/// audit).
-fn recorded(conn: &mut PgConnection) -> Result<Vec<Recorded>, Error> {
+/// The history rows after id `after`, counted by `from`, `to` and `kind`, and
+/// the newest id. Pruning (which removes old rows) does not disturb it; a
+/// history whose newest id is below `after` (the database was replaced) is
+/// counted from its start.
+///
+/// Not exact under concurrency: ids are taken before commit, so a row that
+/// commits after a newer one was counted is missed (a transition committing
+/// at the very moment of an audit, or one in a transaction left open across
+/// an audit).
+fn recorded_since(conn: &mut PgConnection, after: i64) -> Result<(Vec<Recorded>, i64), Error> {
     use machine_state_transitions::dsl as t;
-    Ok(t::machine_state_transitions
+    let newest = t::machine_state_transitions
+        .select(diesel::dsl::max(t::id))
+        .first::<Option<i64>>(conn)?
+        .unwrap_or(0);
+    let after = if newest < after { 0 } else { after };
+    let rows = t::machine_state_transitions
+        .filter(t::id.gt(after).and(t::id.le(newest)))
         .group_by((t::from_state, t::to_state, t::kind))
         .select((
             t::from_state,
@@ -300,5 +319,6 @@ fn recorded(conn: &mut PgConnection) -> Result<Vec<Recorded>, Error> {
             t::kind,
             diesel::dsl::count_star(),
         ))
-        .load(conn)?)
+        .load(conn)?;
+    Ok((rows, newest))
 }
