@@ -103,7 +103,13 @@ pub fn run(database: &DatabaseArgs, args: &WatchArgs) -> Result<Exit, CliError> 
     };
     let mut audits = 0;
     loop {
-        let line = match watcher.audit() {
+        let audited = watcher.audit();
+        if audited.is_err() && stop.try_recv().is_ok() {
+            // Stopped during the audit (a terminal's Ctrl-C reaches the
+            // embedded server too): not an outage to report.
+            break;
+        }
+        let line = match audited {
             Ok(line) => {
                 counter!(telemetry::AUDITS, "result" => "ok").increment(1);
                 line

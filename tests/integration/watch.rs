@@ -303,3 +303,21 @@ fn watch_refuses_a_zero_interval() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("must be more than 0"), "{stderr}");
 }
+
+#[test]
+fn watch_refuses_a_metrics_address_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = bare()
+        .args(["--database-url", "postgresql://nowhere.invalid/none"])
+        .args(["watch", "--metrics-addr", &addr])
+        .timeout(PATIENCE)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with(&format!("error: invalid input: cannot listen on `{addr}`")),
+        "{stderr}"
+    );
+}
