@@ -8,6 +8,22 @@
 //! once after installing a recorder to give each metric its help text and
 //! unit.
 //!
+//! ```rust,ignore
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//! use machine_state::telemetry;
+//!
+//! let prometheus = PrometheusBuilder::new()
+//!     // Without buckets, this exporter renders histograms as summaries.
+//!     .set_buckets_for_metric(
+//!         Matcher::Full(telemetry::TRANSITION_DURATION.into()),
+//!         &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
+//!     )?
+//!     .install_recorder()?;
+//! telemetry::describe_metrics();
+//! // ... transitions ...
+//! let text = prometheus.render(); // serve it on your scrape endpoint
+//! ```
+//!
 //! # Metrics
 //!
 //! Labels take a bounded set of values: no machine, process or operation id
