@@ -289,6 +289,17 @@ pub enum Command {
     /// touched: on a throwaway embedded server, or, with `--database-url`,
     /// created on that server (the role needs `CREATEDB`) and dropped after.
     Demo(DemoArgs),
+
+    /// Audit on a timer: one line per audit, and Prometheus metrics.
+    ///
+    /// Every `--interval`, prints the diverged share, the machines stuck in
+    /// `processing` for longer than `--stuck-after`, and whether the database
+    /// enforces the invariants; with `--metrics-addr`, serves the same as
+    /// Prometheus text. A failed audit prints `audit failed: ...` and the next
+    /// one connects again. Runs until Ctrl-C or SIGTERM (exit code 0). Without
+    /// `--database-url`, the embedded server runs only during each audit, so
+    /// other commands are not kept waiting.
+    Watch(super::watch::WatchArgs),
 }
 
 /// The states a machine can be registered in.

@@ -4,6 +4,7 @@
 //! - [`database`]: the `--database-url`, or the embedded server;
 //! - [`migrations`], [`machines`], [`consistency`]: the commands;
 //! - [`demo`] and [`legacy`]: the legacy race, reproduced, next to this crate;
+//! - [`watch`]: the audit on a timer, and the Prometheus endpoint;
 //! - [`output`]: text and JSON; [`error`]: errors and exit codes.
 
 pub mod args;
@@ -15,6 +16,7 @@ pub mod legacy;
 pub mod machines;
 pub mod migrations;
 pub mod output;
+pub mod watch;
 
 use machine_state::Action;
 
@@ -34,6 +36,10 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Fail { message, .. } => Some(message.read()?),
         _ => None,
     };
+    if let Command::Watch(args) = &cli.command {
+        // Opens the database for each audit itself.
+        return watch::run(&cli.database, args);
+    }
     let schema = match cli.command {
         Command::Migrate | Command::Rollback { .. } | Command::Demo(_) => Schema::AsIs,
         _ => Schema::Current,
@@ -116,5 +122,6 @@ fn dispatch(
         Command::Stuck { older_than, json } => {
             consistency::stuck(&mut connect()?, older_than, json)
         }
+        Command::Watch(_) => unreachable!("`run` hands `watch` over before opening a database"),
     }
 }

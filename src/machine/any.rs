@@ -157,6 +157,17 @@ impl AnyMachine {
         }
     }
 
+    /// How the machine's transitions reach the tables (see
+    /// [`Machine::write_path`]).
+    pub fn write_path(&self) -> crate::WritePath {
+        match self {
+            AnyMachine::Offline(m) => m.write_path(),
+            AnyMachine::Idle(m) => m.write_path(),
+            AnyMachine::Processing(m) => m.write_path(),
+            AnyMachine::Errored(m) => m.write_path(),
+        }
+    }
+
     /// When the machine entered its state.
     pub fn since(&self) -> DateTime<Utc> {
         match self {
@@ -285,14 +296,18 @@ impl AnyMachine {
         }
     }
 
-    /// The refusal of `action` from this machine's state, with the machine.
+    /// The refusal of `action` from this machine's state, with the machine
+    /// (counted, see `crate::telemetry`).
     fn illegal(self, action: &Action) -> TransitionError<AnyMachine> {
+        let error = Error::IllegalTransition {
+            machine_id: self.id(),
+            from: self.state(),
+            to: action.target(),
+        };
+        let path = self.write_path();
+        crate::telemetry::refused_early(self.state(), action.target(), path, &error);
         TransitionError {
-            error: Error::IllegalTransition {
-                machine_id: self.id(),
-                from: self.state(),
-                to: action.target(),
-            },
+            error,
             machine: self,
         }
     }

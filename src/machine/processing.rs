@@ -50,6 +50,12 @@ impl Machine<Processing> {
         description: &str,
     ) -> Transition<Processing, Errored> {
         if let Err(error) = validate_description(description) {
+            crate::telemetry::refused_early(
+                crate::State::Processing,
+                crate::State::Error,
+                self.write_path(),
+                &error,
+            );
             return Err(TransitionError {
                 machine: self,
                 error,

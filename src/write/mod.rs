@@ -47,6 +47,7 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::state::{State, Status};
+use crate::telemetry::Observation;
 
 pub(crate) use create::create;
 pub(crate) use repair::repair;
@@ -120,28 +121,52 @@ pub(crate) struct Change<'a> {
 /// transition, or why it was refused.
 type Answer = Result<DateTime<Utc>, Error>;
 
-/// Apply a transition. Returns its time (now, or when the same operation id
-/// first applied).
+/// Apply a transition, observed (see `crate::telemetry`: one span, the
+/// counters and the duration). Returns its time (now, or when the same
+/// operation id first applied).
 pub(crate) fn apply(
     conn: &mut PgConnection,
     change: &Change<'_>,
     settings: &Settings,
 ) -> Result<DateTime<Utc>, Error> {
+    let mut observation = Observation::begin(
+        change.machine_id,
+        change.from,
+        change.to,
+        change.operation_id,
+        settings.write_path,
+    );
+    let span = observation.span().clone();
+    let result = span.in_scope(|| carry(conn, change, settings, &mut observation));
+    observation.finish(&result);
+    result
+}
+
+/// Run the transition on its write path, falling back from a missing SQL
+/// function to the statement.
+fn carry(
+    conn: &mut PgConnection,
+    change: &Change<'_>,
+    settings: &Settings,
+    observation: &mut Observation,
+) -> Result<DateTime<Utc>, Error> {
+    let retry = &settings.retry;
     match settings.write_path {
-        WritePath::Statement => with_retries(conn, change, &settings.retry, statement::attempt),
+        WritePath::Statement => with_retries(conn, change, retry, observation, statement::attempt),
         WritePath::SqlFunction => {
-            let result = with_retries(conn, change, &settings.retry, function::attempt);
+            let result = with_retries(conn, change, retry, observation, function::attempt);
             match result {
                 Err(Error::Database(error))
                     if function::is_missing(&error) && !in_transaction(conn) =>
                 {
                     FALLBACKS.fetch_add(1, Ordering::Relaxed);
+                    observation.fall_back();
                     tracing::warn!(
                         machine_id = %change.machine_id, %error,
                         "`machine_state_transition` is missing: falling back to the statement \
                          write path (atomic too); run the migrations"
                     );
-                    with_retries(conn, change, &settings.retry, statement::attempt)
+                    with_retries(conn, change, retry, observation, statement::attempt)
                 }
                 other => other,
             }
@@ -154,6 +179,7 @@ fn with_retries(
     conn: &mut PgConnection,
     change: &Change<'_>,
     retry: &RetryPolicy,
+    observation: &mut Observation,
     attempt_once: fn(&mut PgConnection, &Change<'_>, bool) -> QueryResult<Answer>,
 ) -> Answer {
     let in_callers_transaction = in_transaction(conn);
@@ -164,6 +190,7 @@ fn with_retries(
     };
     let mut attempt = 1;
     loop {
+        observation.attempt();
         match attempt_once(conn, change, in_callers_transaction) {
             Ok(answer) => return answer,
             Err(error) if lost_race(&error) && attempt < max_attempts => {
@@ -171,6 +198,7 @@ fn with_retries(
                     machine_id = %change.machine_id, attempt, %error,
                     "transition lost a race, retrying"
                 );
+                observation.retry(deadlocked(&error));
                 thread::sleep(retry.backoff(attempt));
                 attempt += 1;
             }
@@ -304,11 +332,16 @@ pub(crate) fn in_transaction(conn: &mut PgConnection) -> bool {
 pub(crate) fn lost_race(error: &DieselError) -> bool {
     match error {
         DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
-        // diesel does not expose 40P01; PostgreSQL's message is stable (in
-        // English, the default `lc_messages`).
-        DieselError::DatabaseError(_, info) => info.message().starts_with("deadlock detected"),
-        _ => false,
+        _ => deadlocked(error),
     }
+}
+
+/// A deadlock (40P01).
+fn deadlocked(error: &DieselError) -> bool {
+    // diesel does not expose 40P01; PostgreSQL's message is stable (in
+    // English, the default `lc_messages`).
+    matches!(error, DieselError::DatabaseError(_, info)
+        if info.message().starts_with("deadlock detected"))
 }
 
 /// The connection broke: what was in flight may or may not have committed.

@@ -19,7 +19,7 @@ use crate::support::{TestDb, assert_consistent, insert_raw_pair, snapshot};
 
 /// The binary, with nothing from the environment that could redirect it, run
 /// in a scratch directory so a mistake cannot write into the repository.
-fn bare() -> Command {
+pub(crate) fn bare() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_machine-state"));
     command
         .env_remove("DATABASE_URL")
@@ -645,7 +645,7 @@ fn demo_shows_the_legacy_race_and_leaves_the_users_machines_alone() {
 }
 
 /// Processes whose command line mentions `path`.
-fn processes_using(path: &Path) -> Vec<String> {
+pub(crate) fn processes_using(path: &Path) -> Vec<String> {
     let needle = path.to_str().unwrap();
     std::fs::read_dir("/proc")
         .unwrap()

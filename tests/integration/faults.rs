@@ -370,7 +370,7 @@ struct Pid {
     pid: i32,
 }
 
-fn backend_pid(conn: &mut PgConnection) -> i32 {
+pub(crate) fn backend_pid(conn: &mut PgConnection) -> i32 {
     sql_query("SELECT pg_backend_pid() AS pid")
         .get_result::<Pid>(conn)
         .unwrap()
@@ -378,7 +378,7 @@ fn backend_pid(conn: &mut PgConnection) -> i32 {
 }
 
 /// Wait until backend `pid` waits for a lock.
-fn wait_until_blocked(conn: &mut PgConnection, pid: i32) {
+pub(crate) fn wait_until_blocked(conn: &mut PgConnection, pid: i32) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let blocked: Vec<Pid> = sql_query(

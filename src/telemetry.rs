@@ -1,0 +1,286 @@
+//! What the write path reports: metrics through the [`metrics`] facade, and
+//! one [`tracing`] span per transition.
+//!
+//! The library only records; the application chooses the exporter (for
+//! Prometheus, `metrics-exporter-prometheus`'s `PrometheusBuilder`, as
+//! `machine-state watch` does). Without an installed recorder nothing is
+//! recorded and the cost is a few relaxed loads. Call [`describe_metrics`]
+//! once after installing a recorder to give each metric its help text and
+//! unit.
+//!
+//! ```rust,ignore
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//! use machine_state::telemetry;
+//!
+//! let prometheus = PrometheusBuilder::new()
+//!     // Without buckets, this exporter renders histograms as summaries.
+//!     .set_buckets_for_metric(
+//!         Matcher::Full(telemetry::TRANSITION_DURATION.into()),
+//!         &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
+//!     )?
+//!     .install_recorder()?;
+//! telemetry::describe_metrics();
+//! // ... transitions ...
+//! let text = prometheus.render(); // serve it on your scrape endpoint
+//! ```
+//!
+//! # Metrics
+//!
+//! Labels take a bounded set of values: no machine, process or operation id
+//! is ever a label (they are fields of the span instead).
+//!
+//! | metric | kind | labels | what it counts |
+//! |---|---|---|---|
+//! | `machine_state_transitions_total` | counter | `from`, `to`, `path`, `outcome` | every transition asked for, once, by how it ended |
+//! | `machine_state_transition_duration_seconds` | histogram | `from`, `to`, `path` | the time of a transition through the write path, retries and backoff included |
+//! | `machine_state_transition_retries_total` | counter | `from`, `to`, `path`, `reason` | attempts run again after losing a race |
+//! | `machine_state_sql_function_fallbacks_total` | counter | `from`, `to` | transitions that asked for the SQL function, found it missing and ran as a statement (also [`sql_function_fallbacks`](crate::sql_function_fallbacks)) |
+//! | `machine_state_machines` | gauge | | machines seen by the last audit (`watch`) |
+//! | `machine_state_diverged_machines` | gauge | | machines whose two rows break I1–I5 (`watch`) |
+//! | `machine_state_diverged_ratio` | gauge | | diverged machines ÷ machines, 0 to 1 (`watch`; 0 without machines) |
+//! | `machine_state_stuck_machines` | gauge | | machines processing for longer than `--stuck-after` (`watch`) |
+//! | `machine_state_invariants_enforced` | gauge | | 1 when `machine_state_enforce_invariants()` is in force, else 0 (`watch`) |
+//! | `machine_state_audits_total` | counter | `result` (`ok`, `error`) | audits run by `watch` |
+//! | `machine_state_recorded_transitions_total` | counter | `from`, `to`, `kind` | rows written to the history `machine_state_transitions` by every client, counted by `watch` since it started (its first audit counts the rows the history holds; `kind`: `create`, `transition`, `repair`) |
+//!
+//! Registering a machine and repairing one are not transitions: they are not
+//! counted here (both are rows of the history, which `watch` counts).
+//!
+//! Label values:
+//!
+//! - `from`, `to`: `offline`, `idle`, `processing`, `error` (`from` is
+//!   `none` for a machine's first history row).
+//! - `path`: `statement` or `sql_function`, the carrier that produced the
+//!   outcome (after a fallback, `statement`).
+//! - `reason` (retries): `serialization_failure` (40001) or `deadlock`
+//!   (40P01).
+//! - `outcome`: `applied` (including a repeat of an operation id that
+//!   already applied, which reports the original outcome); the refusals
+//!   `conflict`, `illegal`, `not_found`, `inconsistent`, `lock_timeout`
+//!   (55P03), `process_in_use`, `operation_reused`, `not_repeatable_read`,
+//!   `invalid_input`, `unknown_state`; the failures `unknown_outcome` (the
+//!   connection broke in flight: resolve it by operation id),
+//!   `retries_exhausted`, `not_migrated`, `connection_error`,
+//!   `database_error` and `other`. [`outcome_label`] is the mapping.
+//!
+//! # Spans
+//!
+//! Each transition through the write path runs in one span named
+//! `machine_state.transition` (target `machine_state::telemetry`, level
+//! `INFO`), with the fields `machine_id`, `transition` (`idle -> processing`),
+//! `operation_id` and `path`, and, recorded when known, `attempts` and
+//! `outcome` (a label value above). The write path's own events (a lost race
+//! retried, a fallback) are inside it; `tracing-opentelemetry` turns it into
+//! an OpenTelemetry span without further code.
+
+use std::time::Instant;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, histogram};
+use tracing::Span;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::state::State;
+use crate::write::WritePath;
+
+/// Every transition asked for, by `from`, `to`, `path` and `outcome`.
+pub const TRANSITIONS: &str = "machine_state_transitions_total";
+/// The duration of a transition, in seconds, by `from`, `to` and `path`.
+pub const TRANSITION_DURATION: &str = "machine_state_transition_duration_seconds";
+/// Attempts run again after a lost race, by `from`, `to`, `path`, `reason`.
+pub const RETRIES: &str = "machine_state_transition_retries_total";
+/// Fallbacks from the SQL function to the statement, by `from` and `to`.
+pub const FALLBACKS: &str = "machine_state_sql_function_fallbacks_total";
+/// Machines seen by the last audit.
+pub const MACHINES: &str = "machine_state_machines";
+/// Diverged machines found by the last audit.
+pub const DIVERGED: &str = "machine_state_diverged_machines";
+/// The diverged share found by the last audit, 0 to 1.
+pub const DIVERGED_RATIO: &str = "machine_state_diverged_ratio";
+/// Machines processing for too long, found by the last audit.
+pub const STUCK: &str = "machine_state_stuck_machines";
+/// Whether the invariants are enforced by the database (1) or not (0).
+pub const ENFORCED: &str = "machine_state_invariants_enforced";
+/// Audits run, by `result`.
+pub const AUDITS: &str = "machine_state_audits_total";
+/// History rows written by every client, by `from`, `to` and `kind`.
+pub const RECORDED_TRANSITIONS: &str = "machine_state_recorded_transitions_total";
+
+/// Give every metric of the table above its help text and unit, in the
+/// recorder installed now (descriptions given before a recorder is
+/// installed are lost).
+pub fn describe_metrics() {
+    describe_counter!(
+        TRANSITIONS,
+        "transitions asked for, by how they ended (`outcome`)"
+    );
+    describe_histogram!(
+        TRANSITION_DURATION,
+        Unit::Seconds,
+        "time of a transition through the write path, retries included"
+    );
+    describe_counter!(
+        RETRIES,
+        "transition attempts run again after losing a race (40001, 40P01)"
+    );
+    describe_counter!(
+        FALLBACKS,
+        "transitions that found `machine_state_transition` missing and ran as a statement"
+    );
+    describe_gauge!(MACHINES, "machines seen by the last audit");
+    describe_gauge!(
+        DIVERGED,
+        "machines whose `machines` and `machine_state` rows disagree (last audit)"
+    );
+    describe_gauge!(
+        DIVERGED_RATIO,
+        "diverged machines divided by machines (last audit), 0 to 1"
+    );
+    describe_gauge!(
+        STUCK,
+        "machines processing for longer than the watcher's `--stuck-after` (last audit)"
+    );
+    describe_gauge!(
+        ENFORCED,
+        "1 when `machine_state_enforce_invariants()` is in force, else 0 (last audit)"
+    );
+    describe_counter!(AUDITS, "audits run by the watcher, by `result`");
+    describe_counter!(
+        RECORDED_TRANSITIONS,
+        "rows written to the history `machine_state_transitions` by every client, since the watcher started"
+    );
+}
+
+/// The `outcome` label of a transition that ended with `error` (see the
+/// module docs for the values; `applied` is the label of success).
+pub fn outcome_label(error: &Error) -> &'static str {
+    // One arm per variant and no wildcard: a new variant must choose its
+    // label here (a lock timeout, SQLSTATE 55P03, is `lock_timeout`).
+    match error {
+        Error::Conflict { .. } => "conflict",
+        Error::IllegalTransition { .. } => "illegal",
+        Error::NotFound(_) => "not_found",
+        Error::Inconsistent { .. } => "inconsistent",
+        Error::UnknownState { .. } => "unknown_state",
+        Error::ProcessInUse(_) => "process_in_use",
+        Error::OperationReused(_) => "operation_reused",
+        Error::NotRepeatableRead(_) => "not_repeatable_read",
+        Error::InvalidInput(_) => "invalid_input",
+        Error::OutcomeUnknown { .. } => "unknown_outcome",
+        Error::RetriesExhausted { .. } => "retries_exhausted",
+        Error::NotMigrated(_) => "not_migrated",
+        Error::Connection(_) | Error::Pool(_) => "connection_error",
+        Error::Database(_) => "database_error",
+        Error::AlreadyExists(_) | Error::Migration(_) | Error::Server(_) => "other",
+    }
+}
+
+/// The `path` label.
+fn path_label(path: WritePath) -> &'static str {
+    match path {
+        WritePath::Statement => "statement",
+        WritePath::SqlFunction => "sql_function",
+    }
+}
+
+/// One transition being observed: its span, its clock, and what the write
+/// path reported while it ran.
+pub(crate) struct Observation {
+    span: Span,
+    started: Instant,
+    from: &'static str,
+    to: &'static str,
+    path: WritePath,
+    attempts: u32,
+}
+
+impl Observation {
+    /// Open the span of a transition from `from` to `to` of `machine_id`.
+    pub(crate) fn begin(
+        machine_id: Uuid,
+        from: State,
+        to: State,
+        operation_id: Uuid,
+        path: WritePath,
+    ) -> Observation {
+        let span = tracing::info_span!(
+            "machine_state.transition",
+            %machine_id,
+            transition = %format_args!("{from} -> {to}"),
+            %operation_id,
+            path = path_label(path),
+            attempts = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        Observation {
+            span,
+            started: Instant::now(),
+            from: from.as_str(),
+            to: to.as_str(),
+            path,
+            attempts: 0,
+        }
+    }
+
+    /// The transition's span, to run the write path in.
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// One more attempt is about to run.
+    pub(crate) fn attempt(&mut self) {
+        self.attempts += 1;
+    }
+
+    /// The last attempt lost a race (`deadlock` or not) and runs again.
+    pub(crate) fn retry(&self, deadlock: bool) {
+        let reason = if deadlock {
+            "deadlock"
+        } else {
+            "serialization_failure"
+        };
+        counter!(
+            RETRIES,
+            "from" => self.from, "to" => self.to, "path" => path_label(self.path),
+            "reason" => reason
+        )
+        .increment(1);
+    }
+
+    /// The SQL function is missing: the transition runs as a statement.
+    pub(crate) fn fall_back(&mut self) {
+        counter!(FALLBACKS, "from" => self.from, "to" => self.to).increment(1);
+        self.path = WritePath::Statement;
+        self.span.record("path", path_label(self.path));
+    }
+
+    /// Record how the transition ended, closing the observation.
+    pub(crate) fn finish<T>(self, result: &Result<T, Error>) {
+        let outcome = match result {
+            Ok(_) => "applied",
+            Err(error) => outcome_label(error),
+        };
+        let path = path_label(self.path);
+        self.span.record("attempts", self.attempts);
+        self.span.record("outcome", outcome);
+        counter!(
+            TRANSITIONS,
+            "from" => self.from, "to" => self.to, "path" => path, "outcome" => outcome
+        )
+        .increment(1);
+        histogram!(TRANSITION_DURATION, "from" => self.from, "to" => self.to, "path" => path)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Count a transition refused before reaching the write path (an illegal
+/// transition named at run time, an invalid description): no span, no
+/// duration.
+pub(crate) fn refused_early(from: State, to: State, path: WritePath, error: &Error) {
+    counter!(
+        TRANSITIONS,
+        "from" => from.as_str(), "to" => to.as_str(), "path" => path_label(path),
+        "outcome" => outcome_label(error)
+    )
+    .increment(1);
+}
