@@ -168,6 +168,7 @@ pub fn outcome_label(error: &Error) -> &'static str {
         Error::InvalidInput(_) => "invalid_input",
         Error::OutcomeUnknown { .. } => "unknown_outcome",
         Error::RetriesExhausted { .. } => "retries_exhausted",
+        Error::LockTimeout { .. } => "lock_timeout",
         Error::NotMigrated(_) => "not_migrated",
         Error::Connection(_) | Error::Pool(_) => "connection_error",
         Error::Database(_) => "database_error",

@@ -31,6 +31,7 @@
 mod create;
 mod function;
 mod repair;
+mod sql_file;
 mod statement;
 
 use std::sync::atomic::{AtomicU64, Ordering};

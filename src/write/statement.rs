@@ -26,7 +26,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use super::{Answer, Change, Found, REPEATABLE_READ, repeatable_read};
+use super::{Answer, Change, Found, REPEATABLE_READ, repeatable_read, sql_file};
 use crate::error::Error;
 use crate::state::Status;
 
@@ -153,79 +153,28 @@ impl<'a> TransitionStatement<'a> {
     }
 }
 
-const TRANSITION_SQL: &str = "
-), cur AS (
-    SELECT m.status, m.current_process_id, s.current_state, s.process_id
-    FROM p JOIN machines m ON m.id = p.machine_id
-    LEFT JOIN machine_state s ON s.machine_id = m.id
-), prior AS (
-    SELECT t.machine_id, t.from_state, t.to_state, t.transitioned_at
-    FROM p JOIN machine_state_transitions t ON t.operation_id = p.operation_id
-), guard AS (
-    SELECT FROM p, cur
-    WHERE p.isolation = 'repeatable read'
-      AND p.lock_timeout IS NOT NULL
-      AND NOT EXISTS (SELECT FROM prior)
-      AND cur.status = p.from_state
-      AND cur.current_state = p.from_state
-      AND cur.current_process_id IS NOT DISTINCT FROM p.expected_process
-      AND cur.process_id IS NOT DISTINCT FROM p.expected_process
-), machine_row AS (
-    UPDATE machines m
-    SET status = p.to_state, current_process_id = p.new_process, updated_at = now()
-    FROM p
-    WHERE m.id = p.machine_id AND EXISTS (SELECT FROM guard)
-    RETURNING m.id
-), state_row AS (
-    UPDATE machine_state s
-    SET current_state = p.to_state,
-        process_id = p.new_process,
-        state_since = now(),
-        updated_at = now(),
-        is_failure_mode = (p.to_state = 'error'),
-        failure_component = NULL,
-        failure_description = CASE WHEN p.to_state = 'error' THEN p.description END
-    FROM p
-    WHERE s.machine_id IN (SELECT id FROM machine_row)
-    RETURNING s.machine_id
-), entry AS (
-    INSERT INTO machine_state_transitions
-        (machine_id, from_state, to_state, process_id, description, operation_id, kind,
-         transitioned_at, isolation_level)
-    SELECT r.machine_id, p.from_state, p.to_state, coalesce(p.new_process, p.expected_process),
-           p.description, p.operation_id, 'transition', now(), p.isolation
-    FROM state_row r, p
-    RETURNING transitioned_at
-)
-SELECT (SELECT transitioned_at FROM entry),
-       prior.machine_id, prior.from_state, prior.to_state, prior.transitioned_at,
-       cur.status, cur.current_process_id, cur.current_state, cur.process_id,
-       p.isolation
-FROM p LEFT JOIN cur ON true LEFT JOIN prior ON true";
+impl TransitionStatement<'_> {
+    /// The value of bind `$n` of `applied.sql` and `transition.sql`.
+    fn bind<'b>(&'b self, n: u8, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        match n {
+            1 => out.push_bind_param::<SqlUuid, _>(&self.machine_id),
+            2 => out.push_bind_param::<Text, _>(self.from),
+            3 => out.push_bind_param::<Nullable<SqlUuid>, _>(&self.expected_process),
+            4 => out.push_bind_param::<Text, _>(self.to),
+            5 => out.push_bind_param::<Nullable<SqlUuid>, _>(&self.new_process),
+            6 => out.push_bind_param::<Nullable<Text>, _>(&self.description),
+            7 => out.push_bind_param::<SqlUuid, _>(&self.operation_id),
+            8 => out.push_bind_param::<Text, _>(self.lock_timeout),
+            n => Err(sql_file::no_such_bind(n)),
+        }
+    }
+}
 
 impl QueryFragment<Pg> for TransitionStatement<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH p AS (SELECT ");
-        out.push_bind_param::<SqlUuid, _>(&self.machine_id)?;
-        out.push_sql("::uuid AS machine_id, ");
-        out.push_bind_param::<Text, _>(self.from)?;
-        out.push_sql("::text AS from_state, ");
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.expected_process)?;
-        out.push_sql("::uuid AS expected_process, ");
-        out.push_bind_param::<Text, _>(self.to)?;
-        out.push_sql("::text AS to_state, ");
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.new_process)?;
-        out.push_sql("::uuid AS new_process, ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.description)?;
-        out.push_sql("::text AS description, ");
-        out.push_bind_param::<SqlUuid, _>(&self.operation_id)?;
-        out.push_sql("::uuid AS operation_id, set_config('lock_timeout', ");
-        out.push_bind_param::<Text, _>(self.lock_timeout)?;
-        out.push_sql(
-            ", true) AS lock_timeout, current_setting('transaction_isolation') AS isolation",
-        );
-        out.push_sql(TRANSITION_SQL);
-        Ok(())
+        sql_file::walk(include_str!("transition.sql"), &mut out, |n, out| {
+            self.bind(n, out)
+        })
     }
 }
 
@@ -256,109 +205,11 @@ impl RunQueryDsl<PgConnection> for TransitionStatement<'_> {}
 /// nothing) and the isolation level it ran under.
 struct AppliedStatement<'a>(TransitionStatement<'a>);
 
-/// A bind of [`AppliedStatement`].
-#[derive(Clone, Copy)]
-enum Bind {
-    MachineId,
-    From,
-    ExpectedProcess,
-    To,
-    NewProcess,
-    Description,
-    OperationId,
-    LockTimeout,
-}
-
-/// [`AppliedStatement`]'s SQL: each fragment is followed by its bind, then
-/// [`APPLIED_SQL_END`]. Both rows are written (`machine_state` is joined into
-/// the guard, and its row updated), and under REPEATABLE READ a concurrent
-/// change of either makes the update fail with 40001.
-const APPLIED_SQL: &[(&str, Bind)] = &[
-    (
-        "WITH machine_row AS (\n    UPDATE machines m\n    SET status = ",
-        Bind::To,
-    ),
-    (", current_process_id = ", Bind::NewProcess),
-    (
-        ", updated_at = now()\n    FROM machine_state s\n    WHERE m.id = ",
-        Bind::MachineId,
-    ),
-    (
-        " AND s.machine_id = m.id\n      AND m.status = ",
-        Bind::From,
-    ),
-    (" AND s.current_state = ", Bind::From),
-    (
-        "\n      AND m.current_process_id IS NOT DISTINCT FROM ",
-        Bind::ExpectedProcess,
-    ),
-    (
-        "\n      AND s.process_id IS NOT DISTINCT FROM ",
-        Bind::ExpectedProcess,
-    ),
-    (
-        "\n      AND (SELECT set_config('lock_timeout', ",
-        Bind::LockTimeout,
-    ),
-    (
-        ", true)) IS NOT NULL\n      \
-         AND current_setting('transaction_isolation') = 'repeatable read'\n    \
-         RETURNING m.id\n), state_row AS (\n    UPDATE machine_state s\n    SET current_state = ",
-        Bind::To,
-    ),
-    (",\n        process_id = ", Bind::NewProcess),
-    (
-        ",\n        state_since = now(),\n        updated_at = now(),\n        \
-         is_failure_mode = (",
-        Bind::To,
-    ),
-    (
-        " = 'error'),\n        failure_component = NULL,\n        \
-         failure_description = CASE WHEN ",
-        Bind::To,
-    ),
-    (" = 'error' THEN ", Bind::Description),
-    (
-        " END\n    WHERE s.machine_id IN (SELECT id FROM machine_row)\n    \
-         RETURNING s.machine_id\n), entry AS (\n    INSERT INTO machine_state_transitions\n        \
-         (machine_id, from_state, to_state, process_id, description, operation_id, kind,\n         \
-         transitioned_at, isolation_level)\n    SELECT r.machine_id, ",
-        Bind::From,
-    ),
-    (", ", Bind::To),
-    (", coalesce(", Bind::NewProcess),
-    (", ", Bind::ExpectedProcess),
-    ("), ", Bind::Description),
-    (", ", Bind::OperationId),
-];
-
-const APPLIED_SQL_END: &str = ", 'transition', now(),
-           current_setting('transaction_isolation')
-    FROM state_row r
-    RETURNING transitioned_at
-)
-SELECT (SELECT transitioned_at FROM entry), current_setting('transaction_isolation')";
-
 impl QueryFragment<Pg> for AppliedStatement<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let s = &self.0;
-        for (sql, bind) in APPLIED_SQL {
-            out.push_sql(sql);
-            match bind {
-                Bind::MachineId => out.push_bind_param::<SqlUuid, _>(&s.machine_id)?,
-                Bind::From => out.push_bind_param::<Text, _>(s.from)?,
-                Bind::ExpectedProcess => {
-                    out.push_bind_param::<Nullable<SqlUuid>, _>(&s.expected_process)?;
-                }
-                Bind::To => out.push_bind_param::<Text, _>(s.to)?,
-                Bind::NewProcess => out.push_bind_param::<Nullable<SqlUuid>, _>(&s.new_process)?,
-                Bind::Description => out.push_bind_param::<Nullable<Text>, _>(&s.description)?,
-                Bind::OperationId => out.push_bind_param::<SqlUuid, _>(&s.operation_id)?,
-                Bind::LockTimeout => out.push_bind_param::<Text, _>(s.lock_timeout)?,
-            }
-        }
-        out.push_sql(APPLIED_SQL_END);
-        Ok(())
+        sql_file::walk(include_str!("applied.sql"), &mut out, |n, out| {
+            self.0.bind(n, out)
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use std::thread;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::ConnectionManager;
+use machine_state::Manager;
 use machine_state::telemetry::{FALLBACKS, RETRIES, TRANSITION_DURATION, TRANSITIONS};
 use machine_state::{
     Action, AnyMachine, Error, Idle, Machine, Offline, RetryPolicy, WritePath,
@@ -232,7 +232,7 @@ fn lose_a_race(policy: RetryPolicy) -> (Result<(), Error>, Recorded, Vec<SeenSpa
     let admin = &mut db.conn();
     let pool = machine_state::pool_builder()
         .max_size(1)
-        .build(ConnectionManager::new(&db.url))
+        .build(Manager::new(&db.url).unwrap())
         .unwrap();
     let id = idle_machine(admin);
     let mut conn = pool.get().unwrap();
@@ -319,7 +319,7 @@ fn a_lost_reply_is_counted_as_an_unknown_outcome() {
     let proxy = Proxy::start(server().socket_dir().join(".s.PGSQL.5432"));
     let pool = machine_state::pool_builder()
         .max_size(1)
-        .build(ConnectionManager::new(proxy.url(&db.name)))
+        .build(Manager::new(&proxy.url(&db.name)).unwrap())
         .unwrap();
     let id = idle_machine(admin);
     let mut conn = pool.get().unwrap();
