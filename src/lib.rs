@@ -35,11 +35,7 @@
 //!
 //! Library functions take a diesel [`PgConnection`](diesel::PgConnection);
 //! [`pool`] builds an r2d2 pool whose sessions need a single round trip per
-//! transition, and which also runs through a transaction-mode pooler
-//! ([`ConnectionMode::TransactionPooler`]: no session state, no named
-//! prepared statements) and comes back quickly after an outage. A transition
-//! waits a bounded time for another session's row lock
-//! ([`Machine::with_lock_timeout`], [`Error::LockTimeout`]). [`EmbeddedPostgres`] starts a private server from the
+//! transition. [`EmbeddedPostgres`] starts a private server from the
 //! PostgreSQL binaries on the machine, for development and tests.
 //!
 //! # Example
