@@ -107,8 +107,7 @@ pub enum Error {
     /// nothing was written; the transition may be retried (with the same
     /// operation id) once the holder is gone.
     #[error(
-        "machine `{machine_id}` stayed locked by another session for more than {}{}",
-        humantime::format_duration(*limit),
+        "machine `{machine_id}` stayed locked by another session for more than {limit:?}{}",
         blocker.as_ref().map_or_else(String::new, |b| format!(": {b}"))
     )]
     LockTimeout {

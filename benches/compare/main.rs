@@ -39,7 +39,7 @@
 //!
 //! Options (after `--`): `--rounds N` (default 7, at least 3), `--hot-seconds
 //! S` (default 3), `--no-durable` (skip the durable scenarios, for quick
-//! iterations). Exit status: 0 when every correctness check passed (timing targets are
+//! iterations), `--pooler-only` (only the pooler comparison). Exit status: 0 when every correctness check passed (timing targets are
 //! reported, not enforced: they depend on the machine), 1 when one failed, 2
 //! on error.
 
@@ -230,6 +230,8 @@ struct Options {
     hot_seconds: f64,
     /// Skip the durable scenarios (for quick iterations).
     no_durable: bool,
+    /// Only the pooler comparison (for quick iterations).
+    pooler_only: bool,
 }
 
 impl Options {
@@ -238,6 +240,7 @@ impl Options {
             rounds: 7,
             hot_seconds: 3.0,
             no_durable: false,
+            pooler_only: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -258,6 +261,7 @@ impl Options {
                         .map_err(|e| format!("`--hot-seconds`: {e}"))?;
                 }
                 "--no-durable" => options.no_durable = true,
+                "--pooler-only" => options.pooler_only = true,
                 // What `cargo bench` passes to every bench target.
                 "--bench" => {}
                 other => return Err(format!("unknown argument `{other}`")),
@@ -323,6 +327,18 @@ fn run(options: &Options) -> Result<bool, String> {
         options.rounds
     );
     println!("machine-state compare: {machine}");
+    if options.pooler_only {
+        let last_history = max_history_id(bench)?;
+        let report = pooler::run(
+            &server,
+            bench,
+            Plan::new(true, 1, cores),
+            options.rounds,
+            last_history,
+        )?;
+        println!("\n{}", report.markdown());
+        return Ok(true);
+    }
 
     let one = Path::ALL;
     let four = [Path::Function, Path::Cte, Path::Default, Path::QueryBuilder];
@@ -373,7 +389,6 @@ fn run(options: &Options) -> Result<bool, String> {
     let through_pooler = pooler::run(
         &server,
         bench,
-        &target,
         Plan::new(true, 1, cores),
         options.rounds,
         last_history,

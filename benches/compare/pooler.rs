@@ -19,7 +19,7 @@ use machine_state::EmbeddedPostgres;
 #[expect(dead_code, reason = "shared with the tests, which use all of it")]
 mod pgbouncer;
 
-use crate::{Path, Plan, measure, pgbench, verify};
+use crate::{Path, Plan, reset_statements, statement_totals, verify, workload};
 
 /// The role whose sessions default to REPEATABLE READ.
 const ROLE: &str = "bench_repeatable_read";
@@ -95,7 +95,6 @@ impl PoolerReport {
 pub fn run(
     server: &EmbeddedPostgres,
     bench: &mut PgConnection,
-    target: &pgbench::Target<'_>,
     plan: Plan,
     rounds: usize,
     mut last_history: i64,
@@ -126,25 +125,31 @@ pub fn run(
         let mut order = Route::ALL;
         order.rotate_left(round % Route::ALL.len());
         for route in order {
-            let before = bouncer.stats(&psql, "bench").unwrap_or((0, 0));
-            let run = measure(bench, target, &url(route), Path::Default, &plan)?;
+            // The pooler's counts from the moment the clients have loaded
+            // their machines (untimed) to the end of the run.
+            let mut before = None;
+            let measured = workload::run(&url(route), Path::Default, &plan, || {
+                reset_statements(bench)?;
+                before = Some(bouncer.stats(&psql, "bench").unwrap_or((0, 0)));
+                Ok(())
+            })?;
+            let statements = statement_totals(bench)?.calls;
+            let after = bouncer.stats(&psql, "bench").unwrap_or((0, 0));
             last_history = verify(bench, Path::Default, &plan, last_history)?;
-            let transactions = run.measured.latencies_us.len() as f64;
-            let round_trips = match route {
-                Route::Direct => run.statements_per_tx,
-                _ => {
-                    let after = bouncer.stats(&psql, "bench")?;
-                    (after.1 - before.1) as f64 / transactions
-                }
+            let transactions = measured.latencies_us.len() as f64;
+            let round_trips = match (route, before) {
+                (Route::Direct, _) => statements,
+                (_, Some(before)) => (after.1 - before.1) as f64,
+                (_, None) => return Err("the run never started".into()),
             };
             let totals = &mut rows
                 .iter_mut()
                 .find(|(r, _)| *r == route)
                 .ok_or("a route without totals")?
                 .1;
-            totals.statements_per_tx.push(run.statements_per_tx);
-            totals.round_trips_per_tx.push(round_trips);
-            totals.latencies_us.extend(run.measured.latencies_us);
+            totals.statements_per_tx.push(statements / transactions);
+            totals.round_trips_per_tx.push(round_trips / transactions);
+            totals.latencies_us.extend(measured.latencies_us);
         }
     }
     Ok(PoolerReport { rows })
