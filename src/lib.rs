@@ -111,7 +111,7 @@ pub use doctor::{Exposure, ExposureKind, SecurityReport, doctor};
 #[cfg(feature = "embedded")]
 pub use embedded::{Builder as EmbeddedPostgresBuilder, EmbeddedPostgres};
 pub use error::{Error, TransitionError};
-pub use history::{HistoryEntry, find_operation, history};
+pub use history::{HistoryEntry, find_operation, history, new_operation_id};
 pub use lock::{Blocker, DEFAULT_LOCK_TIMEOUT};
 pub use machine::{
     Action, AnyMachine, Errored, Idle, InitialState, MAX_DESCRIPTION_CHARS, Machine, MachineState,

@@ -143,7 +143,7 @@ impl<S: InitialState> Machine<S> {
     ///
     /// [`Error::AlreadyExists`] if the id is taken; database errors otherwise.
     pub fn create(conn: &mut PgConnection, id: Uuid) -> Result<Self, Error> {
-        let since = write::create(conn, id, S::STATE, Uuid::new_v4())?;
+        let since = write::create(conn, id, S::STATE, crate::history::new_operation_id())?;
         Ok(Machine::from_parts(id, S::initial(), since))
     }
 }
@@ -218,8 +218,8 @@ impl<S: MachineState> Machine<S> {
         self
     }
 
-    /// Use `operation_id` for the next transition instead of a fresh random
-    /// one.
+    /// Use `operation_id` for the next transition instead of a fresh one
+    /// ([`new_operation_id`](crate::new_operation_id)).
     ///
     /// Retrying a transition whose outcome is unknown
     /// ([`Error::OutcomeUnknown`]) with the same operation id applies it at
@@ -238,7 +238,10 @@ impl<S: MachineState> Machine<S> {
         to: T,
         description: Option<&str>,
     ) -> Transition<S, T> {
-        let operation_id = self.operation_id.take().unwrap_or_else(Uuid::new_v4);
+        let operation_id = self
+            .operation_id
+            .take()
+            .unwrap_or_else(crate::history::new_operation_id);
         let change = Change {
             machine_id: self.id,
             from: S::STATE,

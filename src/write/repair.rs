@@ -1,7 +1,6 @@
 //! Writing a repaired pair (the policy is `crate::repair`'s).
 
 use diesel::prelude::*;
-use uuid::Uuid;
 
 use super::lost_race;
 use crate::audit::Repair;
@@ -63,7 +62,7 @@ pub(crate) fn repair(
                 machine_state_transitions::to_state.eq(state),
                 machine_state_transitions::process_id.eq(repair.process_id),
                 machine_state_transitions::description.eq(note),
-                machine_state_transitions::operation_id.eq(Uuid::new_v4()),
+                machine_state_transitions::operation_id.eq(crate::history::new_operation_id()),
                 machine_state_transitions::kind.eq("repair"),
             ))
             .execute(conn)?;

@@ -108,3 +108,40 @@ fn an_operation_is_not_applied_again_when_the_machine_came_back_to_its_source_st
     assert_eq!(history(conn, id).unwrap().len(), 3);
     assert_consistent(conn, id);
 }
+
+#[test]
+fn operation_ids_made_for_callers_are_time_ordered_in_rust_and_in_sql() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    // Rust: registration, a transition without an id of the caller's, and
+    // `new_operation_id`; SQL: the function's default.
+    let machine = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
+    let id = machine.id();
+    machine.bring_online(conn).unwrap();
+    diesel::connection::SimpleConnection::batch_execute(
+        conn,
+        &format!("SELECT machine_state_transition('{id}', 'idle', 'offline')"),
+    )
+    .unwrap();
+    let ids: Vec<Uuid> = history(conn, id)
+        .unwrap()
+        .iter()
+        .map(|e| e.operation_id)
+        .chain([machine_state::new_operation_id()])
+        .collect();
+    assert_eq!(ids.len(), 4);
+    for pair in ids.windows(2) {
+        assert_eq!(pair[0].get_version_num(), 7, "{ids:?}");
+        assert!(pair[0] < pair[1], "not time-ordered: {ids:?}");
+    }
+    // A caller's own id of any version is still taken as it is.
+    let own = Uuid::new_v4();
+    let machine_state::AnyMachine::Offline(offline) =
+        machine_state::AnyMachine::load(conn, id).unwrap()
+    else {
+        panic!("expected an offline machine");
+    };
+    offline.with_operation_id(own).bring_online(conn).unwrap();
+    assert!(find_operation(conn, own).unwrap().is_some());
+    assert_consistent(conn, id);
+}
