@@ -42,12 +42,20 @@ pub enum Error {
     /// The two rows of the machine disagree (or break an invariant together),
     /// so no state can be trusted; `machine-state audit` and `repair` deal
     /// with it. Nothing was written.
-    #[error("machine `{machine_id}` is inconsistent: {reason}")]
+    #[error(
+        "machine `{machine_id}` is inconsistent: {}",
+        crate::pair::account(.machines, .machine_state.as_ref(), .violations)
+    )]
     Inconsistent {
         /// The machine.
         machine_id: Uuid,
-        /// Which invariants the pair breaks.
-        reason: String,
+        /// What `machines` holds.
+        machines: Status,
+        /// What `machine_state` holds; `None` when the row is missing.
+        machine_state: Option<Status>,
+        /// The invariants the pair breaks (empty when only the guard of a
+        /// write found the rows changed).
+        violations: Vec<crate::pair::Violation>,
     },
 
     /// The database holds a state string this crate does not know (a legacy

@@ -183,16 +183,44 @@ impl Pair {
         found
     }
 
-    /// A one-line account of the violations, for error messages.
-    pub(crate) fn describe(&self, violations: &[Violation]) -> String {
-        let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
-        let theirs = self
-            .machine_state_status()
-            .map_or_else(|| "nothing".to_owned(), |s| s.to_string());
-        format!(
-            "`machines` says {}, `machine_state` says {theirs} ({})",
-            self.machines_status(),
-            listed.join("; ")
+    /// What each row says: "`machines` says `idle`, `machine_state` says
+    /// `processing` (process `…`)".
+    pub fn sides(&self) -> String {
+        sides(
+            &self.machines_status(),
+            self.machine_state_status().as_ref(),
         )
     }
+
+    /// This pair's refusal as [`Error::Inconsistent`](crate::Error::Inconsistent),
+    /// naming `violations`.
+    pub(crate) fn inconsistent(&self, violations: Vec<Violation>) -> crate::Error {
+        crate::Error::Inconsistent {
+            machine_id: self.machine_id,
+            machines: self.machines_status(),
+            machine_state: self.machine_state_status(),
+            violations,
+        }
+    }
+}
+
+/// What each row of a pair says, in one line: the one wording of a pair
+/// that disagrees (errors, the audit, the command line).
+pub(crate) fn sides(machines: &Status, machine_state: Option<&Status>) -> String {
+    let theirs = machine_state.map_or_else(|| "nothing".to_owned(), ToString::to_string);
+    format!("`machines` says {machines}, `machine_state` says {theirs}")
+}
+
+/// [`sides`] and the invariants broken, for [`Error::Inconsistent`](crate::Error::Inconsistent)'s message.
+pub(crate) fn account(
+    machines: &Status,
+    machine_state: Option<&Status>,
+    violations: &[Violation],
+) -> String {
+    let sides = sides(machines, machine_state);
+    if violations.is_empty() {
+        return sides;
+    }
+    let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    format!("{sides} ({})", listed.join("; "))
 }

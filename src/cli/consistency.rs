@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use diesel::PgConnection;
-use machine_state::{AuditReport, Finding, Pair};
+use machine_state::{AuditReport, Finding};
 use serde::Serialize;
 
 use super::error::{CliError, Exit};
@@ -55,24 +55,13 @@ fn describe(finding: &Finding) -> String {
     format!(
         "{}: {}; {}",
         finding.pair.machine_id,
-        sides(&finding.pair),
+        finding.pair.sides(),
         finding
             .violations
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ")
-    )
-}
-
-/// ``machines` says `idle`, `machine_state` says `processing` (process …)`.
-fn sides(pair: &Pair) -> String {
-    let theirs = pair
-        .machine_state_status()
-        .map_or_else(|| "nothing".to_owned(), |s| s.to_string());
-    format!(
-        "`machines` says {}, `machine_state` says {theirs}",
-        pair.machines_status()
     )
 }
 

@@ -105,10 +105,7 @@ impl AnyMachine {
                 });
             }
             _ => {
-                return Err(Error::Inconsistent {
-                    machine_id: id,
-                    reason: pair.describe(&violations),
-                });
+                return Err(pair.inconsistent(violations));
             }
         };
         let (state, row) = state;
@@ -129,10 +126,7 @@ impl AnyMachine {
             (State::Idle, ..) => AnyMachine::Idle(Machine::from_parts(id, Idle, since)),
             (State::Offline, ..) => AnyMachine::Offline(Machine::from_parts(id, Offline, since)),
             _ => {
-                return Err(Error::Inconsistent {
-                    machine_id: id,
-                    reason: pair.describe(&violations),
-                });
+                return Err(pair.inconsistent(violations));
             }
         })
     }

@@ -46,6 +46,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use uuid::Uuid;
 
 use crate::error::Error;
+use crate::pair::Violation;
 use crate::retry::RetryPolicy;
 use crate::state::{State, Status};
 use crate::telemetry::Observation;
@@ -300,12 +301,21 @@ impl Found {
             return Some(Err(Error::NotRepeatableRead(self.isolation)));
         }
         if self.machine_state.as_ref() != Some(&found) {
-            let theirs = self
-                .machine_state
-                .map_or_else(|| "nothing".to_owned(), |s| s.to_string());
+            let violations = match &self.machine_state {
+                None => vec![Violation::MissingStateRow],
+                Some(theirs) => [
+                    (theirs.state != found.state).then_some(Violation::StateMismatch),
+                    (theirs.process_id != found.process_id).then_some(Violation::ProcessMismatch),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            };
             return Some(Err(Error::Inconsistent {
                 machine_id: change.machine_id,
-                reason: format!("`machines` says {found}, `machine_state` says {theirs}"),
+                machines: found,
+                machine_state: self.machine_state,
+                violations,
             }));
         }
         let expected = Status::new(change.from, change.expected_process);

@@ -98,6 +98,10 @@ impl Outcome {
         if let Some(at) = self.applied_at {
             return Ok(at);
         }
+        let machines = self.status.clone().map(|state| Status {
+            state,
+            process_id: self.machines_process,
+        });
         let found = Found {
             machines: self.status.map(|state| Status {
                 state,
@@ -116,10 +120,13 @@ impl Outcome {
         };
         // The guard checks exactly what `explain` does, so one of its
         // reasons holds; the rows as a whole are reported otherwise.
+        let machine_state = found.machine_state.clone();
         found.explain(change).unwrap_or_else(|| {
             Err(Error::Inconsistent {
                 machine_id: change.machine_id,
-                reason: "the guarded write matched no row".into(),
+                machines: machines.unwrap_or_else(|| Status::new(change.from, None)),
+                machine_state,
+                violations: Vec::new(),
             })
         })
     }

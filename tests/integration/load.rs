@@ -29,11 +29,24 @@ fn a_diverged_pair_loads_as_inconsistent() {
     let id = Uuid::new_v4();
     insert_raw_pair(conn, id, "idle", "offline");
     match AnyMachine::load(conn, id) {
-        Err(Error::Inconsistent { machine_id, reason }) => {
+        Err(error) => {
+            let message = error.to_string();
+            let Error::Inconsistent {
+                machine_id,
+                machines,
+                machine_state,
+                violations,
+            } = error
+            else {
+                panic!("expected inconsistent, got {error:?}");
+            };
             assert_eq!(machine_id, id);
+            assert_eq!(machines.state, "idle");
+            assert_eq!(machine_state.map(|s| s.state), Some("offline".to_owned()));
+            assert_eq!(violations, [machine_state::Violation::StateMismatch]);
             assert!(
-                reason.contains("`idle`") && reason.contains("`offline`"),
-                "{reason}"
+                message.contains("`machines` says `idle`, `machine_state` says `offline`"),
+                "{message}"
             );
         }
         other => panic!("expected inconsistent, got {other:?}"),
