@@ -539,3 +539,32 @@ fn each_transition_runs_in_one_span_with_its_ids_attempts_and_outcome() {
         Some("conflict")
     );
 }
+
+#[test]
+fn a_lock_held_past_the_limit_is_counted_as_a_lock_timeout() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let id = idle_machine(conn);
+    let idle = load_idle(conn, id).with_lock_timeout(std::time::Duration::from_millis(100));
+    let holder = &mut db.conn();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; UPDATE machines SET updated_at = updated_at WHERE id = '{id}'"
+        ))
+        .unwrap();
+    let (refused, m) = recorded(|| idle.start(conn, Uuid::new_v4()).unwrap_err());
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert!(
+        matches!(refused.error, Error::LockTimeout { .. }),
+        "{refused:?}"
+    );
+    let start = [("from", "idle"), ("to", "processing")];
+    assert_eq!(
+        m.counter(
+            TRANSITIONS,
+            &[start[0], start[1], ("outcome", "lock_timeout")]
+        ),
+        1
+    );
+    assert_eq!(m.counter(TRANSITIONS, &[]), 1);
+}
