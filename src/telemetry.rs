@@ -4,7 +4,9 @@
 //! The library only records; the application chooses the exporter (for
 //! Prometheus, `metrics-exporter-prometheus`'s `PrometheusBuilder`, as
 //! `machine-state watch` does). Without an installed recorder nothing is
-//! recorded and the cost is a few relaxed loads. Call [`describe_metrics`]
+//! recorded (the facade's no-op recorder: what remains per transition is
+//! building three label sets and a span no subscriber wants, next to a
+//! database round trip). Call [`describe_metrics`]
 //! once after installing a recorder to give each metric its help text and
 //! unit.
 //!
@@ -34,6 +36,7 @@
 //! | `machine_state_transitions_total` | counter | `from`, `to`, `path`, `outcome` | every transition asked for, once, by how it ended |
 //! | `machine_state_transition_duration_seconds` | histogram | `from`, `to`, `path` | the time of a transition through the write path, retries and backoff included |
 //! | `machine_state_transition_retries_total` | counter | `from`, `to`, `path`, `reason` | attempts run again after losing a race |
+//! | `machine_state_transaction_races_total` | counter | `result` (`retried`, `exhausted`) | lost races of a whole [`transaction()`](crate::transaction()): run again, or given up |
 //! | `machine_state_sql_function_fallbacks_total` | counter | `from`, `to` | transitions that asked for the SQL function, found it missing and ran as a statement (also [`sql_function_fallbacks`](crate::sql_function_fallbacks)) |
 //! | `machine_state_machines` | gauge | | machines seen by the last audit (`watch`) |
 //! | `machine_state_diverged_machines` | gauge | | machines whose two rows break I1–I5 (`watch`) |
@@ -61,7 +64,11 @@
 //!   `invalid_input`, `unknown_state`; the failures `unknown_outcome` (the
 //!   connection broke in flight: resolve it by operation id),
 //!   `retries_exhausted`, `not_migrated`, `connection_error`,
-//!   `database_error` and `other`. [`outcome_label`] is the mapping.
+//!   `database_error` and `other`. [`outcome_label`] is the mapping. Inside
+//!   a caller's transaction a lost race is not retried by the transition but
+//!   by the whole transaction: its outcome is `lost_race`, and
+//!   `machine_state_transaction_races_total` tells whether
+//!   [`transaction()`](crate::transaction()) ran it again or gave up.
 //!
 //! # Spans
 //!
@@ -89,6 +96,9 @@ pub const TRANSITIONS: &str = "machine_state_transitions_total";
 pub const TRANSITION_DURATION: &str = "machine_state_transition_duration_seconds";
 /// Attempts run again after a lost race, by `from`, `to`, `path`, `reason`.
 pub const RETRIES: &str = "machine_state_transition_retries_total";
+/// Lost races of a whole [`transaction()`](crate::transaction()), by
+/// `result` (`retried`, `exhausted`).
+pub const TRANSACTION_RACES: &str = "machine_state_transaction_races_total";
 /// Fallbacks from the SQL function to the statement, by `from` and `to`.
 pub const FALLBACKS: &str = "machine_state_sql_function_fallbacks_total";
 /// Machines seen by the last audit.
@@ -122,6 +132,10 @@ pub fn describe_metrics() {
     describe_counter!(
         RETRIES,
         "transition attempts run again after losing a race (40001, 40P01)"
+    );
+    describe_counter!(
+        TRANSACTION_RACES,
+        "lost races of a whole `transaction()`: run again (`retried`) or given up (`exhausted`)"
     );
     describe_counter!(
         FALLBACKS,
@@ -193,6 +207,7 @@ pub(crate) struct Observation {
     to: &'static str,
     path: WritePath,
     attempts: u32,
+    in_callers_transaction: bool,
 }
 
 impl Observation {
@@ -220,6 +235,7 @@ impl Observation {
             to: to.as_str(),
             path,
             attempts: 0,
+            in_callers_transaction: false,
         }
     }
 
@@ -228,9 +244,11 @@ impl Observation {
         &self.span
     }
 
-    /// One more attempt is about to run.
-    pub(crate) fn attempt(&mut self) {
+    /// One more attempt is about to run (inside the caller's transaction,
+    /// or not).
+    pub(crate) fn attempt(&mut self, in_callers_transaction: bool) {
         self.attempts += 1;
+        self.in_callers_transaction = in_callers_transaction;
     }
 
     /// The last attempt lost a race (`deadlock` or not) and runs again.
@@ -259,6 +277,9 @@ impl Observation {
     pub(crate) fn finish<T>(self, result: &Result<T, Error>) {
         let outcome = match result {
             Ok(_) => "applied",
+            // Not retried here: the caller runs its whole transaction again
+            // (`crate::transaction`), or gives up and says so.
+            Err(Error::RetriesExhausted { .. }) if self.in_callers_transaction => "lost_race",
             Err(error) => outcome_label(error),
         };
         let path = path_label(self.path);
@@ -284,4 +305,11 @@ pub(crate) fn refused_early(from: State, to: State, path: WritePath, error: &Err
         "outcome" => outcome_label(error)
     )
     .increment(1);
+}
+
+/// A whole [`transaction()`](crate::transaction()) lost a race, and runs
+/// again (`retried`) or gives up.
+pub(crate) fn transaction_race(retried: bool) {
+    let result = if retried { "retried" } else { "exhausted" };
+    counter!(TRANSACTION_RACES, "result" => result).increment(1);
 }

@@ -38,7 +38,9 @@ pub fn transaction<T>(
             Err(Error::Database(source)) if lost_race(&source) => source,
             other => return other,
         };
-        if attempt >= retry.max_attempts {
+        let retried = attempt < retry.max_attempts;
+        crate::telemetry::transaction_race(retried);
+        if !retried {
             return Err(Error::RetriesExhausted {
                 attempts: attempt,
                 source: race,

@@ -19,7 +19,7 @@
 //! recorder on every `GET` path: it needs no async runtime, and it binds the
 //! address itself, so that port 0 picks a free port, which is printed.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
@@ -166,7 +166,8 @@ fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, CliError> {
 fn answer(stream: TcpStream, handle: &PrometheusHandle) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    // A request line and headers fit in 16 KiB; more is no scrape.
+    let mut reader = BufReader::new(stream.try_clone()?.take(16 * 1024));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     // Read the headers up to the blank line; a scrape has no body.

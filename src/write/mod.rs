@@ -192,7 +192,7 @@ fn with_retries(
     };
     let mut attempt = 1;
     loop {
-        observation.attempt();
+        observation.attempt(in_callers_transaction);
         match attempt_once(conn, change, in_callers_transaction) {
             Ok(answer) => return answer,
             Err(error) if lost_race(&error) && attempt < max_attempts => {

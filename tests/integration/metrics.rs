@@ -13,7 +13,9 @@ use std::thread;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use machine_state::Manager;
-use machine_state::telemetry::{FALLBACKS, RETRIES, TRANSITION_DURATION, TRANSITIONS};
+use machine_state::telemetry::{
+    FALLBACKS, RETRIES, TRANSACTION_RACES, TRANSITION_DURATION, TRANSITIONS,
+};
 use machine_state::{
     Action, AnyMachine, Error, Idle, Machine, Offline, RetryPolicy, WritePath,
     sql_function_fallbacks,
@@ -228,6 +230,15 @@ fn applied_and_refused_transitions_are_counted_by_outcome() {
 /// `machines` (40001), under `policy`, on this thread; the other
 /// transaction commits from a thread of its own once the transition waits.
 fn lose_a_race(policy: RetryPolicy) -> (Result<(), Error>, Recorded, Vec<SeenSpan>) {
+    lose_a_race_in(policy, false)
+}
+
+/// [`lose_a_race`], the transition inside [`machine_state::transaction`]
+/// when `in_transaction`.
+fn lose_a_race_in(
+    policy: RetryPolicy,
+    in_transaction: bool,
+) -> (Result<(), Error>, Recorded, Vec<SeenSpan>) {
     let db = TestDb::new();
     let admin = &mut db.conn();
     let pool = machine_state::pool_builder()
@@ -251,9 +262,17 @@ fn lose_a_race(policy: RetryPolicy) -> (Result<(), Error>, Recorded, Vec<SeenSpa
         });
         let ((result, recorded), spans) = traced(|| {
             recorded(|| {
-                idle.start(&mut conn, Uuid::new_v4())
-                    .map(|_| ())
-                    .map_err(|refused| refused.error)
+                let process = Uuid::new_v4();
+                if in_transaction {
+                    machine_state::transaction(&mut conn, &policy, |conn| {
+                        idle.clone().start(conn, process).map(|_| ())?;
+                        Ok(())
+                    })
+                } else {
+                    idle.start(&mut conn, process)
+                        .map(|_| ())
+                        .map_err(|refused| refused.error)
+                }
             })
         });
         (result, recorded, spans)
@@ -310,6 +329,38 @@ fn a_lost_race_without_retries_is_counted_as_retries_exhausted() {
         1
     );
     assert_eq!(m.counter(TRANSITIONS, &[]), 1);
+}
+
+#[test]
+fn a_lost_race_inside_a_transaction_is_counted_as_lost_and_the_transaction_as_retried() {
+    let (result, m, spans) = lose_a_race_in(RetryPolicy::default(), true);
+    result.unwrap();
+    assert_eq!(
+        spans.len(),
+        2,
+        "one span per run of the transition: {spans:?}"
+    );
+    assert_eq!(m.counter(TRANSITIONS, &[("outcome", "lost_race")]), 1);
+    assert_eq!(m.counter(TRANSITIONS, &[("outcome", "applied")]), 1);
+    assert_eq!(
+        m.counter(TRANSITIONS, &[("outcome", "retries_exhausted")]),
+        0
+    );
+    assert_eq!(m.counter(TRANSACTION_RACES, &[("result", "retried")]), 1);
+    assert_eq!(m.counter(TRANSACTION_RACES, &[("result", "exhausted")]), 0);
+    assert_eq!(
+        m.counter(RETRIES, &[]),
+        0,
+        "the transition itself is not retried"
+    );
+
+    let (result, m, _) = lose_a_race_in(RetryPolicy::never(), true);
+    assert!(
+        matches!(result, Err(Error::RetriesExhausted { .. })),
+        "{result:?}"
+    );
+    assert_eq!(m.counter(TRANSITIONS, &[("outcome", "lost_race")]), 1);
+    assert_eq!(m.counter(TRANSACTION_RACES, &[("result", "exhausted")]), 1);
 }
 
 #[test]
@@ -487,4 +538,33 @@ fn each_transition_runs_in_one_span_with_its_ids_attempts_and_outcome() {
         span.fields.get("outcome").map(String::as_str),
         Some("conflict")
     );
+}
+
+#[test]
+fn a_lock_held_past_the_limit_is_counted_as_a_lock_timeout() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let id = idle_machine(conn);
+    let idle = load_idle(conn, id).with_lock_timeout(std::time::Duration::from_millis(100));
+    let holder = &mut db.conn();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; UPDATE machines SET updated_at = updated_at WHERE id = '{id}'"
+        ))
+        .unwrap();
+    let (refused, m) = recorded(|| idle.start(conn, Uuid::new_v4()).unwrap_err());
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert!(
+        matches!(refused.error, Error::LockTimeout { .. }),
+        "{refused:?}"
+    );
+    let start = [("from", "idle"), ("to", "processing")];
+    assert_eq!(
+        m.counter(
+            TRANSITIONS,
+            &[start[0], start[1], ("outcome", "lock_timeout")]
+        ),
+        1
+    );
+    assert_eq!(m.counter(TRANSITIONS, &[]), 1);
 }
