@@ -169,7 +169,12 @@ pub fn repair(conn: &mut PgConnection, dry_run: bool) -> Result<Vec<Repair>, Err
                     .collect::<Vec<_>>()
                     .join("; ")
             );
-            repair.applied = write::repair(conn, &finding.pair, &repair, &note)?;
+            let repaired = write::Repaired {
+                state: repair.state,
+                process_id: repair.process_id,
+                description: repair.description.as_deref(),
+            };
+            repair.applied = write::repair(conn, &finding.pair, &repaired, &note)?;
         }
         tracing::info!(
             machine_id = %repair.machine_id, winner = %repair.winner, state = %repair.state,

@@ -54,7 +54,7 @@ pub fn history(conn: &mut PgConnection, machine_id: Uuid) -> Result<Vec<HistoryE
         .order(machine_state_transitions::id)
         .select(HistoryEntry::as_select())
         .load(conn)
-        .map_err(|error| crate::write::forget_if_gone(conn, error))
+        .map_err(|error| crate::connection::mark_broken_if_gone(conn, error))
         .map_err(crate::migrations::explain_missing_tables)
 }
 
@@ -73,6 +73,6 @@ pub fn find_operation(
         .select(HistoryEntry::as_select())
         .first(conn)
         .optional()
-        .map_err(|error| crate::write::forget_if_gone(conn, error))
+        .map_err(|error| crate::connection::mark_broken_if_gone(conn, error))
         .map_err(crate::migrations::explain_missing_tables)
 }

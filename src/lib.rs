@@ -80,6 +80,7 @@
 )]
 
 mod audit;
+mod connection;
 mod doctor;
 #[cfg(feature = "embedded")]
 mod embedded;

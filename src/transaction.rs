@@ -5,9 +5,9 @@ use std::thread;
 
 use diesel::prelude::*;
 
+use crate::connection::lost_race;
 use crate::error::Error;
 use crate::retry::RetryPolicy;
-use crate::write::lost_race;
 
 /// Run `body` in one REPEATABLE READ transaction, so that the transitions
 /// and the caller's own diesel statements in it commit together or not at

@@ -3,7 +3,7 @@
 //! - [`args`]: every command and option, with their help;
 //! - [`database`]: the `--database-url`, or the embedded server;
 //! - [`migrations`], [`machines`], [`consistency`]: the commands;
-//! - [`demo`] and [`legacy`]: the legacy race, reproduced, next to this crate;
+//! - [`demo`]: the legacy race, reproduced, next to this crate;
 //! - [`watch`]: the audit on a timer, and the Prometheus endpoint;
 //! - [`output`]: text and JSON; [`error`]: errors and exit codes.
 
@@ -12,7 +12,6 @@ pub mod consistency;
 pub mod database;
 pub mod demo;
 pub mod error;
-pub mod legacy;
 pub mod machines;
 pub mod migrations;
 pub mod output;

@@ -74,7 +74,7 @@ impl AnyMachine {
     /// left to the audit); database errors otherwise.
     pub fn load(conn: &mut PgConnection, id: Uuid) -> Result<AnyMachine, Error> {
         let pair = Pair::load(conn, id)
-            .map_err(|error| crate::write::forget_if_gone(conn, error))
+            .map_err(|error| crate::connection::mark_broken_if_gone(conn, error))
             .map_err(crate::migrations::explain_missing_tables)?
             .ok_or(Error::NotFound(id))?;
         AnyMachine::from_pair(&pair)

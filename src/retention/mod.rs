@@ -71,7 +71,7 @@ pub fn prune_history(
             .bind::<Double, _>(older_than.as_secs_f64())
             .bind::<BigInt, _>(i64::from(batch))
             .get_result::<Deleted>(conn)
-            .map_err(|error| crate::write::forget_if_gone(conn, error))
+            .map_err(|error| crate::connection::mark_broken_if_gone(conn, error))
             .map_err(crate::migrations::explain_missing_tables)?
             .deleted;
         total += u64::try_from(deleted).unwrap_or(0);

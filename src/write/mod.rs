@@ -39,12 +39,12 @@ use std::thread;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
-use diesel::r2d2::R2D2Connection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use uuid::Uuid;
 
+use crate::connection::deadlocked;
+pub(crate) use crate::connection::{connection_gone, in_transaction, lost_race};
 use crate::error::Error;
 use crate::pair::Violation;
 use crate::retry::RetryPolicy;
@@ -52,7 +52,7 @@ use crate::state::{State, Status};
 use crate::telemetry::Observation;
 
 pub(crate) use create::create;
-pub(crate) use repair::repair;
+pub(crate) use repair::{Repaired, repair};
 
 const REPEATABLE_READ: &str = "repeatable read";
 
@@ -327,77 +327,4 @@ impl Found {
             })
         })
     }
-}
-
-/// Whether the caller has a transaction open on this connection.
-pub(crate) fn in_transaction(conn: &mut PgConnection) -> bool {
-    AnsiTransactionManager::transaction_manager_status_mut(conn)
-        .transaction_depth()
-        .ok()
-        .flatten()
-        .is_some()
-}
-
-/// A serialization failure (40001) or deadlock (40P01): the transaction was
-/// rolled back and may simply be run again.
-pub(crate) fn lost_race(error: &DieselError) -> bool {
-    match error {
-        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
-        _ => deadlocked(error),
-    }
-}
-
-/// A deadlock (40P01).
-fn deadlocked(error: &DieselError) -> bool {
-    // diesel does not expose 40P01; PostgreSQL's message is stable (in
-    // English, the default `lc_messages`).
-    matches!(error, DieselError::DatabaseError(_, info)
-        if info.message().starts_with("deadlock detected"))
-}
-
-/// The connection broke: what was in flight may or may not have committed.
-pub(crate) fn connection_lost(error: &DieselError) -> bool {
-    matches!(
-        error,
-        DieselError::DatabaseError(
-            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _
-        ) | DieselError::BrokenTransactionManager
-    )
-}
-
-/// Whether the connection is gone after `error` ([`connection_lost`], or an
-/// `Unknown` error after which a ping finds the connection dead); if so, the
-/// connection is marked broken, so that a pool discards it instead of
-/// handing it out again.
-///
-/// Both halves are needed because diesel notices a lost connection only when
-/// libpq already says `CONNECTION_BAD`:
-/// - when the server goes away mid-request (crash, immediate shutdown),
-///   libpq makes up the error itself ("server closed the connection
-///   unexpectedly"), without an SQLSTATE, and diesel may report it as
-///   `Unknown`. A failed ping (`ClosedConnection` or `UnableToSendCommand`)
-///   tells it apart from a real `Unknown` error, whose ping succeeds, or
-///   fails otherwise (in an aborted transaction);
-/// - a connection whose backend died while it was idle fails with
-///   `ClosedConnection` but is not marked broken, so r2d2 (which asks
-///   diesel's `is_broken`) would hand the dead connection out again and again.
-pub(crate) fn connection_gone(conn: &mut PgConnection, error: &DieselError) -> bool {
-    let gone = connection_lost(error)
-        || (matches!(
-            error,
-            DieselError::DatabaseError(DatabaseErrorKind::Unknown, _)
-        ) && conn.ping().is_err_and(|ping| connection_lost(&ping)));
-    if gone {
-        AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
-    }
-    gone
-}
-
-/// Pass `error` on, having marked `conn` broken if the error says it is gone
-/// (see [`connection_gone`]): for the reads, so that a pool does not hand a
-/// dead connection out again.
-pub(crate) fn forget_if_gone(conn: &mut PgConnection, error: DieselError) -> DieselError {
-    connection_gone(conn, &error);
-    error
 }

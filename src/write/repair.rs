@@ -1,13 +1,21 @@
 //! Writing a repaired pair (the policy is `crate::repair`'s).
 
 use diesel::prelude::*;
+use uuid::Uuid;
 
 use super::lost_race;
-use crate::audit::Repair;
 use crate::error::Error;
 use crate::pair::Pair;
 use crate::schema::{machine_state, machine_state_transitions, machines};
 use crate::state::State;
+
+/// What both rows of a repaired pair hold afterwards.
+pub(crate) struct Repaired<'a> {
+    pub state: State,
+    pub process_id: Option<Uuid>,
+    /// The failure description, when the state is `error`.
+    pub description: Option<&'a str>,
+}
 
 /// Write a repaired pair (see [`crate::repair`] for the policy): both rows and
 /// a `repair` history entry, in one REPEATABLE READ transaction, only if the
@@ -15,7 +23,7 @@ use crate::state::State;
 pub(crate) fn repair(
     conn: &mut PgConnection,
     read: &Pair,
-    repair: &Repair,
+    repaired: &Repaired<'_>,
     note: &str,
 ) -> Result<bool, Error> {
     let id = read.machine_id;
@@ -29,22 +37,22 @@ pub(crate) fn repair(
             .select(machine_state_transitions::to_state)
             .first(conn)
             .optional()?;
-        let state = repair.state.as_str();
+        let state = repaired.state.as_str();
         diesel::update(machines::table.find(id))
             .set((
                 machines::status.eq(state),
-                machines::current_process_id.eq(repair.process_id),
+                machines::current_process_id.eq(repaired.process_id),
                 machines::updated_at.eq(diesel::dsl::now),
             ))
             .execute(conn)?;
         let state_row = (
             machine_state::current_state.eq(state),
-            machine_state::process_id.eq(repair.process_id),
+            machine_state::process_id.eq(repaired.process_id),
             machine_state::state_since.eq(diesel::dsl::now),
             machine_state::updated_at.eq(diesel::dsl::now),
-            machine_state::is_failure_mode.eq(repair.state == State::Error),
+            machine_state::is_failure_mode.eq(repaired.state == State::Error),
             machine_state::failure_component.eq(None::<String>),
-            machine_state::failure_description.eq(repair.description.as_deref()),
+            machine_state::failure_description.eq(repaired.description),
         );
         if read.state.is_some() {
             diesel::update(machine_state::table.find(id))
@@ -60,7 +68,7 @@ pub(crate) fn repair(
                 machine_state_transitions::machine_id.eq(id),
                 machine_state_transitions::from_state.eq(last_state.unwrap_or(read.status.clone())),
                 machine_state_transitions::to_state.eq(state),
-                machine_state_transitions::process_id.eq(repair.process_id),
+                machine_state_transitions::process_id.eq(repaired.process_id),
                 machine_state_transitions::description.eq(note),
                 machine_state_transitions::operation_id.eq(crate::history::new_operation_id()),
                 machine_state_transitions::kind.eq("repair"),

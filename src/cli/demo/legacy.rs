@@ -31,7 +31,7 @@ use diesel::sql_types::{Text, Uuid as SqlUuid};
 use machine_state::testing::legacy::{write_machine_state, write_machines};
 use uuid::Uuid;
 
-use super::demo::{FAILURE, Role, Step, Workload};
+use super::workload::{FAILURE, Role, Step, Workload};
 
 /// One state string read back.
 #[derive(QueryableByName)]
