@@ -39,6 +39,23 @@ impl RetryPolicy {
         }
     }
 
+    /// The one retry loop's bookkeeping (the write path's and
+    /// [`crate::transaction`]'s): a first attempt now, then
+    /// [`Schedule::retry`] after each lost race.
+    pub(crate) fn schedule(&self) -> Schedule<'_> {
+        self.schedule_at_most(self.max_attempts)
+    }
+
+    /// As [`schedule`](Self::schedule), with at most `max_attempts` attempts
+    /// (1 inside a caller's transaction, which the caller retries whole).
+    pub(crate) fn schedule_at_most(&self, max_attempts: u32) -> Schedule<'_> {
+        Schedule {
+            policy: self,
+            max_attempts: max_attempts.clamp(1, self.max_attempts.max(1)),
+            attempt: 1,
+        }
+    }
+
     /// The random pause after failed attempt `attempt` (counted from 1).
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(20);
@@ -52,6 +69,33 @@ impl RetryPolicy {
         // 62 random ones, far more than a delay of nanoseconds needs.
         let random = Uuid::new_v4().as_u128() as u64;
         Duration::from_nanos(random % nanos.saturating_add(1))
+    }
+}
+
+/// Where a retried operation stands: which attempt runs, and whether
+/// another may follow.
+#[derive(Debug)]
+pub(crate) struct Schedule<'a> {
+    policy: &'a RetryPolicy,
+    max_attempts: u32,
+    attempt: u32,
+}
+
+impl Schedule<'_> {
+    /// The attempt running now, counted from 1.
+    pub(crate) fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// After a lost race: `false` when the budget is spent; otherwise sleep
+    /// the backoff, count the next attempt, and return `true`.
+    pub(crate) fn retry(&mut self) -> bool {
+        if self.attempt >= self.max_attempts {
+            return false;
+        }
+        std::thread::sleep(self.policy.backoff(self.attempt));
+        self.attempt += 1;
+        true
     }
 }
 

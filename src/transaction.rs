@@ -1,8 +1,6 @@
 //! Transitions together with the caller's own writes, in one REPEATABLE READ
 //! transaction.
 
-use std::thread;
-
 use diesel::prelude::*;
 
 use crate::connection::lost_race;
@@ -30,7 +28,7 @@ pub fn transaction<T>(
     retry: &RetryPolicy,
     mut body: impl FnMut(&mut PgConnection) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let mut attempt = 1;
+    let mut schedule = retry.schedule();
     loop {
         let result = conn.build_transaction().repeatable_read().run(&mut body);
         let race = match result {
@@ -38,7 +36,8 @@ pub fn transaction<T>(
             Err(Error::Database(source)) if lost_race(&source) => source,
             other => return other,
         };
-        let retried = attempt < retry.max_attempts;
+        let attempt = schedule.attempt();
+        let retried = schedule.retry();
         crate::telemetry::transaction_race(retried);
         if !retried {
             return Err(Error::RetriesExhausted {
@@ -47,7 +46,5 @@ pub fn transaction<T>(
             });
         }
         tracing::debug!(attempt, error = %race, "transaction lost a race, retrying");
-        thread::sleep(retry.backoff(attempt));
-        attempt += 1;
     }
 }

@@ -35,7 +35,6 @@ mod sql_file;
 mod statement;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -185,26 +184,25 @@ fn with_retries(
     attempt_once: fn(&mut PgConnection, &Change<'_>, bool) -> QueryResult<Answer>,
 ) -> Answer {
     let in_callers_transaction = in_transaction(conn);
-    let max_attempts = if in_callers_transaction {
-        1
+    // Inside the caller's transaction a lost race aborted it: the caller
+    // retries the whole transaction (`crate::transaction` does).
+    let mut schedule = if in_callers_transaction {
+        retry.schedule_at_most(1)
     } else {
-        retry.max_attempts.max(1)
+        retry.schedule()
     };
-    let mut attempt = 1;
     loop {
         observation.attempt(in_callers_transaction);
         match attempt_once(conn, change, in_callers_transaction) {
             Ok(answer) => return answer,
-            Err(error) if lost_race(&error) && attempt < max_attempts => {
+            Err(error) if lost_race(&error) && schedule.retry() => {
                 tracing::debug!(
-                    machine_id = %change.machine_id, attempt, %error,
+                    machine_id = %change.machine_id, attempt = schedule.attempt() - 1, %error,
                     "transition lost a race, retrying"
                 );
                 observation.retry(deadlocked(&error));
-                thread::sleep(retry.backoff(attempt));
-                attempt += 1;
             }
-            Err(error) => return Err(database_error(conn, error, change, attempt)),
+            Err(error) => return Err(database_error(conn, error, change, schedule.attempt())),
         }
     }
 }
