@@ -62,13 +62,13 @@ pub struct EmbeddedPostgres {
     bin_dir: PathBuf,
     /// How to run `postgres` again on [`EmbeddedPostgres::restart`].
     launch: Launch,
-    owner: Mutex<Option<Owner>>,
+    owner: Mutex<Option<Supervisor>>,
     /// The throwaway directory (data and socket), or the socket directory of
     /// a persistent server; removed once the server has stopped.
     scratch: Mutex<Option<tempfile::TempDir>>,
 }
 
-struct Owner {
+struct Supervisor {
     /// Receives the first signal of the shutdown: SIGINT (fast) or SIGQUIT
     /// (immediate).
     stop: mpsc::Sender<Signal>,
@@ -183,7 +183,7 @@ impl EmbeddedPostgres {
             .prefix("machine-state-pg-")
             .tempdir()
             .map_err(|e| server_error("cannot create a temporary directory", e))?;
-        hand_over(scratch.path(), run_as)?;
+        give_to_server_user(scratch.path(), run_as)?;
         let socket_dir = scratch.path().to_path_buf();
         let durable = options.durable || options.data_dir.is_some();
         let data_dir = match options.data_dir {
@@ -510,7 +510,7 @@ impl std::fmt::Debug for EmbeddedPostgres {
 fn spawn_owner(
     mut command: Command,
     exited: Arc<Mutex<Option<ExitStatus>>>,
-) -> Result<Owner, Error> {
+) -> Result<Supervisor, Error> {
     let (stop, stop_requested) = mpsc::channel::<Signal>();
     let (spawned, spawn_result) = mpsc::channel::<std::io::Result<()>>();
     let thread = thread::Builder::new()
@@ -555,7 +555,7 @@ fn spawn_owner(
         })
         .map_err(|e| server_error("cannot start the server thread", e))?;
     match spawn_result.recv() {
-        Ok(Ok(())) => Ok(Owner { stop, thread }),
+        Ok(Ok(())) => Ok(Supervisor { stop, thread }),
         Ok(Err(e)) => Err(server_error("cannot start `postgres`", e)),
         Err(_) => Err(Error::Server("the server thread died".into())),
     }
@@ -590,7 +590,7 @@ fn init_cluster(
         .map_err(|e| server_error("cannot create the data directory", e))?;
     fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| server_error("cannot set the data directory's mode", e))?;
-    hand_over(data_dir, run_as)?;
+    give_to_server_user(data_dir, run_as)?;
     let mut command = Command::new(bin_dir.join("initdb"));
     command
         .arg("-D")
@@ -727,7 +727,7 @@ fn as_user(command: &mut Command, run_as: Option<(Uid, Gid)>) {
 }
 
 /// Give a directory to the server's user.
-fn hand_over(dir: &Path, run_as: Option<(Uid, Gid)>) -> Result<(), Error> {
+fn give_to_server_user(dir: &Path, run_as: Option<(Uid, Gid)>) -> Result<(), Error> {
     if let Some((uid, gid)) = run_as {
         std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw())).map_err(|e| {
             server_error(

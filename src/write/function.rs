@@ -11,7 +11,7 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use super::{Answer, Change, Found, connection_gone, lost_race, repeatable_read};
+use super::{Change, RowsFound, Verdict, connection_gone, lost_race, repeatable_read};
 use crate::error::Error;
 use crate::history::find_operation;
 use crate::pair::Pair;
@@ -21,7 +21,7 @@ pub(super) fn attempt(
     conn: &mut PgConnection,
     change: &Change<'_>,
     in_callers_transaction: bool,
-) -> QueryResult<Answer> {
+) -> QueryResult<Verdict> {
     let call = FunctionCall::new(change);
     let result = if in_callers_transaction {
         // A savepoint keeps the caller's transaction usable when the function
@@ -57,7 +57,7 @@ pub(super) fn is_missing(error: &DieselError) -> bool {
             && info.message().ends_with("does not exist"))
 }
 
-fn explain_refusal(conn: &mut PgConnection, change: &Change<'_>, error: DieselError) -> Answer {
+fn explain_refusal(conn: &mut PgConnection, change: &Change<'_>, error: DieselError) -> Verdict {
     let pair = match Pair::load(conn, change.machine_id) {
         Ok(pair) => pair,
         Err(_) => return Err(Error::Database(error)),
@@ -66,7 +66,7 @@ fn explain_refusal(conn: &mut PgConnection, change: &Change<'_>, error: DieselEr
         Ok(prior) => prior,
         Err(_) => return Err(Error::Database(error)),
     };
-    let found = Found {
+    let found = RowsFound {
         machines: pair.as_ref().map(Pair::machines_status),
         machine_state: pair.as_ref().and_then(Pair::machine_state_status),
         prior: prior.map(|e| (e.machine_id, e.from_state, e.to_state, e.transitioned_at)),

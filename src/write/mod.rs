@@ -120,7 +120,7 @@ pub(crate) struct Change<'a> {
 
 /// What one attempt reported, once the database answered: the time of the
 /// transition, or why it was refused.
-type Answer = Result<DateTime<Utc>, Error>;
+type Verdict = Result<DateTime<Utc>, Error>;
 
 /// Apply a transition, observed (see `crate::telemetry`: one span, the
 /// counters and the duration). Returns its time (now, or when the same
@@ -181,8 +181,8 @@ fn with_retries(
     change: &Change<'_>,
     retry: &RetryPolicy,
     observation: &mut Observation,
-    attempt_once: fn(&mut PgConnection, &Change<'_>, bool) -> QueryResult<Answer>,
-) -> Answer {
+    attempt_once: fn(&mut PgConnection, &Change<'_>, bool) -> QueryResult<Verdict>,
+) -> Verdict {
     let in_callers_transaction = in_transaction(conn);
     // Inside the caller's transaction a lost race aborted it: the caller
     // retries the whole transaction (`crate::transaction` does).
@@ -194,7 +194,7 @@ fn with_retries(
     loop {
         observation.attempt(in_callers_transaction);
         match attempt_once(conn, change, in_callers_transaction) {
-            Ok(answer) => return answer,
+            Ok(verdict) => return verdict,
             Err(error) if lost_race(&error) && schedule.retry() => {
                 tracing::debug!(
                     machine_id = %change.machine_id, attempt = schedule.attempt() - 1, %error,
@@ -207,7 +207,7 @@ fn with_retries(
     }
 }
 
-/// The crate's error for a database error that is not an answer.
+/// The crate's error for a database error that is not a verdict.
 fn database_error(
     conn: &mut PgConnection,
     error: DieselError,
@@ -266,7 +266,7 @@ fn repeatable_read<T>(
 }
 
 /// What the database held when a guarded write did not apply.
-struct Found {
+struct RowsFound {
     /// `machines`: state and process, or `None` when there is no such machine.
     machines: Option<Status>,
     /// `machine_state`: state and process, if the row exists.
@@ -278,10 +278,10 @@ struct Found {
     isolation: String,
 }
 
-impl Found {
+impl RowsFound {
     /// Why the transition did not apply, or `None` when what was found does
     /// not explain it.
-    fn explain(self, change: &Change<'_>) -> Option<Answer> {
+    fn explain(self, change: &Change<'_>) -> Option<Verdict> {
         if let Some((machine, from, to, at)) = self.prior {
             let same = machine == change.machine_id
                 && from.as_deref() == Some(change.from.as_str())

@@ -26,7 +26,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use super::{Answer, Change, Found, REPEATABLE_READ, repeatable_read, sql_file};
+use super::{Change, REPEATABLE_READ, RowsFound, Verdict, repeatable_read, sql_file};
 use crate::error::Error;
 use crate::state::Status;
 
@@ -35,7 +35,7 @@ pub(super) fn attempt(
     conn: &mut PgConnection,
     change: &Change<'_>,
     in_callers_transaction: bool,
-) -> QueryResult<Answer> {
+) -> QueryResult<Verdict> {
     let statement = TransitionStatement::new(change);
     let outcome = if in_callers_transaction {
         // A failed insert would abort the caller's transaction: diagnose
@@ -56,7 +56,7 @@ pub(super) fn attempt(
             Err(error) => return Err(error),
         }
     };
-    Ok(outcome.into_answer(change))
+    Ok(outcome.into_verdict(change))
 }
 
 /// Run the diagnosing statement in autocommit (or an explicit REPEATABLE READ
@@ -94,7 +94,7 @@ pub(super) struct Outcome {
 }
 
 impl Outcome {
-    fn into_answer(self, change: &Change<'_>) -> Answer {
+    fn into_verdict(self, change: &Change<'_>) -> Verdict {
         if let Some(at) = self.applied_at {
             return Ok(at);
         }
@@ -102,7 +102,7 @@ impl Outcome {
             state,
             process_id: self.machines_process,
         });
-        let found = Found {
+        let found = RowsFound {
             machines: self.status.map(|state| Status {
                 state,
                 process_id: self.machines_process,
