@@ -16,6 +16,11 @@
 //! `cargo bench --bench compare`, which also sets these paths side by side
 //! with pgbench).
 
+#![allow(
+    unreachable_pub,
+    reason = "a bench binary's modules share items with `pub`; none is reachable from outside"
+)]
+
 #[path = "common/mod.rs"]
 mod common;
 

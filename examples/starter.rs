@@ -32,7 +32,7 @@ fn main() -> Result<(), Error> {
     let rival = RecipeRun::new(machine.id(), Uuid::new_v4());
     match rival.start(conn, Uuid::new_v4()) {
         Err(Error::Conflict { found, .. }) => {
-            println!("a second starter is refused: the machine is already {found}")
+            println!("a second starter is refused: the machine is already {found}");
         }
         other => println!("unexpected: {other:?}"),
     }

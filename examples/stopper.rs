@@ -39,7 +39,7 @@ fn main() -> Result<(), Error> {
     });
     match late {
         Err(Error::Conflict { found, .. }) => {
-            println!("the late completion of the aborted run is refused: machine runs {found}")
+            println!("the late completion of the aborted run is refused: machine runs {found}");
         }
         other => println!("unexpected: {other:?}"),
     }

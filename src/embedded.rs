@@ -518,6 +518,10 @@ fn spawn_owner(
         .spawn(move || {
             // SAFETY: `prctl` is async-signal-safe; the closure allocates
             // nothing and touches no locks.
+            #[expect(
+                unsafe_code,
+                reason = "the parent-death signal is set in the child, between fork and exec"
+            )]
             unsafe {
                 command.pre_exec(|| {
                     nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)

@@ -37,7 +37,7 @@ pub struct HistoryEntry {
 /// A fresh operation id, as the crate makes one when none is given: a UUIDv7,
 /// whose leading bits are the time in milliseconds, so that consecutive ids
 /// land on the last pages of the history's unique index (random v4 ids would
-/// touch a random, often cold, page each; see ARCHITECTURE.md). Any UUID is
+/// touch a random, often cold, page each; see `migrations/README.md`). Any UUID is
 /// accepted as an operation id; use this one for yours too.
 pub fn new_operation_id() -> Uuid {
     Uuid::now_v7()

@@ -43,6 +43,11 @@
 //! reported, not enforced: they depend on the machine), 1 when one failed, 2
 //! on error.
 
+#![allow(
+    unreachable_pub,
+    reason = "a bench binary's modules share items with `pub`; none is reachable from outside"
+)]
+
 #[path = "../common/mod.rs"]
 mod common;
 mod hotspot;

@@ -13,14 +13,14 @@ use uuid::Uuid;
 
 /// A pool on the example database, and the embedded server behind it (if
 /// any), stopped when this is dropped.
-pub struct Database {
-    pub pool: Pool,
+pub(crate) struct Database {
+    pub(crate) pool: Pool,
     _server: Option<EmbeddedPostgres>,
 }
 
 /// Connect (starting the embedded server when there is no `DATABASE_URL`),
 /// apply the migrations, and create `process_executions` where missing.
-pub fn open() -> Result<Database, Error> {
+pub(crate) fn open() -> Result<Database, Error> {
     let (server, url) = match std::env::var("DATABASE_URL") {
         Ok(url) => (None, url),
         Err(_) => {
@@ -60,7 +60,11 @@ pub fn open() -> Result<Database, Error> {
 }
 
 /// The starter's own write: a new execution, `running`.
-pub fn record_start(conn: &mut PgConnection, machine: Uuid, process: Uuid) -> Result<(), Error> {
+pub(crate) fn record_start(
+    conn: &mut PgConnection,
+    machine: Uuid,
+    process: Uuid,
+) -> Result<(), Error> {
     sql_query("INSERT INTO process_executions (id, machine_id, status) VALUES ($1, $2, 'running')")
         .bind::<SqlUuid, _>(process)
         .bind::<SqlUuid, _>(machine)
@@ -69,7 +73,7 @@ pub fn record_start(conn: &mut PgConnection, machine: Uuid, process: Uuid) -> Re
 }
 
 /// The executor's and stopper's own write: how the execution ended.
-pub fn record_end(
+pub(crate) fn record_end(
     conn: &mut PgConnection,
     process: Uuid,
     status: &str,
@@ -88,7 +92,7 @@ pub fn record_end(
 }
 
 /// Print a machine's history, oldest first.
-pub fn print_history(conn: &mut PgConnection, machine: Uuid) -> Result<(), Error> {
+pub(crate) fn print_history(conn: &mut PgConnection, machine: Uuid) -> Result<(), Error> {
     println!("history of {machine}:");
     for entry in machine_state::history(conn, machine)? {
         println!(

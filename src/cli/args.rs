@@ -30,25 +30,25 @@ Exit codes:
 /// when done: try `machine-state demo`, or `add`, `start`, `complete`, `show`.
 #[derive(Debug, Parser)]
 #[command(name = "machine-state", version, after_help = EXIT_CODES)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// More logs on stderr: `-v` for each transition, `-vv` for debugging
     /// (defaults to warnings only; `RUST_LOG` overrides).
     #[arg(short, long, action = ArgAction::Count, global = true)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
 
     /// Which database to use.
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub(crate) database: DatabaseArgs,
 
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 impl Cli {
     /// Parse the command line, with the exit codes shown after every
     /// command's help; exits with 2 (0 for `--help`) on bad usage.
-    pub fn parse_with_exit_codes() -> Cli {
+    pub(crate) fn parse_with_exit_codes() -> Cli {
         let command = Cli::command().mut_subcommands(|sub| sub.after_help(EXIT_CODES));
         let mut matches = command.get_matches();
         Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|error| error.exit())
@@ -58,12 +58,12 @@ impl Cli {
 /// The database options, shared by every command.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Database")]
-pub struct DatabaseArgs {
+pub(crate) struct DatabaseArgs {
     /// PostgreSQL URL (libpq syntax, e.g. `postgresql://user@host/db`); it is
     /// never migrated implicitly: run `migrate` first. Without one (or with an
     /// empty one), an embedded server is started for the command.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
 
     /// Where the embedded server keeps its data, created on first use
     /// [default: .machine-state/pgdata].
@@ -82,7 +82,7 @@ pub struct DatabaseArgs {
         global = true,
         conflicts_with = "database_url"
     )]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
 
     /// Reach the database through a transaction-mode pooler (PgBouncer's
     /// `pool_mode = transaction`, Supabase's pooler): no session settings,
@@ -99,7 +99,7 @@ pub struct DatabaseArgs {
         default_missing_value = "transaction",
         value_parser = parse_pooler
     )]
-    pub pooler: Option<ConnectionMode>,
+    pub(crate) pooler: Option<ConnectionMode>,
 
     /// How long a transition waits for a row lock held by another session
     /// (a stalled writer, an open `psql` transaction) before it is refused
@@ -113,7 +113,7 @@ pub struct DatabaseArgs {
         default_value = "5s",
         value_parser = humantime::parse_duration
     )]
-    pub lock_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
 }
 
 /// `--pooler`'s value.
@@ -125,7 +125,7 @@ fn parse_pooler(value: &str) -> Result<ConnectionMode, String> {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Apply every pending migration.
     Migrate,
 
@@ -304,7 +304,7 @@ pub enum Command {
 
 /// The states a machine can be registered in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum InitialState {
+pub(crate) enum InitialState {
     /// Powered down or disconnected.
     Offline,
     /// Online, waiting for a recipe.
@@ -314,14 +314,14 @@ pub enum InitialState {
 /// Where a failure description comes from: exactly one of the two.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
-pub struct MessageArgs {
+pub(crate) struct MessageArgs {
     /// The failure description (at most 4096 characters).
     #[arg(long, value_name = "TEXT", value_parser = parse_message)]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     /// Read the failure description from a file (`-` for standard input;
     /// one trailing newline is dropped).
     #[arg(long, value_name = "FILE")]
-    pub message_file: Option<PathBuf>,
+    pub(crate) message_file: Option<PathBuf>,
 }
 
 impl MessageArgs {
@@ -332,7 +332,7 @@ impl MessageArgs {
     ///
     /// [`CliError::ReadMessage`] when the file cannot be read,
     /// [`CliError::Input`] when its content is no valid description.
-    pub fn read(&self) -> Result<String, CliError> {
+    pub(crate) fn read(&self) -> Result<String, CliError> {
         let Some(path) = &self.message_file else {
             return Ok(self.message.clone().unwrap_or_default());
         };
@@ -375,17 +375,17 @@ impl MessageArgs {
 /// The knobs of `demo`; the defaults suit a two-core machine and finish in a
 /// few seconds.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// How many machines the workers share.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub machines: u32,
+    pub(crate) machines: u32,
     /// How many concurrent workers, split evenly among starters, executors
     /// and stoppers.
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(3..=64))]
-    pub workers: u32,
+    pub(crate) workers: u32,
     /// How long each of the two runs lasts, in seconds.
     #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
-    pub seconds: f64,
+    pub(crate) seconds: f64,
 }
 
 /// Check a failure description given on the command line.
@@ -396,7 +396,7 @@ fn parse_message(text: &str) -> Result<String, String> {
 
 /// The rules of a failure description ([`validate_description`]), checked
 /// before anything is sent to the database.
-pub fn check_message(text: &str) -> Result<(), String> {
+pub(crate) fn check_message(text: &str) -> Result<(), String> {
     validate_description(text).map_err(|error| match error {
         machine_state::Error::InvalidInput(reason) => reason,
         other => other.to_string(),

@@ -20,7 +20,7 @@ struct AuditView<'a> {
 
 /// `audit`: every diverged machine and the diverged share; [`Exit::Refused`]
 /// when there is any.
-pub fn audit(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
+pub(crate) fn audit(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
     let report = machine_state::audit(conn)?;
     if json {
         output::json(&AuditView {
@@ -41,7 +41,7 @@ pub fn audit(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
 }
 
 /// `2 of 40 machines diverged (5.0% inconsistency)`.
-pub fn summary(report: &AuditReport) -> String {
+pub(crate) fn summary(report: &AuditReport) -> String {
     format!(
         "{} of {} machines diverged ({} inconsistency)",
         report.diverged.len(),
@@ -69,7 +69,7 @@ fn describe(finding: &Finding) -> String {
 ///
 /// [`Exit::Refused`] when a machine was left diverged (it changed while being
 /// repaired), or, in a dry run, when anything would be repaired.
-pub fn repair(conn: &mut PgConnection, dry_run: bool, json: bool) -> Result<Exit, CliError> {
+pub(crate) fn repair(conn: &mut PgConnection, dry_run: bool, json: bool) -> Result<Exit, CliError> {
     let repairs = machine_state::repair(conn, dry_run)?;
     let left = repairs.iter().filter(|r| !r.applied).count();
     if json {
@@ -111,7 +111,11 @@ pub fn repair(conn: &mut PgConnection, dry_run: bool, json: bool) -> Result<Exit
 }
 
 /// `stuck`: machines processing for longer than `older_than`, oldest first.
-pub fn stuck(conn: &mut PgConnection, older_than: Duration, json: bool) -> Result<Exit, CliError> {
+pub(crate) fn stuck(
+    conn: &mut PgConnection,
+    older_than: Duration,
+    json: bool,
+) -> Result<Exit, CliError> {
     let machines = machine_state::stuck(conn, older_than)?;
     if json {
         output::json(&machines)?;
@@ -137,7 +141,7 @@ pub fn stuck(conn: &mut PgConnection, older_than: Duration, json: bool) -> Resul
 
 /// `doctor`: everything that exposes the tables and functions, and whether
 /// enforcement is on; [`Exit::Refused`] when anything is exposed.
-pub fn doctor(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
+pub(crate) fn doctor(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
     let report = machine_state::doctor(conn)?;
     if json {
         output::json(&report)?;
@@ -167,7 +171,7 @@ pub fn doctor(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
 }
 
 /// `prune-history`: the retention of the history.
-pub fn prune_history(
+pub(crate) fn prune_history(
     conn: &mut PgConnection,
     older_than: Duration,
     batch: u32,

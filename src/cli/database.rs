@@ -23,7 +23,7 @@ const EMBEDDED_DATABASE: &str = "postgres";
 
 /// What a command needs of the schema.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Schema {
+pub(crate) enum Schema {
     /// Whatever the database holds (`migrate`, `rollback`, `demo`).
     AsIs,
     /// Every migration of this crate applied: the embedded database is
@@ -34,7 +34,7 @@ pub enum Schema {
 
 /// Which embedded server a command gets when no URL is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Embedded {
+pub(crate) enum Embedded {
     /// The one whose data persists in the data directory.
     Persistent,
     /// A throwaway one, removed when the command ends (`demo`).
@@ -43,7 +43,7 @@ pub enum Embedded {
 
 /// An open database: a URL, and the embedded server behind it if we started
 /// one (stopped by [`Database::stop`], or on drop).
-pub struct Database {
+pub(crate) struct Database {
     url: String,
     /// `--pooler`, overriding the URL's switch.
     mode: Option<ConnectionMode>,
@@ -64,7 +64,7 @@ impl Database {
     ///
     /// The server does not start, the database cannot be reached, or it is
     /// not migrated ([`CliError::NotMigrated`]).
-    pub fn open(
+    pub(crate) fn open(
         args: &DatabaseArgs,
         schema: Schema,
         embedded: Embedded,
@@ -118,22 +118,22 @@ impl Database {
     }
 
     /// `--pooler`, if given.
-    pub fn mode(&self) -> Option<ConnectionMode> {
+    pub(crate) fn mode(&self) -> Option<ConnectionMode> {
         self.mode
     }
 
     /// How long a transition waits for another session's row lock.
-    pub fn lock_timeout(&self) -> Duration {
+    pub(crate) fn lock_timeout(&self) -> Duration {
         self.lock_timeout
     }
 
     /// The database's URL.
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
     /// Whether this is the embedded server's database.
-    pub fn is_embedded(&self) -> bool {
+    pub(crate) fn is_embedded(&self) -> bool {
         self.server.is_some()
     }
 
@@ -145,7 +145,7 @@ impl Database {
     /// # Errors
     ///
     /// [`Error::Connection`] when the database cannot be reached.
-    pub fn connect(&self) -> Result<PgConnection, Error> {
+    pub(crate) fn connect(&self) -> Result<PgConnection, Error> {
         self.manager()?.establish()
     }
 
@@ -154,7 +154,7 @@ impl Database {
     /// # Errors
     ///
     /// [`Error::InvalidInput`] for an unknown pooler mode in the URL.
-    pub fn manager(&self) -> Result<Manager, Error> {
+    pub(crate) fn manager(&self) -> Result<Manager, Error> {
         let manager = Manager::new(&self.url)?;
         Ok(match self.mode {
             Some(mode) => manager.mode(mode),
@@ -167,7 +167,7 @@ impl Database {
     /// # Errors
     ///
     /// [`Error::Server`] when the server's directory cannot be removed.
-    pub fn stop(self) -> Result<(), Error> {
+    pub(crate) fn stop(self) -> Result<(), Error> {
         let stopped = match &self.server {
             Some(server) => server.stop(),
             None => Ok(()),

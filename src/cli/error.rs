@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 /// How a command ended. The numbers are the documented exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// 0: done.
     Success = 0,
     /// 1: a transition was refused, or an inconsistency was found.
@@ -26,7 +26,7 @@ impl From<Exit> for ExitCode {
 
 /// An error that ends a command.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// The library refused or failed.
     #[error(transparent)]
     Library(#[from] Error),
@@ -92,7 +92,7 @@ pub enum CliError {
 
 impl CliError {
     /// The exit code this error ends the command with.
-    pub fn exit(&self) -> Exit {
+    pub(crate) fn exit(&self) -> Exit {
         match self {
             CliError::Illegal { .. } => Exit::Refused,
             CliError::Library(error) => match error {
@@ -115,14 +115,14 @@ impl CliError {
     }
 
     /// The error and its causes on one line (see [`one_line`]).
-    pub fn one_line(&self) -> String {
+    pub(crate) fn one_line(&self) -> String {
         one_line(self)
     }
 }
 
 /// An error and its chain of causes on one line (`error: cause: cause`), with
 /// any line breaks of the causes (libpq's, the server log's) folded.
-pub fn one_line(error: &dyn std::error::Error) -> String {
+pub(crate) fn one_line(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -16,7 +16,7 @@ use super::error::{CliError, Exit};
 use super::output;
 
 /// `add`: register a machine and print its id.
-pub fn add(
+pub(crate) fn add(
     conn: &mut PgConnection,
     id: Option<Uuid>,
     state: InitialState,
@@ -42,7 +42,7 @@ struct MachineView<'a> {
 }
 
 /// `show`: a machine's state, process, failure and history.
-pub fn show(conn: &mut PgConnection, id: Uuid, json: bool) -> Result<Exit, CliError> {
+pub(crate) fn show(conn: &mut PgConnection, id: Uuid, json: bool) -> Result<Exit, CliError> {
     let machine = AnyMachine::load(conn, id)?;
     let view = MachineView {
         id,
@@ -95,7 +95,7 @@ struct ListEntry<'a> {
 }
 
 /// `list`: every machine, one line each; diverged ones are flagged.
-pub fn list(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
+pub(crate) fn list(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
     let pairs = machine_state::pairs(conn)?;
     if json {
         let entries: Vec<ListEntry<'_>> = pairs
@@ -145,7 +145,7 @@ pub fn list(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
 /// [`CliError::Illegal`] naming the current state when the transition does
 /// not exist from it; the library's errors otherwise (unknown id,
 /// inconsistent or unknown state, a concurrent transition).
-pub fn transition(
+pub(crate) fn transition(
     conn: &mut PgConnection,
     lock_timeout: Duration,
     id: Uuid,

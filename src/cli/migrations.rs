@@ -8,7 +8,7 @@ use super::output;
 /// `migrate`: apply every pending migration, printing each version, then
 /// warn (on stderr) when `doctor` finds anything exposed: grants the legacy
 /// system made on adopted tables are kept, for operators to retire.
-pub fn migrate(conn: &mut PgConnection) -> Result<Exit, CliError> {
+pub(crate) fn migrate(conn: &mut PgConnection) -> Result<Exit, CliError> {
     let applied = machine_state::run_migrations(conn)?;
     if applied.is_empty() {
         output::line("the database is up to date")?;
@@ -28,7 +28,7 @@ pub fn migrate(conn: &mut PgConnection) -> Result<Exit, CliError> {
 }
 
 /// `rollback`: revert the most recent migration, or all of them.
-pub fn rollback(conn: &mut PgConnection, all: bool) -> Result<Exit, CliError> {
+pub(crate) fn rollback(conn: &mut PgConnection, all: bool) -> Result<Exit, CliError> {
     let reverted = if all {
         machine_state::revert_all_migrations(conn)?
     } else {

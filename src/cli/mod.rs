@@ -7,20 +7,20 @@
 //! - [`watch`]: the audit on a timer, and the Prometheus endpoint;
 //! - [`output`]: text and JSON; [`error`]: errors and exit codes.
 
-pub mod args;
-pub mod consistency;
-pub mod database;
-pub mod demo;
-pub mod error;
-pub mod machines;
-pub mod migrations;
-pub mod output;
-pub mod watch;
+pub(crate) mod args;
+pub(crate) mod consistency;
+pub(crate) mod database;
+pub(crate) mod demo;
+pub(crate) mod error;
+pub(crate) mod machines;
+pub(crate) mod migrations;
+pub(crate) mod output;
+pub(crate) mod watch;
 
 use machine_state::Action;
 
-pub use args::{Cli, Command};
-pub use error::{CliError, Exit};
+pub(crate) use args::{Cli, Command};
+pub(crate) use error::{CliError, Exit};
 
 use database::{Database, Embedded, Schema};
 
@@ -30,7 +30,7 @@ use database::{Database, Embedded, Schema};
 /// # Errors
 ///
 /// Whatever ended the command; see [`CliError::exit`] for its exit code.
-pub fn run(cli: Cli) -> Result<Exit, CliError> {
+pub(crate) fn run(cli: Cli) -> Result<Exit, CliError> {
     let message = match &cli.command {
         Command::Fail { message, .. } => Some(message.read()?),
         _ => None,

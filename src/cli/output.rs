@@ -10,13 +10,13 @@ use super::error::CliError;
 
 /// Print a line on stdout. A closed pipe (`machine-state list | head`) ends
 /// the output quietly.
-pub fn line(text: impl Display) -> Result<(), CliError> {
+pub(crate) fn line(text: impl Display) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     quiet_on_closed_pipe(writeln!(out, "{text}"))
 }
 
 /// Print a value as pretty JSON on stdout.
-pub fn json(value: &impl Serialize) -> Result<(), CliError> {
+pub(crate) fn json(value: &impl Serialize) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     let written = serde_json::to_writer_pretty(&mut out, value)
         .map_err(io::Error::from)
@@ -32,22 +32,22 @@ fn quiet_on_closed_pipe(result: io::Result<()>) -> Result<(), CliError> {
 }
 
 /// A time as RFC 3339 to the second, in UTC (`2026-11-26T10:00:01Z`).
-pub fn time(at: DateTime<Utc>) -> String {
+pub(crate) fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// How long ago `at` was, to the second (`2h 3m 4s`).
-pub fn ago(at: DateTime<Utc>) -> String {
+pub(crate) fn ago(at: DateTime<Utc>) -> String {
     let seconds = (Utc::now() - at).num_seconds().max(0);
     humantime::format_duration(std::time::Duration::from_secs(seconds as u64)).to_string()
 }
 
 /// An optional value, or `-`.
-pub fn or_dash(value: Option<impl Display>) -> String {
+pub(crate) fn or_dash(value: Option<impl Display>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
 /// A share in percent with one decimal (`42.5%`).
-pub fn percent(share: f64) -> String {
+pub(crate) fn percent(share: f64) -> String {
     format!("{share:.1}%")
 }

@@ -43,25 +43,25 @@ use super::output;
 
 /// The options of `watch`.
 #[derive(Debug, Args)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// Time between two audits, e.g. `30s`, `5m`.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_interval)]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
 
     /// A machine processing for longer than this is counted as stuck, e.g.
     /// `90m`, `2h 30m`.
     #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = humantime::parse_duration)]
-    pub stuck_after: Duration,
+    pub(crate) stuck_after: Duration,
 
     /// Serve the numbers as Prometheus text on this address
     /// (`127.0.0.1:9187`; port 0 picks a free port), on any path. The
     /// address served is printed first.
     #[arg(long, value_name = "ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
+    pub(crate) metrics_addr: Option<SocketAddr>,
 
     /// Stop after this many audits [default: run until Ctrl-C or SIGTERM].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub count: Option<u64>,
+    pub(crate) count: Option<u64>,
 }
 
 /// A positive duration.
@@ -85,7 +85,7 @@ const DURATION_BUCKETS: &[f64] = &[
 ///
 /// The metrics address cannot be bound, or the signal handler cannot be
 /// installed ([`CliError::Input`]); audits that fail do not end the command.
-pub fn run(database: &DatabaseArgs, args: &WatchArgs) -> Result<Exit, CliError> {
+pub(crate) fn run(database: &DatabaseArgs, args: &WatchArgs) -> Result<Exit, CliError> {
     let (stop_tx, stop) = mpsc::channel();
     ctrlc::set_handler(move || {
         let _ = stop_tx.send(());

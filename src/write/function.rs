@@ -58,13 +58,11 @@ pub(super) fn is_missing(error: &DieselError) -> bool {
 }
 
 fn explain_refusal(conn: &mut PgConnection, change: &Change<'_>, error: DieselError) -> Verdict {
-    let pair = match Pair::load(conn, change.machine_id) {
-        Ok(pair) => pair,
-        Err(_) => return Err(Error::Database(error)),
+    let Ok(pair) = Pair::load(conn, change.machine_id) else {
+        return Err(Error::Database(error));
     };
-    let prior = match find_operation(conn, change.operation_id) {
-        Ok(prior) => prior,
-        Err(_) => return Err(Error::Database(error)),
+    let Ok(prior) = find_operation(conn, change.operation_id) else {
+        return Err(Error::Database(error));
     };
     let found = RowsFound {
         machines: pair.as_ref().map(Pair::machines_status),

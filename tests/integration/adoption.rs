@@ -21,7 +21,7 @@ use crate::support::{
 };
 
 /// The legacy database as the field has it.
-pub const LEGACY_FIXTURE: &str = include_str!("../fixtures/legacy_schema.sql");
+pub(crate) const LEGACY_FIXTURE: &str = include_str!("../fixtures/legacy_schema.sql");
 
 /// The machines of the fixture, consistent ones (`c…`) and the seven it seeds
 /// diverged (`d…`).
@@ -38,7 +38,7 @@ fn run(suffix: &str) -> Uuid {
 }
 
 /// A database holding the legacy schema and data, not migrated.
-pub fn legacy_database() -> TestDb {
+pub(crate) fn legacy_database() -> TestDb {
     let db = TestDb::empty();
     db.conn().batch_execute(LEGACY_FIXTURE).unwrap();
     db
@@ -227,7 +227,7 @@ fn adopting_a_legacy_database_repairs_enforces_and_rolls_back_to_the_exact_catal
         legacy_before.len() + 1,
         "d6 got its machine_state row"
     );
-    for id in (1..=6).map(|n| machine('c', n)).chain(diverged.clone()) {
+    for id in (1..=6).map(|n| machine('c', n)).chain(diverged) {
         AnyMachine::load(conn, id).unwrap();
     }
 

@@ -247,7 +247,7 @@ fn enforcing_waits_for_a_writer_in_flight_and_refuses_the_divergence_it_commits(
     // The operator enables enforcement meanwhile: it must wait for the writer
     // (a check that ran now would see a consistent pair, and the writer's
     // commit, queued before the triggers were on, would go unchecked).
-    let url = db.url.clone();
+    let url = db.url;
     let operator = std::thread::spawn(move || {
         let conn = &mut PgConnection::establish(&url).unwrap();
         sqlstate_of(conn, "SELECT machine_state_enforce_invariants()")

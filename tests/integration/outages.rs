@@ -92,7 +92,7 @@ fn after_a_killed_postmaster_comes_back_a_transition_succeeds_within_half_a_seco
     let (server, pool, machines) = busy_pool();
     server.kill().unwrap();
     outage(&server, &pool, machines[0], || {
-        server.start_again().unwrap()
+        server.start_again().unwrap();
     });
 }
 
@@ -112,6 +112,6 @@ fn after_an_immediate_restart_a_transition_succeeds_within_half_a_second() {
     // And a restart during which transitions kept failing.
     server.stop_immediately().unwrap();
     outage(&server, &pool, machines[2], || {
-        server.start_again().unwrap()
+        server.start_again().unwrap();
     });
 }

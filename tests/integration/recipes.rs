@@ -92,7 +92,7 @@ fn of_two_starters_racing_on_one_idle_machine_exactly_one_wins() {
         let loser = results.iter().find(|(_, r)| r.is_err()).unwrap();
         match &loser.1 {
             Err(Error::Conflict { found, .. }) => {
-                assert_eq!(found.process_id, Some(winners[0].process_id))
+                assert_eq!(found.process_id, Some(winners[0].process_id));
             }
             other => panic!("the loser must be told who won: {other:?}"),
         }

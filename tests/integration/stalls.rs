@@ -213,7 +213,7 @@ fn the_sql_functions_give_up_on_a_stalled_lock_holder_after_their_own_limit() {
     assert!(message.contains("lock timeout"), "{message}");
     assert!(took < LIMIT * 6, "refused after {took:?}");
     // The crate through the function: the same typed error as the statement.
-    let url = db.url.clone();
+    let url = db.url;
     let (rust, _) = bounded(&mut holder, move || {
         let conn = &mut PgConnection::establish(&url).unwrap();
         AnyMachine::load(conn, id)

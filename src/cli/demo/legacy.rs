@@ -42,7 +42,12 @@ struct Read {
 
 /// One legacy worker step on machine `id`: read, decide, then change the
 /// machine with two separate writes and the work between them.
-pub fn step(conn: &mut PgConnection, role: Role, id: Uuid, work: &Workload) -> QueryResult<Step> {
+pub(crate) fn step(
+    conn: &mut PgConnection,
+    role: Role,
+    id: Uuid,
+    work: &Workload,
+) -> QueryResult<Step> {
     match role {
         Role::Starter => {
             if !matches!(

@@ -44,7 +44,11 @@ use workers::{progress_bar, run_workers};
 ///
 /// The throwaway database cannot be created, or the database fails; a worker's
 /// failed step is counted and reported, not an error.
-pub fn run(database: &Database, args: &DemoArgs, show_progress: bool) -> Result<Exit, CliError> {
+pub(crate) fn run(
+    database: &Database,
+    args: &DemoArgs,
+    show_progress: bool,
+) -> Result<Exit, CliError> {
     let sandbox = Sandbox::create(database)?;
     let seconds = Duration::from_secs_f64(args.seconds);
     let w = args.workers;

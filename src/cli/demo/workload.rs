@@ -5,11 +5,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// The failure description of a failed recipe run.
-pub const FAILURE: &str = "recipe failed: chamber pressure out of range (demo)";
+pub(crate) const FAILURE: &str = "recipe failed: chamber pressure out of range (demo)";
 
 /// What a worker does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// Starts recipe runs on offline or idle machines.
     Starter,
     /// Runs the recipe of a processing machine, then completes it (or, one
@@ -25,7 +25,7 @@ impl Role {
 
 /// What one worker step came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The machine was changed.
     Applied,
     /// The machine had moved on since it was read: nothing written.
@@ -40,20 +40,20 @@ pub enum Step {
 
 /// The simulated work of each role: the same pauses in both runs, until
 /// the run's deadline.
-pub struct Workload {
+pub(crate) struct Workload {
     pub(super) deadline: Instant,
 }
 
 impl Workload {
     /// Whether the run is over: a worker that finds it so after its work
     /// stops right there, writing nothing more.
-    pub fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         Instant::now() >= self.deadline
     }
 
     /// The work a role does after deciding and before its first write: the
     /// recipe run, for an executor.
-    pub fn before(&self, role: Role) {
+    pub(crate) fn before(&self, role: Role) {
         if role == Role::Executor {
             pause(2_000);
         }
@@ -62,7 +62,7 @@ impl Workload {
     /// The work the legacy components did between their two writes:
     /// dispatching the recipe to the tool, reporting its end, relaying an
     /// abort. This crate does it before its one write.
-    pub fn between(&self, role: Role) {
+    pub(crate) fn between(&self, role: Role) {
         match role {
             Role::Starter => pause(1_000),
             Role::Executor => pause(500),
@@ -71,7 +71,7 @@ impl Workload {
     }
 
     /// Whether this recipe run fails (one in 20).
-    pub fn recipe_fails(&self) -> bool {
+    pub(crate) fn recipe_fails(&self) -> bool {
         fastrand::u8(0..20) == 0
     }
 

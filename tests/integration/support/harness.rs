@@ -35,17 +35,17 @@ use uuid::Uuid;
 use super::{TestDb, violations};
 
 /// The most workers a schedule has; each holds one pool connection.
-pub const MAX_WORKERS: usize = 8;
+pub(crate) const MAX_WORKERS: usize = 8;
 
 /// The environment variable that sets the number of cases of every property.
-pub const CASES_VAR: &str = "MACHINE_STATE_PROPTEST_CASES";
+pub(crate) const CASES_VAR: &str = "MACHINE_STATE_PROPTEST_CASES";
 
 // ---------------------------------------------------------------------------
 // Schedules
 
 /// One thing a worker does, as generated.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// Re-read the machine through `AnyMachine::load` (refreshes the worker's
     /// copy; every other op acts on the copy, which may be stale).
     Load,
@@ -99,11 +99,11 @@ impl fmt::Debug for Op {
 
 /// One step of a worker: an op on machine number `machine`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Step {
+pub(crate) struct Step {
     /// Index into [`Schedule::initial`].
-    pub machine: usize,
+    pub(crate) machine: usize,
     /// What to do.
-    pub op: Op,
+    pub(crate) op: Op,
 }
 
 impl fmt::Debug for Step {
@@ -114,7 +114,7 @@ impl fmt::Debug for Step {
 
 /// The session the workers' pool connections default to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Session {
+pub(crate) enum Session {
     /// The crate's pool: REPEATABLE READ by default, a transition is one
     /// autocommit statement.
     RepeatableRead,
@@ -126,13 +126,13 @@ pub enum Session {
 /// A generated case: machines in their initial states, and what each worker
 /// does, all workers released together.
 #[derive(Clone)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     /// Which kind of pool the workers take their connections from.
-    pub session: Session,
+    pub(crate) session: Session,
     /// The state each machine starts in.
-    pub initial: Vec<State>,
+    pub(crate) initial: Vec<State>,
     /// The steps of each worker.
-    pub workers: Vec<Vec<Step>>,
+    pub(crate) workers: Vec<Vec<Step>>,
 }
 
 impl Schedule {
@@ -186,7 +186,7 @@ fn initial_state() -> impl Strategy<Value = State> {
 
 /// `workers` workers (2–8 by default) with 1–12 steps each over `machines`
 /// machines (1–8), machine 0 being the hottest, so most cases contend.
-pub fn schedules_with(
+pub(crate) fn schedules_with(
     machines: std::ops::RangeInclusive<usize>,
     workers: std::ops::RangeInclusive<usize>,
 ) -> impl Strategy<Value = Schedule> {
@@ -209,7 +209,7 @@ pub fn schedules_with(
 }
 
 /// The default schedules: 1–8 machines, 2–8 workers.
-pub fn schedules() -> impl Strategy<Value = Schedule> {
+pub(crate) fn schedules() -> impl Strategy<Value = Schedule> {
     schedules_with(1..=8, 2..=MAX_WORKERS)
 }
 
@@ -218,7 +218,7 @@ pub fn schedules() -> impl Strategy<Value = Schedule> {
 
 /// What became of one step, as the worker saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A load that returned a machine.
     Loaded,
     /// A load whose connection broke (only under injected faults).
@@ -238,7 +238,7 @@ pub enum Outcome {
 
 /// The typed refusals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// `Error::Conflict`: the machine moved on.
     Conflict,
     /// `Error::IllegalTransition`: not a transition of the worker's copy.
@@ -250,7 +250,7 @@ pub enum Refusal {
 }
 
 /// Runs a worker's ops: the crate, or the legacy pattern.
-pub trait Writer: Sync {
+pub(crate) trait Writer: Sync {
     /// The worker's copy of a machine.
     type View: Send;
 
@@ -274,9 +274,9 @@ pub trait Writer: Sync {
 
 /// The crate's typed API, through `AnyMachine::perform`.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CrateWriter {
+pub(crate) struct CrateWriter {
     /// The retry policy of every transition.
-    pub retry: RetryPolicy,
+    pub(crate) retry: RetryPolicy,
 }
 
 impl Writer for CrateWriter {
@@ -323,7 +323,7 @@ impl Writer for CrateWriter {
 }
 
 /// An error with its chain of sources, for failure messages.
-pub fn describe(error: &dyn std::error::Error) -> String {
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -334,7 +334,7 @@ pub fn describe(error: &dyn std::error::Error) -> String {
 }
 
 /// Whether a crate error says the connection broke.
-pub fn is_connection_lost(error: &Error) -> bool {
+pub(crate) fn is_connection_lost(error: &Error) -> bool {
     match error {
         Error::OutcomeUnknown { .. } => true,
         Error::Database(error) => diesel_connection_lost(error),
@@ -344,7 +344,7 @@ pub fn is_connection_lost(error: &Error) -> bool {
 
 /// Whether a diesel error says the connection broke (libpq's own "server
 /// closed the connection unexpectedly" may come with kind `Unknown`).
-pub fn diesel_connection_lost(error: &DieselError) -> bool {
+pub(crate) fn diesel_connection_lost(error: &DieselError) -> bool {
     match error {
         DieselError::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
@@ -363,7 +363,7 @@ pub fn diesel_connection_lost(error: &DieselError) -> bool {
 
 /// Faults injected while the workers run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Chaos {
+pub(crate) enum Chaos {
     /// None: every connection must survive.
     None,
     /// Another session terminates random active backends of the database
@@ -373,31 +373,31 @@ pub enum Chaos {
 
 /// One step's record.
 #[derive(Clone, Debug)]
-pub struct Record {
+pub(crate) struct Record {
     /// The worker.
-    pub worker: usize,
+    pub(crate) worker: usize,
     /// Index of the machine in the schedule.
-    pub machine: usize,
+    pub(crate) machine: usize,
     /// The action run (`None` for a load).
-    pub action: Option<Action>,
+    pub(crate) action: Option<Action>,
     /// The operation id it ran under.
-    pub operation_id: Option<Uuid>,
+    pub(crate) operation_id: Option<Uuid>,
     /// What came of it.
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
 }
 
 /// A database for a whole property: both kinds of pool, machines made fresh
 /// for every case.
-pub struct HarnessDb {
+pub(crate) struct HarnessDb {
     /// The database.
-    pub db: TestDb,
+    pub(crate) db: TestDb,
     repeatable_read: Pool,
     read_committed: Pool,
 }
 
 impl HarnessDb {
     /// A fresh migrated database and its two pools.
-    pub fn new() -> HarnessDb {
+    pub(crate) fn new() -> HarnessDb {
         let db = TestDb::new();
         let repeatable_read = machine_state::pool_builder()
             .max_size(MAX_WORKERS as u32)
@@ -423,7 +423,7 @@ impl HarnessDb {
 
     /// `db` reached through other pools: the REPEATABLE READ one and the
     /// READ COMMITTED one (through a transaction-mode pooler, say).
-    pub fn with_pools(db: TestDb, repeatable_read: Pool, read_committed: Pool) -> HarnessDb {
+    pub(crate) fn with_pools(db: TestDb, repeatable_read: Pool, read_committed: Pool) -> HarnessDb {
         HarnessDb {
             db,
             repeatable_read,
@@ -441,21 +441,21 @@ impl HarnessDb {
 
 /// What a case did, and what the check found.
 #[derive(Debug, Default)]
-pub struct CaseReport {
+pub(crate) struct CaseReport {
     /// Every broken promise; empty when the case passed.
-    pub violations: Vec<String>,
+    pub(crate) violations: Vec<String>,
     /// Machines in the case.
-    pub machines: usize,
+    pub(crate) machines: usize,
     /// Machines whose two rows disagreed (I1 or I2 broken, or a row
     /// missing) when a worker loaded them or at the end.
-    pub diverged: usize,
+    pub(crate) diverged: usize,
     /// How many steps ended how.
-    pub outcomes: HashMap<String, usize>,
+    pub(crate) outcomes: HashMap<String, usize>,
 }
 
 impl CaseReport {
     /// A property-test result, with the outcomes for context.
-    pub fn into_result(self) -> Result<(), TestCaseError> {
+    pub(crate) fn into_result(self) -> Result<(), TestCaseError> {
         if self.violations.is_empty() {
             return Ok(());
         }
@@ -471,7 +471,7 @@ impl CaseReport {
 }
 
 /// Run one schedule with `writer` on `db`, injecting `chaos`, then check.
-pub fn run_case<W: Writer>(
+pub(crate) fn run_case<W: Writer>(
     db: &HarnessDb,
     writer: &W,
     chaos: Chaos,
@@ -511,7 +511,7 @@ pub fn run_case<W: Writer>(
 /// Check out every connection the pool can hold at once and use each for a
 /// read; returns how many were dead (a read on a dead connection makes the
 /// pool discard it).
-pub fn sweep(pool: &Pool) -> usize {
+pub(crate) fn sweep(pool: &Pool) -> usize {
     let held: Vec<_> = (0..pool.max_size()).map(|_| pool.get().unwrap()).collect();
     held.into_iter()
         .filter_map(|mut conn| machine_state::find_operation(&mut conn, Uuid::nil()).err())
@@ -746,7 +746,7 @@ struct PairRow {
 }
 
 /// Everything the database must hold after a case, by SQL of its own.
-pub fn check(
+pub(crate) fn check(
     conn: &mut PgConnection,
     database: &str,
     machines: &[Uuid],
@@ -922,7 +922,7 @@ pub fn check(
 
 /// Sessions of `database` (other than `conn`'s) left idle in a transaction,
 /// and locks they hold, described; empty when there are none.
-pub fn leftovers(conn: &mut PgConnection, database: &str) -> Vec<String> {
+pub(crate) fn leftovers(conn: &mut PgConnection, database: &str) -> Vec<String> {
     sql_query(
         "SELECT format('session %s left %s: %s', pid, state, query) AS what
          FROM pg_stat_activity
@@ -957,7 +957,7 @@ struct Id {
 }
 
 /// Those of `machines` whose two rows disagree now (or lack one).
-pub fn diverged(conn: &mut PgConnection, machines: &[Uuid]) -> Vec<Uuid> {
+pub(crate) fn diverged(conn: &mut PgConnection, machines: &[Uuid]) -> Vec<Uuid> {
     sql_query(
         "SELECT m.id FROM machines m LEFT JOIN machine_state s ON s.machine_id = m.id
          WHERE m.id = ANY($1)
@@ -977,7 +977,7 @@ pub fn diverged(conn: &mut PgConnection, machines: &[Uuid]) -> Vec<Uuid> {
 
 /// The number of cases: `MACHINE_STATE_PROPTEST_CASES`, else
 /// `PROPTEST_CASES`, else `default`.
-pub fn cases(default: u32) -> u32 {
+pub(crate) fn cases(default: u32) -> u32 {
     for var in [CASES_VAR, "PROPTEST_CASES"] {
         if let Ok(value) = std::env::var(var) {
             return value
@@ -991,7 +991,7 @@ pub fn cases(default: u32) -> u32 {
 /// A runner for `cases` cases with a known seed (`PROPTEST_RNG_SEED`, else
 /// a random one), no regression files, and a bounded shrink (every shrink
 /// step is a whole case against the database).
-pub fn runner(cases: u32) -> (TestRunner, u64) {
+pub(crate) fn runner(cases: u32) -> (TestRunner, u64) {
     // `Config::default()` reads the `PROPTEST_*` variables, the seed among them.
     let mut config = Config {
         cases,
@@ -1010,7 +1010,7 @@ pub fn runner(cases: u32) -> (TestRunner, u64) {
 
 /// Check `test` on `cases(default_cases)` schedules; on failure, panic with
 /// the seed that regenerates them and the smallest failing schedule found.
-pub fn property<S: Strategy>(
+pub(crate) fn property<S: Strategy>(
     name: &str,
     default_cases: u32,
     strategy: S,
@@ -1035,7 +1035,7 @@ pub fn property<S: Strategy>(
 
 /// Generate `cases` schedules from `strategy` with the seed of [`runner`],
 /// without stopping at a failure (to measure how often something happens).
-pub fn sample<S: Strategy>(cases: u32, strategy: &S) -> (Vec<S::Value>, u64) {
+pub(crate) fn sample<S: Strategy>(cases: u32, strategy: &S) -> (Vec<S::Value>, u64) {
     let (mut runner, seed) = runner(cases);
     let values = (0..cases)
         .map(|_| strategy.new_tree(&mut runner).unwrap().current())

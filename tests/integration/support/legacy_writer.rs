@@ -23,11 +23,11 @@ use super::harness::{Outcome, Refusal, Writer, describe};
 
 /// The legacy two-write pattern.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct LegacyWriter;
+pub(crate) struct LegacyWriter;
 
 /// What the legacy code knew of a machine: the `machines` row.
 #[derive(Clone, Debug)]
-pub struct LegacyView {
+pub(crate) struct LegacyView {
     id: Uuid,
     status: State,
     process_id: Option<Uuid>,

@@ -4,10 +4,10 @@
 
 #![allow(dead_code)]
 
-pub mod harness;
-pub mod legacy_writer;
-pub mod pgbouncer;
-pub mod proxy;
+pub(crate) mod harness;
+pub(crate) mod legacy_writer;
+pub(crate) mod pgbouncer;
+pub(crate) mod proxy;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +24,7 @@ static SERVER: OnceLock<TestServer> = OnceLock::new();
 
 /// The test server of this binary (the crate's testing kit), started on
 /// first use with a migrated template database.
-pub fn test_server() -> &'static TestServer {
+pub(crate) fn test_server() -> &'static TestServer {
     SERVER.get_or_init(|| {
         TestServer::start_with(EmbeddedPostgres::builder().setting("max_connections", "400"))
             .unwrap_or_else(|e| panic!("cannot start the test server: {e}"))
@@ -32,13 +32,13 @@ pub fn test_server() -> &'static TestServer {
 }
 
 /// The PostgreSQL server of this test binary.
-pub fn server() -> &'static EmbeddedPostgres {
+pub(crate) fn server() -> &'static EmbeddedPostgres {
     test_server().server()
 }
 
 /// A transaction-mode PgBouncer in front of the test server, for `users`
 /// besides `postgres` (see [`pgbouncer`]).
-pub fn pgbouncer(users: &[&str]) -> pgbouncer::PgBouncer {
+pub(crate) fn pgbouncer(users: &[&str]) -> pgbouncer::PgBouncer {
     pgbouncer::PgBouncer::start(server().socket_dir(), users)
         .unwrap_or_else(|e| panic!("cannot start pgbouncer: {e}"))
 }
@@ -52,19 +52,19 @@ fn stop_server() {
 }
 
 /// A database of its own for one test.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
+pub(crate) struct TestDb {
+    pub(crate) name: String,
+    pub(crate) url: String,
 }
 
 impl TestDb {
     /// A fresh database with the migrations applied.
-    pub fn new() -> TestDb {
+    pub(crate) fn new() -> TestDb {
         Self::from(test_server().database().unwrap())
     }
 
     /// A fresh, empty database (no migrations).
-    pub fn empty() -> TestDb {
+    pub(crate) fn empty() -> TestDb {
         Self::from(test_server().empty_database().unwrap())
     }
 
@@ -76,25 +76,25 @@ impl TestDb {
     }
 
     /// A plain connection (session default isolation: READ COMMITTED).
-    pub fn conn(&self) -> PgConnection {
+    pub(crate) fn conn(&self) -> PgConnection {
         PgConnection::establish(&self.url).unwrap()
     }
 
     /// A pool with the crate's defaults.
-    pub fn pool(&self) -> Pool {
+    pub(crate) fn pool(&self) -> Pool {
         machine_state::pool(&self.url).unwrap()
     }
 }
 
 /// Every invariant I1–I6 that a machine breaks, in words (the testing kit's
 /// check); empty when consistent.
-pub fn violations(conn: &mut PgConnection, machine_id: Uuid) -> Vec<String> {
+pub(crate) fn violations(conn: &mut PgConnection, machine_id: Uuid) -> Vec<String> {
     machine_state::testing::violations(conn, machine_id).unwrap()
 }
 
 /// Panic with every broken invariant of `machine_id`.
 #[track_caller]
-pub fn assert_consistent(conn: &mut PgConnection, machine_id: Uuid) {
+pub(crate) fn assert_consistent(conn: &mut PgConnection, machine_id: Uuid) {
     let found = violations(conn, machine_id);
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
@@ -106,7 +106,7 @@ struct Single {
 }
 
 /// `machines.status` of a machine.
-pub fn machines_status(conn: &mut PgConnection, machine_id: Uuid) -> String {
+pub(crate) fn machines_status(conn: &mut PgConnection, machine_id: Uuid) -> String {
     sql_query("SELECT status AS value FROM machines WHERE id = $1")
         .bind::<diesel::sql_types::Uuid, _>(machine_id)
         .get_result::<Single>(conn)
@@ -116,7 +116,7 @@ pub fn machines_status(conn: &mut PgConnection, machine_id: Uuid) -> String {
 
 /// Every row of the three tables, as text: to prove that a refused
 /// operation changed nothing.
-pub fn snapshot(conn: &mut PgConnection) -> Vec<String> {
+pub(crate) fn snapshot(conn: &mut PgConnection) -> Vec<String> {
     sql_query(
         "SELECT value FROM (
              SELECT 'm' || row_to_json(t)::text AS value FROM machines t
@@ -132,7 +132,7 @@ pub fn snapshot(conn: &mut PgConnection) -> Vec<String> {
 }
 
 /// A new machine, brought online (its history: create, then `offline -> idle`).
-pub fn idle_machine(conn: &mut PgConnection) -> Uuid {
+pub(crate) fn idle_machine(conn: &mut PgConnection) -> Uuid {
     machine_state::Machine::<machine_state::Offline>::create(conn, Uuid::new_v4())
         .unwrap()
         .bring_online(conn)
@@ -141,7 +141,7 @@ pub fn idle_machine(conn: &mut PgConnection) -> Uuid {
 }
 
 /// Write a pair by hand, bypassing the crate (to seed bad data).
-pub fn insert_raw_pair(
+pub(crate) fn insert_raw_pair(
     conn: &mut PgConnection,
     machine_id: Uuid,
     status: &str,
@@ -159,7 +159,7 @@ pub fn insert_raw_pair(
 /// right after the statement, as the COMMIT of an autocommit statement would,
 /// so their errors are caught too. The helper lives in `pg_temp` and is
 /// created once per session (a role set with `SET ROLE` can use it).
-pub fn sqlstate_of(conn: &mut PgConnection, statement: &str) -> String {
+pub(crate) fn sqlstate_of(conn: &mut PgConnection, statement: &str) -> String {
     conn.batch_execute(
         "DO $$
          BEGIN
@@ -187,7 +187,7 @@ pub fn sqlstate_of(conn: &mut PgConnection, statement: &str) -> String {
 /// The schema of a test database as `pg_dump --schema-only` prints it (by the
 /// server's own `pg_dump`), without diesel's bookkeeping table and without the
 /// random `\restrict` key newer `pg_dump`s fence their output with.
-pub fn schema_dump(db: &TestDb) -> String {
+pub(crate) fn schema_dump(db: &TestDb) -> String {
     let output = std::process::Command::new(server().bin_dir().join("pg_dump"))
         .args([
             "--schema-only",
@@ -212,7 +212,7 @@ pub fn schema_dump(db: &TestDb) -> String {
 
 /// A new role of the test server, with a name no other test uses. Roles are
 /// cluster-wide; the server is thrown away with the test binary.
-pub fn create_role(conn: &mut PgConnection, purpose: &str) -> String {
+pub(crate) fn create_role(conn: &mut PgConnection, purpose: &str) -> String {
     static NEXT_ROLE: AtomicUsize = AtomicUsize::new(0);
     let role = format!(
         "{purpose}_{}_{}",
@@ -225,7 +225,7 @@ pub fn create_role(conn: &mut PgConnection, purpose: &str) -> String {
 }
 
 /// Whether `machine_state_invariants_enforced()` says enforcement is on.
-pub fn invariants_enforced(conn: &mut PgConnection) -> bool {
+pub(crate) fn invariants_enforced(conn: &mut PgConnection) -> bool {
     #[derive(QueryableByName)]
     struct Enforced {
         #[diesel(sql_type = Bool)]

@@ -25,7 +25,7 @@ use nix::unistd::{Pid, Uid, User, chown};
 const PORT: u16 = 6432;
 
 /// A running PgBouncer, stopped on drop.
-pub struct PgBouncer {
+pub(crate) struct PgBouncer {
     dir: tempfile::TempDir,
     child: Child,
 }
@@ -34,7 +34,7 @@ impl PgBouncer {
     /// Start one in front of the server listening in `server_socket` for
     /// `users` (besides `postgres`), trusting them (as our servers trust
     /// local users).
-    pub fn start(server_socket: &Path, users: &[&str]) -> Result<PgBouncer, String> {
+    pub(crate) fn start(server_socket: &Path, users: &[&str]) -> Result<PgBouncer, String> {
         let fail = |what: &str, e: &dyn std::fmt::Display| format!("pgbouncer: {what}: {e}");
         let dir = tempfile::Builder::new()
             .prefix("machine-state-pgbouncer-")
@@ -89,6 +89,10 @@ impl PgBouncer {
             command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
         }
         // SAFETY: `prctl` is async-signal-safe and allocates nothing.
+        #[expect(
+            unsafe_code,
+            reason = "the parent-death signal is set in the child, between fork and exec"
+        )]
         unsafe {
             command.pre_exec(|| {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
@@ -118,7 +122,7 @@ impl PgBouncer {
     /// Its admin console's `SHOW STATS` row for `database`, by `psql` (the
     /// console speaks the simple protocol only): (transactions, statements)
     /// so far. Each statement is one round trip through the pooler.
-    pub fn stats(&self, psql: &Path, database: &str) -> Result<(u64, u64), String> {
+    pub(crate) fn stats(&self, psql: &Path, database: &str) -> Result<(u64, u64), String> {
         let output = Command::new(psql)
             .args(["-X", "-A", "-t", "-F", ",", "-c", "SHOW STATS"])
             .arg(self.url("pgbouncer"))
@@ -140,12 +144,12 @@ impl PgBouncer {
     }
 
     /// A libpq URL for `database` through the pooler, as `postgres`.
-    pub fn url(&self, database: &str) -> String {
+    pub(crate) fn url(&self, database: &str) -> String {
         self.url_as("postgres", database)
     }
 
     /// A libpq URL for `database` through the pooler, as `user`.
-    pub fn url_as(&self, user: &str, database: &str) -> String {
+    pub(crate) fn url_as(&self, user: &str, database: &str) -> String {
         format!(
             "postgresql://{user}@/{database}?host={}&port={PORT}",
             self.dir.path().display()
@@ -153,12 +157,12 @@ impl PgBouncer {
     }
 
     /// The same with this crate's pooler switch.
-    pub fn crate_url(&self, database: &str) -> String {
+    pub(crate) fn crate_url(&self, database: &str) -> String {
         format!("{}&machine_state_pooler=transaction", self.url(database))
     }
 
     /// Its log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
     }
 }

@@ -21,7 +21,7 @@ use std::thread;
 
 /// Which request a fault hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum At {
+pub(crate) enum At {
     /// The next statement run with the extended protocol (the messages up to
     /// the `Sync` after an `Execute`): on a session in autocommit, the
     /// statement is its own transaction and commits at that `Sync`.
@@ -32,7 +32,7 @@ pub enum At {
 
 /// What the fault does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Forward the request, let the server finish it (up to its
     /// `ReadyForQuery`), swallow the reply and cut the connection: the
     /// client never learns that it committed.
@@ -68,7 +68,7 @@ impl Shared {
 }
 
 /// The proxy: listens on 127.0.0.1, forwards to the server's unix socket.
-pub struct Proxy {
+pub(crate) struct Proxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
 }
@@ -76,7 +76,7 @@ pub struct Proxy {
 impl Proxy {
     /// Listen on a free port of 127.0.0.1 and forward every connection to
     /// the unix socket `socket`.
-    pub fn start(socket: PathBuf) -> Proxy {
+    pub(crate) fn start(socket: PathBuf) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
@@ -98,7 +98,7 @@ impl Proxy {
     }
 
     /// A URL for `database` through the proxy.
-    pub fn url(&self, database: &str) -> String {
+    pub(crate) fn url(&self, database: &str) -> String {
         format!(
             "postgresql://postgres@127.0.0.1:{}/{database}?sslmode=disable&gssencmode=disable",
             self.addr.port()
@@ -106,13 +106,13 @@ impl Proxy {
     }
 
     /// Apply `fault` to the next request that matches `at`.
-    pub fn arm(&self, at: At, fault: Fault) {
+    pub(crate) fn arm(&self, at: At, fault: Fault) {
         self.shared.fired.store(false, Ordering::SeqCst);
         *self.shared.armed.lock().unwrap() = Some((at, fault));
     }
 
     /// Whether the armed fault has been applied.
-    pub fn fired(&self) -> bool {
+    pub(crate) fn fired(&self) -> bool {
         self.shared.fired.load(Ordering::SeqCst)
     }
 }
