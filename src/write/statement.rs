@@ -1,22 +1,22 @@
-//! The default carrier of a transition: SQL statements of data-modifying CTEs,
-//! each with a static query id, so diesel prepares them once per connection
-//! and reuses the plan.
+//! The default carrier of a transition: two SQL statements kept in `.sql`
+//! files, each with a static query id, so diesel prepares them once per
+//! connection and reuses the plan.
 //!
-//! - The **success path** ([`AppliedStatement`]) is tried first, in
-//!   autocommit: it writes both rows only if both hold the expected state and
-//!   process and the transaction is REPEATABLE READ, appends the history row,
-//!   and returns the time, or no time when it wrote nothing. It reads nothing
-//!   it does not write, so its plan is half the size of the statement below
-//!   (measured with `cargo bench --bench compare`: that statement's planner
-//!   and executor overhead cost a quarter of the transition's latency on the
-//!   success path). An operation id already in the history makes its insert
-//!   fail (unique index): nothing is written, and the statement below
-//!   reports the earlier outcome.
-//! - The **diagnosing statement** ([`TransitionStatement`]) runs when the
-//!   success path wrote nothing, and inside a caller's transaction: it reads
-//!   both rows and the operation id, writes under the same guard (the machine
-//!   may have come back to the expected state meanwhile), and returns one row
-//!   saying what happened or what it found.
+//! - **`applied.sql`**, the only statement that writes: both rows, only if
+//!   both hold the expected state and process and the transaction is
+//!   REPEATABLE READ, and the history row; it returns the time, or no time
+//!   when it wrote nothing. It reads nothing it does not write, so its plan
+//!   stays small (measured with `cargo bench --bench compare`). An operation
+//!   id already in the history makes its insert fail (unique index): nothing
+//!   is written.
+//! - **`diagnosis.sql`** writes nothing: both rows, the operation id's entry
+//!   and the isolation level, which say why a transition did not apply (or
+//!   whether it may now).
+//!
+//! In autocommit (or our own explicit transaction) `applied.sql` runs first;
+//! the diagnosis only when it wrote nothing. Inside a caller's transaction
+//! the diagnosis runs first, since a failed insert would abort the caller's
+//! transaction; `applied.sql` follows when nothing stands in the way.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
@@ -30,42 +30,87 @@ use super::{Change, REPEATABLE_READ, RowsFound, Verdict, repeatable_read, sql_fi
 use crate::error::Error;
 use crate::state::Status;
 
-/// One attempt of `change` (see the module docs of `write`).
+/// One attempt of `change` (see the module docs).
 pub(super) fn attempt(
     conn: &mut PgConnection,
     change: &Change<'_>,
     in_callers_transaction: bool,
 ) -> QueryResult<Verdict> {
     let statement = TransitionStatement::new(change);
-    let outcome = if in_callers_transaction {
-        // A failed insert would abort the caller's transaction: diagnose
-        // straight away.
-        statement.get_result::<Outcome>(conn)?
-    } else {
-        match AppliedStatement(statement.clone())
-            .get_result::<(Option<DateTime<Utc>>, String)>(conn)
-        {
-            Ok((Some(at), _)) => return Ok(Ok(at)),
-            // Not a REPEATABLE READ session: straight to an explicit transaction.
-            Ok((None, isolation)) if isolation != REPEATABLE_READ => conn
+    if in_callers_transaction {
+        let found = diagnose(conn, &statement)?;
+        return match found.explain(change) {
+            Some(refused) => Ok(refused),
+            None => apply_or_explain(conn, &statement, change),
+        };
+    }
+    match apply(conn, &statement) {
+        Ok((Some(at), _)) => Ok(Ok(at)),
+        // Not a REPEATABLE READ session: again in an explicit transaction.
+        Ok((None, isolation)) if isolation != REPEATABLE_READ => {
+            let in_transaction = conn
                 .build_transaction()
                 .repeatable_read()
-                .run(|conn| statement.clone().get_result::<Outcome>(conn))?,
-            Ok((None, _)) => diagnose(conn, &statement)?,
-            Err(error) if operation_id_taken(&error) => diagnose(conn, &statement)?,
-            Err(error) => return Err(error),
+                .run(|conn| apply_or_explain(conn, &statement, change));
+            match in_transaction {
+                Err(error) if operation_id_taken(&error) => {
+                    explain_afresh(conn, &statement, change)
+                }
+                other => other,
+            }
         }
-    };
-    Ok(outcome.into_verdict(change))
+        Ok((None, _)) => explain_afresh(conn, &statement, change),
+        Err(error) if operation_id_taken(&error) => explain_afresh(conn, &statement, change),
+        Err(error) => Err(error),
+    }
 }
 
-/// Run the diagnosing statement in autocommit (or an explicit REPEATABLE READ
-/// transaction on another session).
+/// Run `applied.sql`: the transition's time (`None` when it wrote nothing)
+/// and the isolation level it ran under.
+fn apply(
+    conn: &mut PgConnection,
+    statement: &TransitionStatement<'_>,
+) -> QueryResult<(Option<DateTime<Utc>>, String)> {
+    AppliedStatement(statement.clone()).get_result(conn)
+}
+
+/// Run `diagnosis.sql`.
 fn diagnose(conn: &mut PgConnection, statement: &TransitionStatement<'_>) -> QueryResult<Outcome> {
-    repeatable_read(conn, |conn| {
-        let outcome = statement.clone().get_result::<Outcome>(conn)?;
-        let isolation = outcome.isolation.clone();
-        Ok((outcome, isolation))
+    DiagnosisStatement(statement.clone()).get_result(conn)
+}
+
+/// Inside a transaction (ours or the caller's): apply, and if nothing was
+/// written, say why from the same snapshot.
+fn apply_or_explain(
+    conn: &mut PgConnection,
+    statement: &TransitionStatement<'_>,
+    change: &Change<'_>,
+) -> QueryResult<Verdict> {
+    if let (Some(at), _) = apply(conn, statement)? {
+        return Ok(Ok(at));
+    }
+    Ok(diagnose(conn, statement)?.into_verdict(change))
+}
+
+/// After `applied.sql` wrote nothing in autocommit: say why, from a snapshot
+/// of its own (REPEATABLE READ, as the write's). If nothing explains it any
+/// more, the machine came back to the expected state in between: a lost
+/// race, which the write path retries.
+fn explain_afresh(
+    conn: &mut PgConnection,
+    statement: &TransitionStatement<'_>,
+    change: &Change<'_>,
+) -> QueryResult<Verdict> {
+    let found = repeatable_read(conn, |conn| {
+        let found = diagnose(conn, statement)?;
+        let isolation = found.isolation.clone();
+        Ok((found, isolation))
+    })?;
+    found.explain(change).ok_or_else(|| {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::SerializationFailure,
+            Box::new("the machine changed back between the write and its diagnosis".to_owned()),
+        )
     })
 }
 
@@ -94,15 +139,9 @@ pub(super) struct Outcome {
 }
 
 impl Outcome {
-    fn into_verdict(self, change: &Change<'_>) -> Verdict {
-        if let Some(at) = self.applied_at {
-            return Ok(at);
-        }
-        let machines = self.status.clone().map(|state| Status {
-            state,
-            process_id: self.machines_process,
-        });
-        let found = RowsFound {
+    /// What was found, as the write path's reasons see it.
+    fn rows_found(self) -> RowsFound {
+        RowsFound {
             machines: self.status.map(|state| Status {
                 state,
                 process_id: self.machines_process,
@@ -117,9 +156,23 @@ impl Outcome {
                 .zip(self.prior_at)
                 .map(|((machine, to), at)| (machine, self.prior_from, to, at)),
             isolation: self.isolation,
-        };
-        // The guard checks exactly what `explain` does, so one of its
-        // reasons holds; the rows as a whole are reported otherwise.
+        }
+    }
+
+    /// Why `change` does not apply, or `None` when nothing stands in its way.
+    fn explain(self, change: &Change<'_>) -> Option<Verdict> {
+        if let Some(at) = self.applied_at {
+            return Some(Ok(at));
+        }
+        self.rows_found().explain(change)
+    }
+
+    /// Why `change` did not apply, in the snapshot in which it did not: one of
+    /// the reasons holds, since `applied.sql`'s guard checks exactly what
+    /// `explain` does; the rows as a whole are reported otherwise.
+    fn into_verdict(self, change: &Change<'_>) -> Verdict {
+        let found = self.rows_found();
+        let machines = found.machines.clone();
         let machine_state = found.machine_state.clone();
         found.explain(change).unwrap_or_else(|| {
             Err(Error::Inconsistent {
@@ -177,20 +230,23 @@ impl TransitionStatement<'_> {
     }
 }
 
-impl QueryFragment<Pg> for TransitionStatement<'_> {
+/// `diagnosis.sql` with the transition's binds.
+struct DiagnosisStatement<'a>(TransitionStatement<'a>);
+
+impl QueryFragment<Pg> for DiagnosisStatement<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        sql_file::walk(include_str!("transition.sql"), &mut out, |n, out| {
-            self.bind(n, out)
+        sql_file::walk(include_str!("diagnosis.sql"), &mut out, |n, out| {
+            self.0.bind(n, out)
         })
     }
 }
 
-impl QueryId for TransitionStatement<'_> {
-    type QueryId = TransitionStatement<'static>;
+impl QueryId for DiagnosisStatement<'_> {
+    type QueryId = DiagnosisStatement<'static>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl Query for TransitionStatement<'_> {
+impl Query for DiagnosisStatement<'_> {
     type SqlType = (
         Nullable<Timestamptz>,
         Nullable<SqlUuid>,
@@ -205,11 +261,10 @@ impl Query for TransitionStatement<'_> {
     );
 }
 
-impl RunQueryDsl<PgConnection> for TransitionStatement<'_> {}
+impl RunQueryDsl<PgConnection> for DiagnosisStatement<'_> {}
 
-/// The success path: the transition statement without the reads that only
-/// explain a refusal. Returns the transition's time (`NULL` when it wrote
-/// nothing) and the isolation level it ran under.
+/// `applied.sql` with the transition's binds: the transition's time (`NULL`
+/// when it wrote nothing) and the isolation level it ran under.
 struct AppliedStatement<'a>(TransitionStatement<'a>);
 
 impl QueryFragment<Pg> for AppliedStatement<'_> {
