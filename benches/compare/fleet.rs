@@ -67,10 +67,11 @@ fn seed(conn: &mut PgConnection) -> Result<(), String> {
              (machine_id, from_state, to_state, process_id, operation_id, kind, transitioned_at)
              SELECT id, 'idle', 'processing', process, gen_random_uuid(), 'transition', since
              FROM fleet WHERE state = 'processing';
-         COMMIT;
-         VACUUM ANALYZE machines, machine_state, machine_state_transitions;"
+         COMMIT;"
     ))
-    .map_err(|e| format!("cannot seed {MACHINES} machines: {e}"))
+    .map_err(|e| format!("cannot seed {MACHINES} machines: {e}"))?;
+    conn.batch_execute("VACUUM ANALYZE machines, machine_state, machine_state_transitions")
+        .map_err(|e| format!("cannot vacuum: {e}"))
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
@@ -111,10 +112,6 @@ pub fn run(
             return Err(format!("pairs listed {} machines", pairs.len()));
         }
         pairs_s.push(seconds);
-        if round == 0 {
-            conn.batch_execute("SELECT pg_stat_statements_reset()")
-                .map_err(|e| format!("cannot reset pg_stat_statements: {e}"))?;
-        }
         let (stuck, seconds) = timed(|| machine_state::stuck(conn, hour));
         let stuck = stuck.map_err(|e| format!("stuck: {e}"))?;
         let oldest_first = stuck.windows(2).all(|w| w[0].since <= w[1].since);
@@ -129,10 +126,13 @@ pub fn run(
 
     // `stuck`'s statement as the server saw it (diesel's binds: the two
     // states, then the interval), planned for the same arguments.
+    conn.batch_execute("SELECT pg_stat_statements_reset()")
+        .map_err(|e| format!("cannot reset pg_stat_statements: {e}"))?;
+    machine_state::stuck(conn, hour).map_err(|e| format!("stuck: {e}"))?;
     let query = sql_query(
         "SELECT query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
          WHERE d.datname = current_database() AND query LIKE '%state_since%'
-           AND query LIKE '%ORDER BY%' AND query NOT LIKE '%pg_stat_statements%'",
+           AND query LIKE '%$3%' AND query NOT LIKE '%pg_stat_statements%'",
     )
     .get_result::<Query>(conn)
     .map_err(|e| format!("cannot find `stuck`'s statement in pg_stat_statements: {e}"))?

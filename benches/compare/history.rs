@@ -99,10 +99,11 @@ fn prefill(conn: &mut PgConnection, rows: u64, machines: u32) -> Result<(), Stri
          FROM (SELECT g, (SELECT (extract(epoch FROM now()) * 1000)::bigint) - ({rows} - g) * 10
                          AS at_ms
                FROM generate_series(0::bigint, {rows} - 1) g) t;
-         SET session_replication_role = DEFAULT;
-         VACUUM ANALYZE machine_state_transitions;"
+         SET session_replication_role = DEFAULT;"
     ))
-    .map_err(|e| format!("cannot pre-fill {rows} history rows: {e}"))
+    .map_err(|e| format!("cannot pre-fill {rows} history rows: {e}"))?;
+    conn.batch_execute("VACUUM ANALYZE machine_state_transitions")
+        .map_err(|e| format!("cannot vacuum: {e}"))
 }
 
 pub fn run(
