@@ -511,7 +511,7 @@ fn run(options: &Options) -> Result<bool, String> {
             bench,
             &pgbench_bin,
             work.path(),
-            Plan::new(true, 1, cores),
+            Plan::new(false, 1, cores),
             options.rounds,
             &mut last_history,
         )?;
