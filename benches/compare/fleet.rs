@@ -95,7 +95,7 @@ pub fn run(
     seed(conn)?;
     let hour = Duration::from_secs(3600);
     let (mut audit_s, mut pairs_s, mut stuck_s) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds {
+    for _ in 0..rounds {
         let (report, seconds) = timed(|| machine_state::audit(conn));
         let report = report.map_err(|e| format!("audit: {e}"))?;
         if report.machines != MACHINES as usize || !report.is_consistent() {
@@ -137,8 +137,10 @@ pub fn run(
     .get_result::<Query>(conn)
     .map_err(|e| format!("cannot find `stuck`'s statement in pg_stat_statements: {e}"))?
     .query;
-    conn.batch_execute(&format!("PREPARE stuck_plan(text, text, interval) AS {query}"))
-        .map_err(|e| format!("cannot prepare `{query}`: {e}"))?;
+    conn.batch_execute(&format!(
+        "PREPARE stuck_plan(text, text, interval) AS {query}"
+    ))
+    .map_err(|e| format!("cannot prepare `{query}`: {e}"))?;
     let plan: Vec<String> = sql_query(
         "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) \
          EXECUTE stuck_plan('processing', 'processing', '1 hour')",

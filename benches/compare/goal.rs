@@ -64,8 +64,7 @@ impl Goal {
 
     fn cells(&self) -> (String, String) {
         let digits = if self.unit == " µs" { 0 } else { 2 };
-        let value = if self.unit.is_empty() && matches!(self.bound, Bound::AtLeast(l) if l == 1.0)
-        {
+        let value = if self.unit.is_empty() && matches!(self.bound, Bound::AtLeast(l) if l == 1.0) {
             if self.value >= 1.0 { "yes" } else { "no" }.to_owned()
         } else {
             format!("{:.digits$}{}", self.value, self.unit)

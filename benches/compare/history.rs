@@ -31,6 +31,8 @@ struct Database {
     records_per_tx: Vec<f64>,
     exec_us_per_tx: Vec<f64>,
     reads_per_tx: Vec<f64>,
+    /// Full-page images per transition by relation, in the last run.
+    fpi_by_relation: String,
 }
 
 pub struct HistoryReport {
@@ -144,6 +146,7 @@ pub fn run(
             records_per_tx: Vec::new(),
             exec_us_per_tx: Vec::new(),
             reads_per_tx: Vec::new(),
+            fpi_by_relation: String::new(),
         });
     }
     admin
@@ -190,6 +193,7 @@ pub fn run(
             .get_result(conn)
             .map_err(|e| format!("cannot read pg_stat_statements: {e}"))?;
             let n = measured.latencies_us.len() as f64;
+            db.fpi_by_relation = fpi_by_relation(conn, &start, &end, n)?;
             db.p50_us.push(goal::median(&measured.latencies_us));
             db.wal_per_tx.push(wal.bytes / n);
             db.fpi_per_tx.push(wal.fpi_bytes / n);
@@ -214,7 +218,10 @@ pub fn run(
         let rows = databases[i].rows;
         goals.push(
             Goal::at_most(
-                format!("(a) history of {} rows: p50 ÷ empty history", millions(rows)),
+                format!(
+                    "(a) history of {} rows: p50 ÷ empty history",
+                    millions(rows)
+                ),
                 goal::median(&p50),
                 1.05,
                 "×",
@@ -241,6 +248,39 @@ pub fn run(
     })
 }
 
+#[derive(QueryableByName)]
+struct RelationFpi {
+    #[diesel(sql_type = Text)]
+    relation: String,
+    #[diesel(sql_type = Double)]
+    images: f64,
+}
+
+/// Which relations the full-page images between `start` and `end` were of
+/// (block references marked `FPW`), the top three, per transition.
+fn fpi_by_relation(
+    conn: &mut PgConnection,
+    start: &str,
+    end: &str,
+    transactions: f64,
+) -> Result<String, String> {
+    let rows: Vec<RelationFpi> = sql_query(format!(
+        "SELECT coalesce(pg_filenode_relation(0, m[1]::oid)::text, 'filenode ' || m[1])
+                    AS relation,
+                count(*)::float8 AS images
+         FROM pg_get_wal_records_info('{start}', '{end}') r,
+              regexp_matches(r.block_ref, 'rel [0-9]+/[0-9]+/([0-9]+)(?: fork [a-z_]+)? blk [0-9]+ [(]?FPW', 'g') m
+         GROUP BY 1 ORDER BY 2 DESC LIMIT 3"
+    ))
+    .load(conn)
+    .map_err(|e| format!("cannot read the WAL records: {e}"))?;
+    Ok(rows
+        .iter()
+        .map(|r| format!("`{}` {:.3}", r.relation, r.images / transactions))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
 fn millions(rows: u64) -> String {
     format!("{}M", rows as f64 / 1e6)
 }
@@ -250,14 +290,14 @@ impl HistoryReport {
         let mut text = format!(
             "## (a) Transitions over a long history (`crate/default`, 1 conn, durable)\n\n\
              Setup and pre-fill: {:.0} s. Medians over rounds, per transition.\n\n\
-             | history rows | p50 µs | WAL bytes | of which full-page images | WAL records | server exec µs | shared blocks read |\n\
-             |---|---|---|---|---|---|---|\n",
+             | history rows | p50 µs | WAL bytes | of which full-page images | WAL records | server exec µs | shared blocks read | full-page images by relation (last run) |\n\
+             |---|---|---|---|---|---|---|---|\n",
             self.prefill_seconds
         );
         for db in &self.databases {
             let _ = writeln!(
                 text,
-                "| {} (`{}`) | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} |",
+                "| {} (`{}`) | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {} |",
                 db.rows,
                 db.name,
                 goal::median(&db.p50_us),
@@ -266,6 +306,7 @@ impl HistoryReport {
                 goal::median(&db.records_per_tx),
                 goal::median(&db.exec_us_per_tx),
                 goal::median(&db.reads_per_tx),
+                db.fpi_by_relation,
             );
         }
         text.push_str(

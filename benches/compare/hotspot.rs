@@ -267,7 +267,11 @@ pub fn run(
                         .collect();
                     handles.into_iter().map(|h| h.join().ok()).collect()
                 });
-                let applied: usize = round_tallies.iter().flatten().map(|t| t.applied.len()).sum();
+                let applied: usize = round_tallies
+                    .iter()
+                    .flatten()
+                    .map(|t| t.applied.len())
+                    .sum();
                 goodput.push(applied as f64 / seconds);
                 tallies.extend(round_tallies);
             } else {

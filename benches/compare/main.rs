@@ -268,7 +268,9 @@ impl Part {
         Part::ALL
             .into_iter()
             .find(|p| format!("{p:?}").eq_ignore_ascii_case(name))
-            .ok_or_else(|| format!("unknown part `{name}` (main, pooler, delay, history, hot, fleet)"))
+            .ok_or_else(|| {
+                format!("unknown part `{name}` (main, pooler, delay, history, hot, fleet)")
+            })
     }
 }
 

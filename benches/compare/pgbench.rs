@@ -238,7 +238,10 @@ pub fn run(target: &Target<'_>, path: BenchPath, plan: &Plan) -> Result<Measured
         .ok_or_else(|| format!("no `tps = ` line in pgbench's output:\n{stdout}"))?;
     let (latencies_us, failed) = read_logs(&prefix)?;
     if failed > 0 {
-        return Err(format!("pgbench logged {failed} failed transactions of {}", path.name()));
+        return Err(format!(
+            "pgbench logged {failed} failed transactions of {}",
+            path.name()
+        ));
     }
     let expected = plan.transactions();
     if latencies_us.len() != expected {

@@ -97,7 +97,9 @@ fn prepare(
         .map(|j| {
             let n = plan.machine(client, j);
             match AnyMachine::load(conn, common::machine_id(n)) {
-                Ok(AnyMachine::Idle(machine)) => Ok(Slot::Idle(machine.with_write_path(write_path))),
+                Ok(AnyMachine::Idle(machine)) => {
+                    Ok(Slot::Idle(machine.with_write_path(write_path)))
+                }
                 Ok(other) => Err(format!("machine {n} is {} before the run", other.state())),
                 Err(e) => Err(format!("cannot load machine {n}: {e}")),
             }
