@@ -17,7 +17,8 @@
 //!   updates;
 //! - `pgbench/select_1`: a bare round trip;
 //! - `crate/default`: `Machine::start` / `complete` through a pool checkout;
-//! - `crate/query_builder`: a hand-written diesel DSL transaction.
+//! - `crate/query_builder`: a hand-written diesel DSL transaction;
+//! - `crate/sql_function`: the default path with `WritePath::SqlFunction`.
 //!
 //! Every path runs the same walk over the machines (start a recipe on each of
 //! a client's machines, then complete each), every pgbench session and every
@@ -31,17 +32,37 @@
 //! direct: statements and round trips per transition, latency ratio
 //! (`pooler.rs`; needs `pgbouncer` installed).
 //!
-//! Last, a hot spot: 8 workers on one machine, reporting goodput, retries and
-//! typed refusals, and checking that no transition was lost.
+//! Then the scenarios of issue 13, each printing its ratios against its
+//! target (✔/✘) in one table at the top of the output, with the server's
+//! evidence (`pg_stat_statements`, `pg_walinspect`, `EXPLAIN`) beside it:
+//!
+//! - (c) the SQL function (`pgbench/function`, and `crate/sql_function`:
+//!   `WritePath::SqlFunction`) against the crate's statement, from the main
+//!   scenarios' runs, and what the server spends inside the function
+//!   (`function.rs`);
+//! - (b) through a delay proxy of about 1 ms round trip (`proxy.rs`,
+//!   `delay.rs`): the default path, the legacy two-write, pgbench's floor,
+//!   and client-side time;
+//! - (a) transitions over a history pre-filled to 5M and 20M rows against an
+//!   empty one: p50 and WAL per transition (`history.rs`);
+//! - (d) the hot spot, 8 workers on one machine, the crate against pgbench
+//!   running the same REPEATABLE READ transition with `--max-tries`
+//!   (`hotspot.rs`);
+//! - (e) `audit`, `pairs` (`list`) and `stuck` over 100,000 machines, and
+//!   `stuck`'s plan (`fleet.rs`).
 //!
 //! Output: the tables on stdout, and `target/bench-compare/results.md` and
 //! `target/bench-compare/latency.svg` (latency distribution per path).
 //!
-//! Options (after `--`): `--rounds N` (default 7, at least 3), `--hot-seconds
-//! S` (default 3), `--no-durable` (skip the durable scenarios, for quick
-//! iterations), `--pooler-only` (only the pooler comparison). Exit status: 0 when every correctness check passed (timing targets are
-//! reported, not enforced: they depend on the machine), 1 when one failed, 2
-//! on error.
+//! Options (after `--`): `--quick` (3 rounds, a history of 1M and 4M rows, 2 s
+//! hot spot rounds: a few minutes), `--rounds N` (default 7, at least 3),
+//! `--hot-seconds S` (default 3), `--history-rows A,B` (default
+//! `5000000,20000000`), `--no-durable` (skip the durable main scenarios),
+//! `--only PARTS` (comma-separated: `main`, `pooler`, `delay`, `history`,
+//! `hot`, `fleet`), `--pooler-only` (`--only pooler`). Exit status: 0 when
+//! every correctness check passed (timing targets are reported, not
+//! enforced: they depend on the machine), 1 when one failed, 2 on error (a
+//! path that did not do its work is an error).
 
 #[path = "../common/mod.rs"]
 mod common;
