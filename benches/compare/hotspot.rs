@@ -7,6 +7,13 @@
 //! typed `Conflict`. Afterwards the history must hold exactly the
 //! transitions that reported success, as one unbroken chain under
 //! REPEATABLE READ, ending in the state both rows agree on.
+//!
+//! Side by side (issue 13 (d)), pgbench runs the same REPEATABLE READ
+//! transition as one statement on a machine of its own database
+//! (`pgbench::run_hot`), retrying serialization failures itself
+//! (`--max-tries`, the crate's attempt budget); its history is checked the
+//! same way. The two alternate over the rounds; goodput is committed
+//! transitions per second.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,7 +29,8 @@ use machine_state::{Action, AnyMachine, EmbeddedPostgres, Error, State};
 use tracing_subscriber::layer::SubscriberExt;
 use uuid::Uuid;
 
-use crate::{common, connect};
+use crate::goal::{self, Goal};
+use crate::{common, connect, pgbench};
 
 /// What the hot spot saw.
 pub struct HotSpot {
@@ -47,13 +55,122 @@ pub struct HotSpot {
     /// Whether the history is one chain under REPEATABLE READ ending in the
     /// machine's state.
     pub chain_ok: bool,
-    /// Latency of the applied transitions (retries included), µs.
+    /// Latency of the applied transitions (load and retries included), µs.
     pub latencies_us: Vec<f64>,
+    /// The crate's goodput in each round.
+    pub goodput: Vec<f64>,
+    /// pgbench's side.
+    pub pgbench: PgbenchHot,
+}
+
+/// pgbench on the hot spot, over all rounds.
+#[derive(Default)]
+pub struct PgbenchHot {
+    pub processed: u64,
+    pub failed: u64,
+    pub retries: u64,
+    pub seconds: f64,
+    pub latencies_us: Vec<f64>,
+    pub goodput: Vec<f64>,
+    /// Committed transactions missing from the history, or history rows
+    /// beyond them.
+    pub lost: u64,
+    pub chain_ok: bool,
 }
 
 impl HotSpot {
     pub fn passed(&self) -> bool {
-        self.untyped.is_empty() && self.lost == 0 && self.phantom == 0 && self.chain_ok
+        self.untyped.is_empty()
+            && self.lost == 0
+            && self.phantom == 0
+            && self.chain_ok
+            && self.pgbench.lost == 0
+            && self.pgbench.chain_ok
+    }
+
+    pub fn goals(&self) -> Vec<Goal> {
+        let ratios: Vec<f64> = self
+            .goodput
+            .iter()
+            .zip(&self.pgbench.goodput)
+            .map(|(c, p)| c / p)
+            .collect();
+        vec![
+            Goal::at_least(
+                "(d) hot spot: crate goodput ÷ pgbench `--max-tries` goodput",
+                goal::median(&ratios),
+                1.0,
+                "×",
+            )
+            .note(format!(
+                "{}; p99 {:.1} ms vs {:.1} ms",
+                goal::range(&ratios),
+                goal::quantile(&self.latencies_us, 0.99) / 1000.0,
+                goal::quantile(&self.pgbench.latencies_us, 0.99) / 1000.0
+            )),
+            Goal::at_most(
+                "(d) hot spot: untyped errors",
+                self.untyped.len() as f64,
+                0.0,
+                "",
+            ),
+            Goal::at_most(
+                "(d) hot spot: transitions lost (or phantom), crate and pgbench",
+                (self.lost + self.phantom) as f64 + self.pgbench.lost as f64,
+                0.0,
+                "",
+            ),
+            Goal::holds(
+                "(d) hot spot: history chains unbroken",
+                self.chain_ok && self.pgbench.chain_ok,
+            ),
+        ]
+    }
+
+    pub fn markdown(&self) -> String {
+        let q = |v: &[f64], q: f64| goal::quantile(v, q) / 1000.0;
+        let p = &self.pgbench;
+        let mut text = format!(
+            "## (d) Hot spot: {} workers on 1 machine, durable, {} s in all\n\n\
+             The crate: load the machine, perform the transition its state calls for \
+             (latency from the load). pgbench: one REPEATABLE READ statement doing the \
+             same, `--max-tries={}`.\n\n\
+             | who | committed | goodput /s (median of rounds) | p50 ms | p99 ms | retries | rollbacks (server) | refused: `Conflict` | gave up | untyped errors | lost | history chain |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            self.workers,
+            self.seconds,
+            machine_state::RetryPolicy::default().max_attempts,
+        );
+        let chain = |ok: bool| if ok { "unbroken" } else { "**broken**" };
+        text.push_str(&format!(
+            "| `crate/default` | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} |\n",
+            self.applied,
+            goal::median(&self.goodput),
+            q(&self.latencies_us, 0.5),
+            q(&self.latencies_us, 0.99),
+            self.retries,
+            self.server_rollbacks,
+            self.conflicts,
+            self.exhausted,
+            self.untyped.len(),
+            self.lost + self.phantom,
+            chain(self.chain_ok),
+        ));
+        text.push_str(&format!(
+            "| `pgbench --max-tries` | {} | {:.0} | {:.3} | {:.3} | {} | — | — | {} | — | {} | {} |\n",
+            p.processed,
+            goal::median(&p.goodput),
+            q(&p.latencies_us, 0.5),
+            q(&p.latencies_us, 0.99),
+            p.retries,
+            p.failed,
+            p.lost,
+            chain(p.chain_ok),
+        ));
+        for error in self.untyped.iter().take(5) {
+            text.push_str(&format!("- untyped: {error}\n"));
+        }
+        text
     }
 }
 
@@ -79,10 +196,26 @@ struct Tally {
     latencies_us: Vec<f64>,
 }
 
-pub fn run(server: &EmbeddedPostgres, workers: u32, seconds: f64) -> Result<HotSpot, String> {
+/// Where pgbench runs.
+pub struct Pgbench<'a> {
+    pub bin: &'a std::path::Path,
+    pub work_dir: &'a std::path::Path,
+    pub cores: u32,
+}
+
+pub fn run(
+    server: &EmbeddedPostgres,
+    workers: u32,
+    seconds: f64,
+    rounds: usize,
+    pgbench_at: &Pgbench<'_>,
+) -> Result<HotSpot, String> {
+    // pgbench's `-T` counts whole seconds: both sides run as long.
+    let seconds = seconds.ceil().max(1.0);
     let url = server.url("hotspot");
-    {
-        let conn = &mut connect(&url)?;
+    let pgbench_url = server.url("hotspot_pgbench");
+    for url in [&url, &pgbench_url] {
+        let conn = &mut connect(url)?;
         machine_state::run_migrations(conn).map_err(|e| format!("cannot migrate: {e}"))?;
         common::seed(conn, 1);
     }
@@ -98,22 +231,66 @@ pub fn run(server: &EmbeddedPostgres, workers: u32, seconds: f64) -> Result<HotS
     let pool = machine_state::pool_builder()
         .max_size(workers)
         .min_idle(Some(workers))
-        .build(machine_state::Manager::new(url.as_str()).unwrap())
+        .build(
+            machine_state::Manager::new(url.as_str())
+                .map_err(|e| format!("cannot make the pool's manager: {e}"))?,
+        )
         .map_err(|e| format!("cannot build the pool: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let tallies: Vec<Option<Tally>> = thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let (pool, dispatch) = (&pool, &dispatch);
-                scope.spawn(move || {
-                    let _guard = tracing::dispatcher::set_default(dispatch);
-                    worker(pool, id, deadline)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().ok()).collect()
-    });
+    let target = pgbench::Target {
+        pgbench: pgbench_at.bin,
+        socket_dir: server.socket_dir(),
+        database: "hotspot_pgbench",
+        work_dir: pgbench_at.work_dir,
+        options: "",
+    };
+    let max_tries = machine_state::RetryPolicy::default().max_attempts;
+    let mut tallies: Vec<Option<Tally>> = Vec::new();
+    let mut goodput = Vec::new();
+    let mut on_pgbench = PgbenchHot {
+        chain_ok: true,
+        ..PgbenchHot::default()
+    };
+    let pgbench_conn = &mut connect(&pgbench_url)?;
+    for round in 0..rounds {
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+                let round_tallies: Vec<Option<Tally>> = thread::scope(|scope| {
+                    let handles: Vec<_> = (0..workers)
+                        .map(|_| {
+                            let (pool, dispatch) = (&pool, &dispatch);
+                            scope.spawn(move || {
+                                let _guard = tracing::dispatcher::set_default(dispatch);
+                                worker(pool, id, deadline)
+                            })
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join().ok()).collect()
+                });
+                let applied: usize = round_tallies
+                    .iter()
+                    .flatten()
+                    .map(|t| t.applied.len())
+                    .sum();
+                goodput.push(applied as f64 / seconds);
+                tallies.extend(round_tallies);
+            } else {
+                let before = max_id(pgbench_conn)?;
+                let run = pgbench::run_hot(&target, workers, pgbench_at.cores, seconds, max_tries)?;
+                let recorded = (max_id(pgbench_conn)? - before).max(0) as u64;
+                on_pgbench.lost += run.processed.abs_diff(recorded);
+                on_pgbench.processed += run.processed;
+                on_pgbench.failed += run.failed;
+                on_pgbench.retries += run.retries;
+                on_pgbench.seconds += run.seconds;
+                on_pgbench.goodput.push(run.processed as f64 / run.seconds);
+                on_pgbench.latencies_us.extend(run.latencies_us);
+            }
+        }
+        println!("hot spot: round {}/{rounds} done", round + 1);
+    }
     drop(pool);
+    on_pgbench.chain_ok = sql_chain_ok(pgbench_conn, id)?;
     let panicked = tallies.iter().filter(|t| t.is_none()).count();
     let tallies: Vec<Tally> = tallies.into_iter().flatten().collect();
 
@@ -134,7 +311,7 @@ pub fn run(server: &EmbeddedPostgres, workers: u32, seconds: f64) -> Result<HotS
     }
     Ok(HotSpot {
         workers,
-        seconds,
+        seconds: seconds * rounds as f64,
         applied: applied.len() as u64,
         retries: retries.load(Ordering::Relaxed),
         server_rollbacks,
@@ -145,7 +322,40 @@ pub fn run(server: &EmbeddedPostgres, workers: u32, seconds: f64) -> Result<HotS
         phantom,
         chain_ok,
         latencies_us,
+        goodput,
+        pgbench: on_pgbench,
     })
+}
+
+fn max_id(conn: &mut PgConnection) -> Result<i64, String> {
+    sql_query("SELECT coalesce(max(id), 0) AS n FROM machine_state_transitions")
+        .get_result::<Count>(conn)
+        .map(|c| c.n)
+        .map_err(|e| format!("cannot read the history: {e}"))
+}
+
+/// pgbench's history: one chain (each `from` the previous `to`), every
+/// transition under REPEATABLE READ, ending in the state both rows hold.
+fn sql_chain_ok(conn: &mut PgConnection, id: Uuid) -> Result<bool, String> {
+    let breaks = sql_query(format!(
+        "SELECT (SELECT count(*) FROM (
+                     SELECT from_state, kind, isolation_level,
+                            lag(to_state) OVER (ORDER BY id) AS previous
+                     FROM machine_state_transitions WHERE machine_id = '{id}') t
+                 WHERE previous IS NOT NULL
+                   AND (from_state IS DISTINCT FROM previous
+                        OR isolation_level <> 'repeatable read'))
+              + (SELECT count(*) FROM machines m JOIN machine_state s ON s.machine_id = m.id
+                 WHERE m.id = '{id}' AND (m.status <> s.current_state
+                     OR m.current_process_id IS DISTINCT FROM s.process_id
+                     OR m.status <> (SELECT to_state FROM machine_state_transitions
+                                     WHERE machine_id = '{id}' ORDER BY id DESC LIMIT 1)))
+              AS n"
+    ))
+    .get_result::<Count>(conn)
+    .map_err(|e| format!("cannot check pgbench's history: {e}"))?
+    .n;
+    Ok(breaks == 0)
 }
 
 /// Compare the history with what the workers saw: (successes missing from
@@ -192,6 +402,7 @@ fn worker(pool: &machine_state::Pool, id: Uuid, deadline: Instant) -> Tally {
                 continue;
             }
         };
+        let started = Instant::now();
         let machine = match AnyMachine::load(conn, id) {
             Ok(machine) => machine,
             Err(e) => {
@@ -207,8 +418,7 @@ fn worker(pool: &machine_state::Pool, id: Uuid, deadline: Instant) -> Tally {
                 continue;
             }
         };
-        let operation_id = Uuid::new_v4();
-        let started = Instant::now();
+        let operation_id = machine_state::new_operation_id();
         match machine
             .with_operation_id(operation_id)
             .perform(conn, &action)

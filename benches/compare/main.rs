@@ -17,7 +17,8 @@
 //!   updates;
 //! - `pgbench/select_1`: a bare round trip;
 //! - `crate/default`: `Machine::start` / `complete` through a pool checkout;
-//! - `crate/query_builder`: a hand-written diesel DSL transaction.
+//! - `crate/query_builder`: a hand-written diesel DSL transaction;
+//! - `crate/sql_function`: the default path with `WritePath::SqlFunction`.
 //!
 //! Every path runs the same walk over the machines (start a recipe on each of
 //! a client's machines, then complete each), every pgbench session and every
@@ -31,17 +32,37 @@
 //! direct: statements and round trips per transition, latency ratio
 //! (`pooler.rs`; needs `pgbouncer` installed).
 //!
-//! Last, a hot spot: 8 workers on one machine, reporting goodput, retries and
-//! typed refusals, and checking that no transition was lost.
+//! Then the scenarios of issue 13, each printing its ratios against its
+//! target (✔/✘) in one table at the top of the output, with the server's
+//! evidence (`pg_stat_statements`, `pg_walinspect`, `EXPLAIN`) beside it:
+//!
+//! - (c) the SQL function (`pgbench/function`, and `crate/sql_function`:
+//!   `WritePath::SqlFunction`) against the crate's statement, from the main
+//!   scenarios' runs, and what the server spends inside the function
+//!   (`function.rs`);
+//! - (b) through a delay proxy of about 1 ms round trip (`proxy.rs`,
+//!   `delay.rs`): the default path, the legacy two-write, pgbench's floor,
+//!   and client-side time;
+//! - (a) transitions over a history pre-filled to 5M and 20M rows against an
+//!   empty one: p50 and WAL per transition (`history.rs`);
+//! - (d) the hot spot, 8 workers on one machine, the crate against pgbench
+//!   running the same REPEATABLE READ transition with `--max-tries`
+//!   (`hotspot.rs`);
+//! - (e) `audit`, `pairs` (`list`) and `stuck` over 100,000 machines, and
+//!   `stuck`'s plan (`fleet.rs`).
 //!
 //! Output: the tables on stdout, and `target/bench-compare/results.md` and
 //! `target/bench-compare/latency.svg` (latency distribution per path).
 //!
-//! Options (after `--`): `--rounds N` (default 7, at least 3), `--hot-seconds
-//! S` (default 3), `--no-durable` (skip the durable scenarios, for quick
-//! iterations), `--pooler-only` (only the pooler comparison). Exit status: 0 when every correctness check passed (timing targets are
-//! reported, not enforced: they depend on the machine), 1 when one failed, 2
-//! on error.
+//! Options (after `--`): `--quick` (3 rounds, a history of 1M and 4M rows, 2 s
+//! hot spot rounds: a few minutes), `--rounds N` (default 7, at least 3),
+//! `--hot-seconds S` (default 3), `--history-rows A,B` (default
+//! `5000000,20000000`), `--no-durable` (skip the durable main scenarios),
+//! `--only PARTS` (comma-separated: `main`, `pooler`, `delay`, `history`,
+//! `hot`, `fleet`), `--pooler-only` (`--only pooler`). Exit status: 0 when
+//! every correctness check passed (timing targets are reported, not
+//! enforced: they depend on the machine), 1 when one failed, 2 on error (a
+//! path that did not do its work is an error).
 
 #![allow(
     unreachable_pub,
@@ -50,9 +71,15 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod delay;
+mod fleet;
+mod function;
+mod goal;
+mod history;
 mod hotspot;
 mod pgbench;
 mod pooler;
+mod proxy;
 mod report;
 mod workload;
 
@@ -80,10 +107,12 @@ pub enum Path {
     Legacy,
     Default,
     QueryBuilder,
+    /// The crate with `WritePath::SqlFunction`.
+    CrateFunction,
 }
 
 impl Path {
-    pub const ALL: [Path; 7] = [
+    pub const ALL: [Path; 8] = [
         Path::Select1,
         Path::Function,
         Path::Cte,
@@ -91,6 +120,7 @@ impl Path {
         Path::Legacy,
         Path::Default,
         Path::QueryBuilder,
+        Path::CrateFunction,
     ];
 
     /// A short name, also the pgbench script's file name.
@@ -103,6 +133,7 @@ impl Path {
             Path::Legacy => "legacy_two_write",
             Path::Default => "default",
             Path::QueryBuilder => "query_builder",
+            Path::CrateFunction => "sql_function",
         }
     }
 
@@ -117,7 +148,10 @@ impl Path {
     }
 
     pub fn is_pgbench(self) -> bool {
-        !matches!(self, Path::Default | Path::QueryBuilder)
+        !matches!(
+            self,
+            Path::Default | Path::QueryBuilder | Path::CrateFunction
+        )
     }
 
     /// Whether each transaction appends a history row.
@@ -230,13 +264,53 @@ pub struct Run {
 /// Every run, by scenario and path, in round order.
 pub type Results = BTreeMap<(usize, Path), Vec<Run>>;
 
+/// The parts of a run, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// The main scenarios (and issue 13 (c), which reads them).
+    Main,
+    Pooler,
+    /// Issue 13 (b).
+    Delay,
+    /// Issue 13 (a).
+    History,
+    /// Issue 13 (d).
+    Hot,
+    /// Issue 13 (e).
+    Fleet,
+}
+
+impl Part {
+    const ALL: [Part; 6] = [
+        Part::Main,
+        Part::Pooler,
+        Part::Delay,
+        Part::History,
+        Part::Hot,
+        Part::Fleet,
+    ];
+
+    fn parse(name: &str) -> Result<Part, String> {
+        Part::ALL
+            .into_iter()
+            .find(|p| format!("{p:?}").eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                format!("unknown part `{name}` (main, pooler, delay, history, hot, fleet)")
+            })
+    }
+}
+
 struct Options {
     rounds: usize,
     hot_seconds: f64,
     /// Skip the durable scenarios (for quick iterations).
     no_durable: bool,
-    /// Only the pooler comparison (for quick iterations).
-    pooler_only: bool,
+    /// `--quick`: fewer rounds, a smaller history pre-fill.
+    quick: bool,
+    /// History pre-fill sizes of (a).
+    history_rows: [u64; 2],
+    /// What to run (`--only`; everything by default).
+    parts: Vec<Part>,
 }
 
 impl Options {
@@ -245,8 +319,12 @@ impl Options {
             rounds: 7,
             hot_seconds: 3.0,
             no_durable: false,
-            pooler_only: false,
+            quick: false,
+            history_rows: [5_000_000, 20_000_000],
+            parts: Vec::new(),
         };
+        let mut rounds_given = false;
+        let mut history_given = false;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut value =
@@ -259,6 +337,24 @@ impl Options {
                     if options.rounds < 3 {
                         return Err("`--rounds` must be at least 3".into());
                     }
+                    rounds_given = true;
+                }
+                "--quick" => options.quick = true,
+                "--history-rows" => {
+                    let sizes: Vec<u64> = value("--history-rows")?
+                        .split(',')
+                        .map(|n| n.parse().map_err(|e| format!("`--history-rows`: {e}")))
+                        .collect::<Result<_, _>>()?;
+                    options.history_rows = match sizes[..] {
+                        [a, b] => [a, b],
+                        _ => return Err("`--history-rows` takes two sizes: `A,B`".into()),
+                    };
+                    history_given = true;
+                }
+                "--only" => {
+                    for name in value("--only")?.split(',') {
+                        options.parts.push(Part::parse(name)?);
+                    }
                 }
                 "--hot-seconds" => {
                     options.hot_seconds = value("--hot-seconds")?
@@ -266,11 +362,23 @@ impl Options {
                         .map_err(|e| format!("`--hot-seconds`: {e}"))?;
                 }
                 "--no-durable" => options.no_durable = true,
-                "--pooler-only" => options.pooler_only = true,
+                "--pooler-only" => options.parts.push(Part::Pooler),
                 // What `cargo bench` passes to every bench target.
                 "--bench" => {}
                 other => return Err(format!("unknown argument `{other}`")),
             }
+        }
+        if options.quick {
+            if !rounds_given {
+                options.rounds = 3;
+            }
+            options.hot_seconds = options.hot_seconds.min(2.0);
+            if !history_given {
+                options.history_rows = [1_000_000, 4_000_000];
+            }
+        }
+        if options.parts.is_empty() {
+            options.parts = Part::ALL.to_vec();
         }
         Ok(options)
     }
@@ -304,11 +412,9 @@ fn run(options: &Options) -> Result<bool, String> {
 
     let admin_url = server.url("postgres");
     let admin = &mut connect(&admin_url)?;
-    for database in ["bench", "hotspot"] {
-        admin
-            .batch_execute(&format!("CREATE DATABASE {database}"))
-            .map_err(|e| format!("cannot create the database `{database}`: {e}"))?;
-    }
+    admin
+        .batch_execute("CREATE DATABASE bench")
+        .map_err(|e| format!("cannot create the database `bench`: {e}"))?;
     let bench_url = server.url("bench");
     let bench = &mut connect(&bench_url)?;
     machine_state::run_migrations(bench).map_err(|e| format!("cannot migrate: {e}"))?;
@@ -328,100 +434,179 @@ fn run(options: &Options) -> Result<bool, String> {
     let version = single_text(bench, "SELECT current_setting('server_version') AS value")?;
     let machine = format!(
         "PostgreSQL {version}, {cores} cores, unix socket, {MACHINES} machines, \
-         durable server (fsync on), {} interleaved rounds",
-        options.rounds
+         durable server (fsync on), {} interleaved rounds{}",
+        options.rounds,
+        if options.quick {
+            format!(
+                " (`--quick`: history pre-filled to {}M and {}M rows instead of 5M and 20M)",
+                options.history_rows[0] / 1_000_000,
+                options.history_rows[1] / 1_000_000
+            )
+        } else {
+            String::new()
+        }
     );
     println!("machine-state compare: {machine}");
-    if options.pooler_only {
-        let last_history = max_history_id(bench)?;
-        let report = pooler::run(
-            &server,
-            bench,
-            Plan::new(true, 1, cores),
-            options.rounds,
-            last_history,
-        )?;
-        println!("\n{}", report.markdown());
-        return Ok(true);
-    }
-
-    let one = Path::ALL;
-    let four = [Path::Function, Path::Cte, Path::Default, Path::QueryBuilder];
-    let mut scenarios: Vec<(Plan, &[Path])> = vec![
-        (Plan::new(true, 1, cores), &one),
-        (Plan::new(false, 1, cores), &one),
-        (Plan::new(true, 4, cores), &four),
-        (Plan::new(false, 4, cores), &four),
-    ];
-    scenarios.retain(|(plan, _)| !(options.no_durable && plan.durable));
-    let mut runs: Vec<(usize, Path)> = scenarios
-        .iter()
-        .enumerate()
-        .flat_map(|(s, (_, paths))| paths.iter().map(move |p| (s, *p)))
-        .collect();
+    let runs_part = |part: Part| options.parts.contains(&part);
     let pgbench_bin = pgbench::find(server.bin_dir());
     let target = pgbench::Target {
         pgbench: &pgbench_bin,
         socket_dir: server.socket_dir(),
         database: "bench",
         work_dir: work.path(),
+        options: "",
     };
-    let mut results = Results::new();
     let mut last_history = max_history_id(bench)?;
-    for round in 0..options.rounds {
-        // A different order each round, so no path always follows another.
-        let shift = round * runs.len() / options.rounds;
-        runs.rotate_left(shift);
-        if round % 2 == 1 {
-            runs.reverse();
-        }
-        let round_began = Instant::now();
-        for &(scenario, path) in &runs {
-            let plan = &scenarios[scenario].0.in_round(round);
-            let url = if plan.durable { &bench_url } else { &async_url };
-            let run = measure(bench, &target, url, path, plan)?;
-            last_history = verify(bench, path, plan, last_history)?;
-            results.entry((scenario, path)).or_default().push(run);
-        }
-        println!(
-            "round {}/{} done in {:.1} s",
-            round + 1,
-            options.rounds,
-            round_began.elapsed().as_secs_f64()
-        );
-    }
+    let mut sections = Vec::new();
+    let mut goals = Vec::new();
+    let mut passed = true;
+    let mut svg = None;
 
-    let through_pooler = pooler::run(
-        &server,
-        bench,
-        Plan::new(true, 1, cores),
-        options.rounds,
-        last_history,
-    )?;
-    let hot = hotspot::run(&server, 8, options.hot_seconds)?;
+    if runs_part(Part::Main) {
+        let one = Path::ALL;
+        let four = [
+            Path::Function,
+            Path::Cte,
+            Path::Default,
+            Path::QueryBuilder,
+            Path::CrateFunction,
+        ];
+        let mut scenarios: Vec<(Plan, &[Path])> = vec![
+            (Plan::new(true, 1, cores), &one),
+            (Plan::new(false, 1, cores), &one),
+            (Plan::new(true, 4, cores), &four),
+            (Plan::new(false, 4, cores), &four),
+        ];
+        scenarios.retain(|(plan, _)| !(options.no_durable && plan.durable));
+        let mut runs: Vec<(usize, Path)> = scenarios
+            .iter()
+            .enumerate()
+            .flat_map(|(s, (_, paths))| paths.iter().map(move |p| (s, *p)))
+            .collect();
+        let mut results = Results::new();
+        for round in 0..options.rounds {
+            // A different order each round, so no path always follows another.
+            let shift = round * runs.len() / options.rounds;
+            runs.rotate_left(shift);
+            if round % 2 == 1 {
+                runs.reverse();
+            }
+            let round_began = Instant::now();
+            for &(scenario, path) in &runs {
+                let plan = &scenarios[scenario].0.in_round(round);
+                let url = if plan.durable { &bench_url } else { &async_url };
+                let run = measure(bench, &target, url, path, plan)?;
+                last_history = verify(bench, path, plan, last_history)?;
+                results.entry((scenario, path)).or_default().push(run);
+            }
+            println!(
+                "round {}/{} done in {:.1} s",
+                round + 1,
+                options.rounds,
+                round_began.elapsed().as_secs_f64()
+            );
+        }
+        let plans: Vec<Plan> = scenarios.iter().map(|(plan, _)| *plan).collect();
+        let report = report::Report {
+            machine: &machine,
+            plans: &plans,
+            results: &results,
+        };
+        sections.push(report.markdown());
+        svg = Some(report.svg());
+        goals.extend(function::goals(&plans, &results));
+        sections.push(function::diagnose(
+            bench,
+            &target,
+            &Plan::new(true, 1, cores),
+            &mut last_history,
+        )?);
+    }
+    if runs_part(Part::Pooler) {
+        let through_pooler = pooler::run(
+            &server,
+            bench,
+            Plan::new(true, 1, cores),
+            options.rounds,
+            last_history,
+        )?;
+        last_history = max_history_id(bench)?;
+        sections.push(through_pooler.markdown());
+    }
+    if runs_part(Part::Delay) {
+        let delayed = delay::run(
+            &server,
+            bench,
+            &pgbench_bin,
+            work.path(),
+            Plan::new(false, 1, cores),
+            options.rounds,
+            &mut last_history,
+        )?;
+        sections.push(delayed.markdown());
+        goals.extend(delayed.goals);
+    }
+    if runs_part(Part::History) {
+        let long = history::run(
+            &server,
+            admin,
+            options.history_rows,
+            MACHINES,
+            Plan::new(true, 1, cores),
+            options.rounds,
+        )?;
+        sections.push(long.markdown());
+        goals.extend(long.goals);
+    }
+    if runs_part(Part::Hot) {
+        for database in ["hotspot", "hotspot_pgbench"] {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {database}"))
+                .map_err(|e| format!("cannot create the database `{database}`: {e}"))?;
+        }
+        let hot = hotspot::run(
+            &server,
+            8,
+            options.hot_seconds,
+            options.rounds,
+            &hotspot::Pgbench {
+                bin: &pgbench_bin,
+                work_dir: work.path(),
+                cores,
+            },
+        )?;
+        passed &= hot.passed();
+        sections.push(hot.markdown());
+        goals.extend(hot.goals());
+    }
+    if runs_part(Part::Fleet) {
+        let fleet = fleet::run(&server, admin, options.rounds)?;
+        sections.push(fleet.markdown());
+        goals.extend(fleet.goals);
+    }
     drop(server);
 
-    let plans: Vec<Plan> = scenarios.iter().map(|(plan, _)| *plan).collect();
-    let report = report::Report {
-        machine: &machine,
-        plans: &plans,
-        results: &results,
-        hot: &hot,
-    };
-    let text = format!("{}\n{}", report.markdown(), through_pooler.markdown());
+    let mut text = format!("# machine-state compare\n\nMachine: {machine}.\n\n");
+    if !goals.is_empty() {
+        text.push_str(&goal::table("Issue 13 targets", &goals));
+        text.push('\n');
+    }
+    text.push_str(&sections.join("\n"));
     println!("\n{text}");
     let out = output_dir();
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     std::fs::write(out.join("results.md"), &text)
         .map_err(|e| format!("cannot write results.md: {e}"))?;
-    std::fs::write(out.join("latency.svg"), report.svg())
-        .map_err(|e| format!("cannot write latency.svg: {e}"))?;
+    if let Some(svg) = svg {
+        std::fs::write(out.join("latency.svg"), svg)
+            .map_err(|e| format!("cannot write latency.svg: {e}"))?;
+    }
     println!(
-        "wrote {0}/results.md and {0}/latency.svg in {1:.0} s",
+        "wrote {} in {:.0} s",
         out.display(),
         began.elapsed().as_secs_f64()
     );
-    Ok(hot.passed())
+    Ok(passed)
 }
 
 /// Run one path once, with the server's statement counts around it.

@@ -175,6 +175,7 @@ pub fn find(bin_dir: &Path) -> PathBuf {
 }
 
 /// Where to reach the server, and as whom.
+#[derive(Clone, Copy)]
 pub struct Target<'a> {
     /// The `pgbench` to run ([`find`]).
     pub pgbench: &'a Path,
@@ -182,6 +183,8 @@ pub struct Target<'a> {
     pub database: &'a str,
     /// The directory of the scripts, also used for pgbench's logs.
     pub work_dir: &'a Path,
+    /// More `PGOPTIONS` for the sessions (`-c name=value ...`), or empty.
+    pub options: &'a str,
 }
 
 /// Run `path` under `plan`; per-transaction latencies come from pgbench's
@@ -192,6 +195,10 @@ pub fn run(target: &Target<'_>, path: BenchPath, plan: &Plan) -> Result<Measured
     let mut options = String::from("-c default_transaction_isolation=repeatable\\ read");
     if !plan.durable {
         options.push_str(" -c synchronous_commit=off");
+    }
+    if !target.options.is_empty() {
+        options.push(' ');
+        options.push_str(target.options);
     }
     let output = Command::new(target.pgbench)
         .args(["-n", "-M", "prepared", "-l"])
@@ -229,7 +236,13 @@ pub fn run(target: &Target<'_>, path: BenchPath, plan: &Plan) -> Result<Measured
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|tps| tps.parse::<f64>().ok())
         .ok_or_else(|| format!("no `tps = ` line in pgbench's output:\n{stdout}"))?;
-    let latencies_us = read_logs(&prefix)?;
+    let (latencies_us, failed) = read_logs(&prefix)?;
+    if failed > 0 {
+        return Err(format!(
+            "pgbench logged {failed} failed transactions of {}",
+            path.name()
+        ));
+    }
     let expected = plan.transactions();
     if latencies_us.len() != expected {
         return Err(format!(
@@ -242,13 +255,16 @@ pub fn run(target: &Target<'_>, path: BenchPath, plan: &Plan) -> Result<Measured
 }
 
 /// Read and remove pgbench's per-thread logs (`<prefix>.<pid>[.<thread>]`):
-/// the third field of each line is the transaction's latency in µs.
-fn read_logs(prefix: &Path) -> Result<Vec<f64>, String> {
+/// the third field of each line is the transaction's latency in µs, or
+/// `failed` for a transaction that failed (after its tries): the latencies,
+/// and the number of failed transactions.
+fn read_logs(prefix: &Path) -> Result<(Vec<f64>, usize), String> {
     let (dir, stem) = match (prefix.parent(), prefix.file_name()) {
         (Some(dir), Some(stem)) => (dir, format!("{}.", stem.to_string_lossy())),
         _ => return Err(format!("bad log prefix {}", prefix.display())),
     };
     let mut latencies = Vec::new();
+    let mut failed = 0;
     let entries = fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
     for entry in entries.flatten() {
         if !entry.file_name().to_string_lossy().starts_with(&stem) {
@@ -257,15 +273,135 @@ fn read_logs(prefix: &Path) -> Result<Vec<f64>, String> {
         let text = fs::read_to_string(entry.path())
             .map_err(|e| format!("cannot read {}: {e}", entry.path().display()))?;
         for line in text.lines() {
-            let latency = line
-                .split_whitespace()
-                .nth(2)
-                .and_then(|field| field.parse::<f64>().ok())
-                .ok_or_else(|| format!("unexpected pgbench log line `{line}`"))?;
-            latencies.push(latency);
+            match line.split_whitespace().nth(2) {
+                Some("failed" | "serialization" | "deadlock") => failed += 1,
+                field => latencies.push(
+                    field
+                        .and_then(|field| field.parse::<f64>().ok())
+                        .ok_or_else(|| format!("unexpected pgbench log line `{line}`"))?,
+                ),
+            }
         }
         fs::remove_file(entry.path())
             .map_err(|e| format!("cannot remove {}: {e}", entry.path().display()))?;
     }
-    Ok(latencies)
+    Ok((latencies, failed))
+}
+
+/// The hot spot's script: one REPEATABLE READ statement that performs the
+/// transition machine 1's state calls for (start when idle, complete when
+/// processing), guarded on both rows, with its history row. A concurrent
+/// writer makes it fail with 40001; pgbench retries it (`--max-tries`).
+const HOT_SQL: &str = "\
+WITH cur AS (
+    SELECT s.current_state AS from_state, s.process_id AS old_process,
+           CASE s.current_state WHEN 'idle' THEN 'processing' ELSE 'idle' END AS to_state,
+           CASE s.current_state WHEN 'idle' THEN gen_random_uuid() END AS new_process
+    FROM machine_state s JOIN machines m ON m.id = s.machine_id
+    WHERE s.machine_id = '00000000-0000-0000-0000-000000000001'
+      AND m.status = s.current_state
+      AND m.current_process_id IS NOT DISTINCT FROM s.process_id
+      AND s.current_state IN ('idle', 'processing')
+), m AS (
+    UPDATE machines m
+    SET status = cur.to_state, current_process_id = cur.new_process, updated_at = now()
+    FROM cur
+    WHERE m.id = '00000000-0000-0000-0000-000000000001' AND m.status = cur.from_state
+    RETURNING m.id
+), s AS (
+    UPDATE machine_state s
+    SET current_state = cur.to_state, process_id = cur.new_process, state_since = now(),
+        updated_at = now(), is_failure_mode = false, failure_component = NULL,
+        failure_description = NULL
+    FROM cur, m
+    WHERE s.machine_id = m.id AND s.current_state = cur.from_state
+    RETURNING s.machine_id
+)
+INSERT INTO machine_state_transitions
+    (machine_id, from_state, to_state, process_id, operation_id, kind, transitioned_at)
+SELECT s.machine_id, cur.from_state, cur.to_state, coalesce(cur.new_process, cur.old_process),
+       gen_random_uuid(), 'transition', now()
+FROM s, cur;
+";
+
+/// What pgbench reported on the hot spot.
+pub struct HotRun {
+    /// Transactions that committed.
+    pub processed: u64,
+    /// Transactions that failed after their tries.
+    pub failed: u64,
+    /// Retries (serialization failures pgbench ran again).
+    pub retries: u64,
+    pub seconds: f64,
+    /// Latency of the committed transactions (retries included), µs.
+    pub latencies_us: Vec<f64>,
+}
+
+/// Run the hot spot's script on `target` for `seconds` with `clients`
+/// sessions defaulting to REPEATABLE READ, retrying each transaction up to
+/// `max_tries` times in all.
+pub fn run_hot(
+    target: &Target<'_>,
+    clients: u32,
+    cores: u32,
+    seconds: f64,
+    max_tries: u32,
+) -> Result<HotRun, String> {
+    let script = target.work_dir.join("hot.sql");
+    fs::write(&script, HOT_SQL).map_err(|e| format!("cannot write {}: {e}", script.display()))?;
+    let prefix = target.work_dir.join("log-hot");
+    let seconds_whole = seconds.ceil().max(1.0) as u64;
+    let output = Command::new(target.pgbench)
+        .args(["-n", "-M", "prepared", "-l"])
+        .arg(format!("--log-prefix={}", prefix.display()))
+        .arg("-f")
+        .arg(&script)
+        .args(["-c", &clients.to_string()])
+        .args(["-j", &clients.min(cores).to_string()])
+        .args(["-T", &seconds_whole.to_string()])
+        .arg(format!("--max-tries={max_tries}"))
+        .arg("-h")
+        .arg(target.socket_dir)
+        .args(["-p", "5432", "-U", "postgres", target.database])
+        .env(
+            "PGOPTIONS",
+            "-c default_transaction_isolation=repeatable\\ read",
+        )
+        .current_dir(target.work_dir)
+        .output()
+        .map_err(|e| format!("cannot run `pgbench`: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "`pgbench` failed on the hot spot ({}):\n{}\n{}",
+            output.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let number = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let processed = number("number of transactions actually processed: ")
+        .ok_or_else(|| format!("no processed count in pgbench's output:\n{stdout}"))?;
+    let failed = number("number of failed transactions: ").unwrap_or(0);
+    let retries = number("total number of retries: ").unwrap_or(0);
+    let (latencies_us, logged_failed) = read_logs(&prefix)?;
+    if latencies_us.len() as u64 != processed || logged_failed as u64 != failed {
+        return Err(format!(
+            "pgbench reported {processed} processed and {failed} failed, logged {} and {logged_failed}",
+            latencies_us.len()
+        ));
+    }
+    Ok(HotRun {
+        processed,
+        failed,
+        retries,
+        seconds: seconds_whole as f64,
+        latencies_us,
+    })
 }

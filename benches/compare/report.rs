@@ -2,7 +2,6 @@
 
 use std::fmt::Write as _;
 
-use crate::hotspot::HotSpot;
 use crate::{Path, Plan, Results, Run};
 
 /// The `q` quantile of sorted values (nearest rank).
@@ -87,7 +86,6 @@ pub struct Report<'a> {
     pub machine: &'a str,
     pub plans: &'a [Plan],
     pub results: &'a Results,
-    pub hot: &'a HotSpot,
 }
 
 impl Report<'_> {
@@ -314,52 +312,6 @@ impl Report<'_> {
              `pg_stat_statements` (diesel's, sent as simple queries, are). `plans` is 0 when \
              a prepared statement reuses its plan."
         );
-        let hot = self.hot;
-        let latencies = sorted(hot.latencies_us.clone());
-        let _ = writeln!(
-            out,
-            "\nHot spot: {} workers on 1 machine for {:.0} s, durable, each loading the machine \
-             and performing the transition its state calls for.\n",
-            hot.workers, hot.seconds
-        );
-        let _ = writeln!(
-            out,
-            "| applied | goodput /s | p50 ms | p99 ms | retries (crate) | rollbacks (server) \
-             | refused: `Conflict` | gave up: `RetriesExhausted` | untyped errors | lost | \
-             history chain |"
-        );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
-        let _ = writeln!(
-            out,
-            "| {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} |",
-            hot.applied,
-            hot.applied as f64 / hot.seconds,
-            quantile(&latencies, 0.5) / 1000.0,
-            quantile(&latencies, 0.99) / 1000.0,
-            hot.retries,
-            hot.server_rollbacks,
-            hot.conflicts,
-            hot.exhausted,
-            hot.untyped.len(),
-            hot.lost + hot.phantom,
-            if hot.chain_ok {
-                "unbroken"
-            } else {
-                "**broken**"
-            },
-        );
-        for error in hot.untyped.iter().take(5) {
-            let _ = writeln!(out, "- untyped: {error}");
-        }
-        let _ = writeln!(
-            out,
-            "\nHot spot: {}.",
-            if hot.passed() {
-                "passed (no untyped error, no lost transition)"
-            } else {
-                "**FAILED**"
-            }
-        );
         out
     }
 
@@ -500,5 +452,6 @@ fn style(path: Path) -> (&'static str, f64) {
         Path::Legacy => ("#d62728", 2.0),
         Path::Default => ("#000000", 3.0),
         Path::QueryBuilder => ("#ff7f0e", 2.0),
+        Path::CrateFunction => ("#2ca02c", 2.0),
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::Instant;
 
-use machine_state::{AnyMachine, Idle, Machine, Processing};
+use machine_state::{AnyMachine, Idle, Machine, Processing, WritePath};
 
 use crate::common::{self, Step};
 use crate::{Measured, Path, Plan};
@@ -19,7 +19,7 @@ enum Slot {
     Moving,
 }
 
-/// Run a crate path (`Default` or `QueryBuilder`) under `plan` on a pool of
+/// Run a crate path (`Default`, `CrateFunction` or `QueryBuilder`) under `plan` on a pool of
 /// `plan.clients` connections to `url`; `on_ready` runs once every client has
 /// loaded its machines, just before the clock starts.
 pub fn run(
@@ -47,7 +47,9 @@ pub fn run(
                     go.wait();
                     let slots = prepared?;
                     match path {
-                        Path::Default => run_default(pool, plan, client, slots),
+                        Path::Default | Path::CrateFunction => {
+                            run_default(pool, plan, client, slots)
+                        }
                         Path::QueryBuilder => run_query_builder(pool, plan, client),
                         _ => unreachable!("{path:?} is not a crate path"),
                     }
@@ -82,15 +84,22 @@ fn prepare(
     client: u32,
     path: Path,
 ) -> Result<Vec<Slot>, String> {
-    if path != Path::Default {
+    if !matches!(path, Path::Default | Path::CrateFunction) {
         return Ok(Vec::new());
     }
+    let write_path = if path == Path::CrateFunction {
+        WritePath::SqlFunction
+    } else {
+        WritePath::Statement
+    };
     let conn = &mut pool.get().map_err(|e| e.to_string())?;
     (0..plan.window)
         .map(|j| {
             let n = plan.machine(client, j);
             match AnyMachine::load(conn, common::machine_id(n)) {
-                Ok(AnyMachine::Idle(machine)) => Ok(Slot::Idle(machine)),
+                Ok(AnyMachine::Idle(machine)) => {
+                    Ok(Slot::Idle(machine.with_write_path(write_path)))
+                }
                 Ok(other) => Err(format!("machine {n} is {} before the run", other.state())),
                 Err(e) => Err(format!("cannot load machine {n}: {e}")),
             }

@@ -1,0 +1,2 @@
+DROP INDEX machines_processing_idx;
+DROP INDEX machine_state_processing_since_idx;
