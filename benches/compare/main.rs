@@ -508,7 +508,6 @@ fn run(options: &Options) -> Result<bool, String> {
         }
         let plans: Vec<Plan> = scenarios.iter().map(|(plan, _)| *plan).collect();
         let report = report::Report {
-            machine: &machine,
             plans: &plans,
             results: &results,
         };
