@@ -251,7 +251,6 @@ impl<S: MachineState> Machine<S> {
             description,
             operation_id,
             lock_limit: self.settings.lock_timeout,
-            lock_timeout: crate::lock::setting(self.settings.lock_timeout),
         };
         let result = write::apply(conn, &change, &self.settings);
         log_outcome(&change, &result);

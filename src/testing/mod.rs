@@ -35,6 +35,7 @@
 
 pub mod legacy;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use diesel::connection::SimpleConnection;
@@ -183,14 +184,8 @@ pub fn violations(conn: &mut PgConnection, machine_id: Uuid) -> Result<Vec<Strin
     let Some(pair) = Pair::load(conn, machine_id)? else {
         return Ok(vec![format!("machine `{machine_id}` does not exist")]);
     };
-    let mut found: Vec<String> = pair
-        .violations()
-        .iter()
-        .map(|v| format!("machine `{machine_id}`: {v}"))
-        .collect();
     let chain = crate::history::history(conn, machine_id)?;
-    found.extend(chain_violations(&pair, &chain));
-    Ok(found)
+    Ok(machine_violations(&pair, &chain))
 }
 
 /// [`violations`] of every machine, read in one snapshot.
@@ -211,23 +206,31 @@ pub fn all_violations(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
                 ))
                 .select(HistoryEntry::as_select())
                 .load(conn)?;
-            let mut found = Vec::new();
-            for pair in &pairs {
-                found.extend(
-                    pair.violations()
-                        .iter()
-                        .map(|v| format!("machine `{}`: {v}", pair.machine_id)),
-                );
-                let chain: Vec<HistoryEntry> = entries
-                    .iter()
-                    .filter(|e| e.machine_id == pair.machine_id)
-                    .cloned()
-                    .collect();
-                found.extend(chain_violations(pair, &chain));
+            let mut chains: HashMap<Uuid, Vec<HistoryEntry>> = HashMap::new();
+            for entry in entries {
+                chains.entry(entry.machine_id).or_default().push(entry);
             }
+            let found: Vec<String> = pairs
+                .iter()
+                .flat_map(|pair| {
+                    let chain = chains.get(&pair.machine_id).map_or(&[][..], Vec::as_slice);
+                    machine_violations(pair, chain)
+                })
+                .collect();
             Ok::<_, diesel::result::Error>(found)
         })
         .map_err(crate::migrations::explain_missing_tables)
+}
+
+/// I1–I5 of `pair` and I6 of its history `chain`, in words.
+fn machine_violations(pair: &Pair, chain: &[HistoryEntry]) -> Vec<String> {
+    let mut found: Vec<String> = pair
+        .violations()
+        .iter()
+        .map(|v| format!("machine `{}`: {v}", pair.machine_id))
+        .collect();
+    found.extend(chain_violations(pair, chain));
+    found
 }
 
 /// I6 for one machine.

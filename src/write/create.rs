@@ -9,7 +9,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use super::{connection_gone, in_transaction};
+use crate::connection::{connection_gone, in_transaction};
 use crate::error::Error;
 use crate::state::State;
 

@@ -11,7 +11,8 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use super::{Change, RowsFound, Verdict, connection_gone, lost_race, repeatable_read};
+use super::{Change, RowsFound, Verdict, repeatable_read};
+use crate::connection::{connection_gone, lost_race};
 use crate::error::Error;
 use crate::history::find_operation;
 use crate::pair::Pair;

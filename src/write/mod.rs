@@ -42,8 +42,7 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use uuid::Uuid;
 
-use crate::connection::deadlocked;
-pub(crate) use crate::connection::{connection_gone, in_transaction, lost_race};
+use crate::connection::{connection_gone, deadlocked, in_transaction, lost_race};
 use crate::error::Error;
 use crate::pair::Violation;
 use crate::retry::RetryPolicy;
@@ -112,10 +111,9 @@ pub(crate) struct Change<'a> {
     /// The failure description (entering `error`), also kept in the history.
     pub description: Option<&'a str>,
     pub operation_id: Uuid,
-    /// The lock timeout, and its `lock_timeout` value for the transition's
-    /// statements (see `crate::lock`).
+    /// How long the transition waits for another session's row lock (see
+    /// `crate::lock`).
     pub lock_limit: Duration,
-    pub lock_timeout: String,
 }
 
 /// What one attempt reported, once the database answered: the time of the

@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::lost_race;
+use crate::connection::lost_race;
 use crate::error::Error;
 use crate::pair::Pair;
 use crate::schema::{machine_state, machine_state_transitions, machines};

@@ -71,12 +71,12 @@ fn apply(
     conn: &mut PgConnection,
     statement: &TransitionStatement<'_>,
 ) -> QueryResult<(Option<DateTime<Utc>>, String)> {
-    AppliedStatement(statement.clone()).get_result(conn)
+    AppliedStatement(statement).get_result(conn)
 }
 
 /// Run `diagnosis.sql`.
 fn diagnose(conn: &mut PgConnection, statement: &TransitionStatement<'_>) -> QueryResult<Outcome> {
-    DiagnosisStatement(statement.clone()).get_result(conn)
+    DiagnosisStatement(statement).get_result(conn)
 }
 
 /// Inside a transaction (ours or the caller's): apply, and if nothing was
@@ -185,8 +185,7 @@ impl Outcome {
     }
 }
 
-/// The transition statement with its binds. See the module docs.
-#[derive(Clone)]
+/// The transition's binds, as both statements take them. See the module docs.
 struct TransitionStatement<'a> {
     machine_id: Uuid,
     from: &'static str,
@@ -195,7 +194,8 @@ struct TransitionStatement<'a> {
     new_process: Option<Uuid>,
     description: Option<&'a str>,
     operation_id: Uuid,
-    lock_timeout: &'a str,
+    /// `lock_limit` as `set_config('lock_timeout', …)` takes it.
+    lock_timeout: String,
 }
 
 impl<'a> TransitionStatement<'a> {
@@ -208,7 +208,7 @@ impl<'a> TransitionStatement<'a> {
             new_process: change.new_process,
             description: change.description,
             operation_id: change.operation_id,
-            lock_timeout: &change.lock_timeout,
+            lock_timeout: crate::lock::setting(change.lock_limit),
         }
     }
 }
@@ -224,16 +224,16 @@ impl TransitionStatement<'_> {
             5 => out.push_bind_param::<Nullable<SqlUuid>, _>(&self.new_process),
             6 => out.push_bind_param::<Nullable<Text>, _>(&self.description),
             7 => out.push_bind_param::<SqlUuid, _>(&self.operation_id),
-            8 => out.push_bind_param::<Text, _>(self.lock_timeout),
+            8 => out.push_bind_param::<Text, _>(&self.lock_timeout),
             n => Err(sql_file::no_such_bind(n)),
         }
     }
 }
 
 /// `diagnosis.sql` with the transition's binds.
-struct DiagnosisStatement<'a>(TransitionStatement<'a>);
+struct DiagnosisStatement<'s, 'a>(&'s TransitionStatement<'a>);
 
-impl QueryFragment<Pg> for DiagnosisStatement<'_> {
+impl QueryFragment<Pg> for DiagnosisStatement<'_, '_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         sql_file::walk(include_str!("diagnosis.sql"), &mut out, |n, out| {
             self.0.bind(n, out)
@@ -241,12 +241,12 @@ impl QueryFragment<Pg> for DiagnosisStatement<'_> {
     }
 }
 
-impl QueryId for DiagnosisStatement<'_> {
-    type QueryId = DiagnosisStatement<'static>;
+impl QueryId for DiagnosisStatement<'_, '_> {
+    type QueryId = DiagnosisStatement<'static, 'static>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl Query for DiagnosisStatement<'_> {
+impl Query for DiagnosisStatement<'_, '_> {
     type SqlType = (
         Nullable<Timestamptz>,
         Nullable<SqlUuid>,
@@ -261,13 +261,13 @@ impl Query for DiagnosisStatement<'_> {
     );
 }
 
-impl RunQueryDsl<PgConnection> for DiagnosisStatement<'_> {}
+impl RunQueryDsl<PgConnection> for DiagnosisStatement<'_, '_> {}
 
 /// `applied.sql` with the transition's binds: the transition's time (`NULL`
 /// when it wrote nothing) and the isolation level it ran under.
-struct AppliedStatement<'a>(TransitionStatement<'a>);
+struct AppliedStatement<'s, 'a>(&'s TransitionStatement<'a>);
 
-impl QueryFragment<Pg> for AppliedStatement<'_> {
+impl QueryFragment<Pg> for AppliedStatement<'_, '_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         sql_file::walk(include_str!("applied.sql"), &mut out, |n, out| {
             self.0.bind(n, out)
@@ -275,13 +275,13 @@ impl QueryFragment<Pg> for AppliedStatement<'_> {
     }
 }
 
-impl QueryId for AppliedStatement<'_> {
-    type QueryId = AppliedStatement<'static>;
+impl QueryId for AppliedStatement<'_, '_> {
+    type QueryId = AppliedStatement<'static, 'static>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl Query for AppliedStatement<'_> {
+impl Query for AppliedStatement<'_, '_> {
     type SqlType = (Nullable<Timestamptz>, Text);
 }
 
-impl RunQueryDsl<PgConnection> for AppliedStatement<'_> {}
+impl RunQueryDsl<PgConnection> for AppliedStatement<'_, '_> {}

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
-use machine_state::{AnyMachine, Machine, Offline, Side, State, audit, history, repair, stuck};
+use machine_state::{
+    AnyMachine, Idle, Machine, Offline, Side, State, audit, history, repair, stuck,
+};
 use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent, insert_raw_pair, snapshot};
@@ -145,4 +147,31 @@ fn stuck_finds_machines_processing_for_longer_than_asked() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn the_testing_kits_check_of_every_machine_finds_exactly_the_broken_ones() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let good = Machine::<Idle>::create(conn, Uuid::new_v4()).unwrap();
+    let good_id = good.id();
+    good.start(conn, Uuid::new_v4()).unwrap();
+    machine_state::testing::assert_all_consistent(conn);
+
+    // A legacy half write breaks I1 (and I6: the history no longer ends in
+    // `machines`' state).
+    let broken = Machine::<Idle>::create(conn, Uuid::new_v4()).unwrap().id();
+    conn.batch_execute(&format!(
+        "UPDATE machines SET status = 'offline' WHERE id = '{broken}'"
+    ))
+    .unwrap();
+    let found = machine_state::testing::all_violations(conn).unwrap();
+    assert!(!found.is_empty());
+    assert!(
+        found.iter().all(|f| f.contains(&broken.to_string())),
+        "{found:#?}"
+    );
+    assert!(found.iter().any(|f| f.contains("I1")), "{found:#?}");
+    assert!(found.iter().any(|f| f.contains("I6")), "{found:#?}");
+    assert!(!found.iter().any(|f| f.contains(&good_id.to_string())));
 }
