@@ -91,7 +91,7 @@ use crate::state::State;
 use crate::write::WritePath;
 
 /// Every transition asked for, by `from`, `to`, `path` and `outcome`.
-pub const TRANSITIONS: &str = "machine_state_transitions_total";
+pub const TRANSITIONS_TOTAL: &str = "machine_state_transitions_total";
 /// The duration of a transition, in seconds, by `from`, `to` and `path`.
 pub const TRANSITION_DURATION: &str = "machine_state_transition_duration_seconds";
 /// Attempts run again after a lost race, by `from`, `to`, `path`, `reason`.
@@ -121,7 +121,7 @@ pub const RECORDED_TRANSITIONS: &str = "machine_state_recorded_transitions_total
 /// installed are lost).
 pub fn describe_metrics() {
     describe_counter!(
-        TRANSITIONS,
+        TRANSITIONS_TOTAL,
         "transitions asked for, by how they ended (`outcome`)"
     );
     describe_histogram!(
@@ -286,7 +286,7 @@ impl Observation {
         self.span.record("attempts", self.attempts);
         self.span.record("outcome", outcome);
         counter!(
-            TRANSITIONS,
+            TRANSITIONS_TOTAL,
             "from" => self.from, "to" => self.to, "path" => path, "outcome" => outcome
         )
         .increment(1);
@@ -300,7 +300,7 @@ impl Observation {
 /// duration.
 pub(crate) fn refused_early(from: State, to: State, path: WritePath, error: &Error) {
     counter!(
-        TRANSITIONS,
+        TRANSITIONS_TOTAL,
         "from" => from.as_str(), "to" => to.as_str(), "path" => path_label(path),
         "outcome" => outcome_label(error)
     )

@@ -14,7 +14,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use machine_state::Manager;
 use machine_state::telemetry::{
-    FALLBACKS, RETRIES, TRANSACTION_RACES, TRANSITION_DURATION, TRANSITIONS,
+    FALLBACKS, RETRIES, TRANSACTION_RACES, TRANSITION_DURATION, TRANSITIONS_TOTAL,
 };
 use machine_state::{
     Action, AnyMachine, Error, Idle, Machine, Offline, RetryPolicy, WritePath,
@@ -131,13 +131,13 @@ fn applied_and_refused_transitions_are_counted_by_outcome() {
     let online = [("from", "offline"), ("to", "idle"), ("path", "statement")];
     assert_eq!(
         m.counter(
-            TRANSITIONS,
+            TRANSITIONS_TOTAL,
             &[online[0], online[1], online[2], ("outcome", "applied")]
         ),
         1
     );
     assert_eq!(
-        m.counter(TRANSITIONS, &[]),
+        m.counter(TRANSITIONS_TOTAL, &[]),
         1,
         "one transition, counted once"
     );
@@ -154,10 +154,13 @@ fn applied_and_refused_transitions_are_counted_by_outcome() {
     );
     let start = [("from", "idle"), ("to", "processing")];
     assert_eq!(
-        m.counter(TRANSITIONS, &[start[0], start[1], ("outcome", "conflict")]),
+        m.counter(
+            TRANSITIONS_TOTAL,
+            &[start[0], start[1], ("outcome", "conflict")]
+        ),
         1
     );
-    assert_eq!(m.counter(TRANSITIONS, &[]), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &[]), 1);
     assert_eq!(m.observations(TRANSITION_DURATION, &start), 1);
 
     // Illegal, named at run time: counted, never sent.
@@ -172,7 +175,7 @@ fn applied_and_refused_transitions_are_counted_by_outcome() {
         ("to", "idle"),
         ("outcome", "illegal"),
     ];
-    assert_eq!(m.counter(TRANSITIONS, &reset), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &reset), 1);
     assert_eq!(m.observations(TRANSITION_DURATION, &[]), 0, "nothing ran");
 
     // Invalid input: refused before anything is sent.
@@ -186,7 +189,7 @@ fn applied_and_refused_transitions_are_counted_by_outcome() {
         ("to", "error"),
         ("outcome", "invalid_input"),
     ];
-    assert_eq!(m.counter(TRANSITIONS, &fail), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &fail), 1);
     let processing = refused.machine;
 
     // Inconsistent: a legacy half write diverged the pair.
@@ -204,7 +207,7 @@ fn applied_and_refused_transitions_are_counted_by_outcome() {
         ("to", "idle"),
         ("outcome", "inconsistent"),
     ];
-    assert_eq!(m.counter(TRANSITIONS, &complete), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &complete), 1);
 
     // Not found: the machine is gone.
     let gone = idle_machine(conn);
@@ -218,7 +221,7 @@ fn applied_and_refused_transitions_are_counted_by_outcome() {
         ("to", "offline"),
         ("outcome", "not_found"),
     ];
-    assert_eq!(m.counter(TRANSITIONS, &offline), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &offline), 1);
 
     // Bounded cardinality: no id ever becomes a label.
     for value in m.label_values() {
@@ -306,10 +309,13 @@ fn a_lost_race_is_counted_as_a_retry_and_the_transition_once_as_applied() {
         1
     );
     assert_eq!(
-        m.counter(TRANSITIONS, &[start[0], start[1], ("outcome", "applied")]),
+        m.counter(
+            TRANSITIONS_TOTAL,
+            &[start[0], start[1], ("outcome", "applied")]
+        ),
         1
     );
-    assert_eq!(m.counter(TRANSITIONS, &[]), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &[]), 1);
 }
 
 #[test]
@@ -325,10 +331,10 @@ fn a_lost_race_without_retries_is_counted_as_retries_exhausted() {
     );
     assert_eq!(m.counter(RETRIES, &[]), 0);
     assert_eq!(
-        m.counter(TRANSITIONS, &[("outcome", "retries_exhausted")]),
+        m.counter(TRANSITIONS_TOTAL, &[("outcome", "retries_exhausted")]),
         1
     );
-    assert_eq!(m.counter(TRANSITIONS, &[]), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &[]), 1);
 }
 
 #[test]
@@ -340,10 +346,10 @@ fn a_lost_race_inside_a_transaction_is_counted_as_lost_and_the_transaction_as_re
         2,
         "one span per run of the transition: {spans:?}"
     );
-    assert_eq!(m.counter(TRANSITIONS, &[("outcome", "lost_race")]), 1);
-    assert_eq!(m.counter(TRANSITIONS, &[("outcome", "applied")]), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &[("outcome", "lost_race")]), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &[("outcome", "applied")]), 1);
     assert_eq!(
-        m.counter(TRANSITIONS, &[("outcome", "retries_exhausted")]),
+        m.counter(TRANSITIONS_TOTAL, &[("outcome", "retries_exhausted")]),
         0
     );
     assert_eq!(m.counter(TRANSACTION_RACES, &[("result", "retried")]), 1);
@@ -359,7 +365,7 @@ fn a_lost_race_inside_a_transaction_is_counted_as_lost_and_the_transaction_as_re
         matches!(result, Err(Error::RetriesExhausted { .. })),
         "{result:?}"
     );
-    assert_eq!(m.counter(TRANSITIONS, &[("outcome", "lost_race")]), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &[("outcome", "lost_race")]), 1);
     assert_eq!(m.counter(TRANSACTION_RACES, &[("result", "exhausted")]), 1);
 }
 
@@ -385,12 +391,12 @@ fn a_lost_reply_is_counted_as_an_unknown_outcome() {
     let start = [("from", "idle"), ("to", "processing")];
     assert_eq!(
         m.counter(
-            TRANSITIONS,
+            TRANSITIONS_TOTAL,
             &[start[0], start[1], ("outcome", "unknown_outcome")]
         ),
         1
     );
-    assert_eq!(m.counter(TRANSITIONS, &[]), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &[]), 1);
 }
 
 #[test]
@@ -418,12 +424,12 @@ fn a_fallback_from_a_missing_sql_function_is_counted_with_the_path_that_ran() {
     );
     assert_eq!(
         m.counter(
-            TRANSITIONS,
+            TRANSITIONS_TOTAL,
             &[("path", "statement"), ("outcome", "applied")]
         ),
         1
     );
-    assert_eq!(m.counter(TRANSITIONS, &[("path", "sql_function")]), 0);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &[("path", "sql_function")]), 0);
 
     // With the function in place, the path is the function's.
     let db = TestDb::new();
@@ -435,7 +441,7 @@ fn a_fallback_from_a_missing_sql_function_is_counted_with_the_path_that_ran() {
     assert_eq!(m.counter(FALLBACKS, &[]), 0);
     assert_eq!(
         m.counter(
-            TRANSITIONS,
+            TRANSITIONS_TOTAL,
             &[("path", "sql_function"), ("outcome", "applied")]
         ),
         1
@@ -561,10 +567,10 @@ fn a_lock_held_past_the_limit_is_counted_as_a_lock_timeout() {
     let start = [("from", "idle"), ("to", "processing")];
     assert_eq!(
         m.counter(
-            TRANSITIONS,
+            TRANSITIONS_TOTAL,
             &[start[0], start[1], ("outcome", "lock_timeout")]
         ),
         1
     );
-    assert_eq!(m.counter(TRANSITIONS, &[]), 1);
+    assert_eq!(m.counter(TRANSITIONS_TOTAL, &[]), 1);
 }
