@@ -5,8 +5,9 @@
 
 use diesel::PgConnection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::pg::sql_state;
 use diesel::r2d2::R2D2Connection;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::{DatabaseErrorKind, Error as DieselError, SqlState};
 
 /// Whether the caller has a transaction open on this connection.
 pub(crate) fn in_transaction(conn: &mut PgConnection) -> bool {
@@ -17,21 +18,33 @@ pub(crate) fn in_transaction(conn: &mut PgConnection) -> bool {
         .is_some()
 }
 
+/// The SQLSTATE of a database error, if the server sent one. Every decision
+/// taken from a database error reads this, never its message: the message is
+/// in the server's language (`lc_messages`).
+pub(crate) fn sqlstate(error: &DieselError) -> Option<SqlState> {
+    match error {
+        DieselError::DatabaseError(_, info) => info.sqlstate(),
+        _ => None,
+    }
+}
+
+/// Whether `error` carries the SQLSTATE `code`.
+pub(crate) fn has_sqlstate(error: &DieselError, code: SqlState) -> bool {
+    sqlstate(error) == Some(code)
+}
+
 /// A serialization failure (40001) or deadlock (40P01): the transaction was
 /// rolled back and may simply be run again.
 pub(crate) fn lost_race(error: &DieselError) -> bool {
-    match error {
-        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
-        _ => deadlocked(error),
-    }
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
+    ) || deadlocked(error)
 }
 
 /// A deadlock (40P01).
 pub(crate) fn deadlocked(error: &DieselError) -> bool {
-    // diesel does not expose 40P01; PostgreSQL's message is stable (in
-    // English, the default `lc_messages`).
-    matches!(error, DieselError::DatabaseError(_, info)
-        if info.message().starts_with("deadlock detected"))
+    has_sqlstate(error, sql_state::T_R_DEADLOCK_DETECTED)
 }
 
 /// The connection broke: what was in flight may or may not have committed.

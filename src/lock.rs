@@ -52,12 +52,9 @@ pub(crate) fn setting(limit: Duration) -> String {
     format!("{}ms", limit.as_millis())
 }
 
-/// Whether `error` is PostgreSQL's lock timeout (55P03). diesel does not
-/// expose the SQLSTATE; PostgreSQL's message is stable (in English, the
-/// default `lc_messages`).
+/// Whether `error` is PostgreSQL's lock timeout (SQLSTATE 55P03).
 pub(crate) fn timed_out(error: &DieselError) -> bool {
-    matches!(error, DieselError::DatabaseError(_, info)
-        if info.message().starts_with("canceling statement due to lock timeout"))
+    crate::connection::has_sqlstate(error, diesel::pg::sql_state::LOCK_NOT_AVAILABLE)
 }
 
 #[derive(QueryableByName)]

@@ -2,7 +2,8 @@
 //! CLI runs as well).
 
 use diesel::PgConnection;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::pg::sql_state;
+use diesel::result::Error as DieselError;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::error::Error;
@@ -44,16 +45,31 @@ pub fn revert_all_migrations(conn: &mut PgConnection) -> Result<Vec<String>, Err
         .map_err(|e| Error::Migration(e.to_string()))
 }
 
-/// Turn "relation `machines` does not exist" into the actionable
-/// [`Error::NotMigrated`].
+/// Turn an undefined table (SQLSTATE 42P01) that is one of ours into the
+/// actionable [`Error::NotMigrated`]. The decision is the SQLSTATE's; the
+/// table is the identifier the message names, which no translation changes
+/// (longest name first: `machine_state` is a prefix of the history's).
 pub(crate) fn explain_missing_tables(error: DieselError) -> Error {
-    if let DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) = &error {
+    if let DieselError::DatabaseError(_, info) = &error
+        && info.sqlstate() == Some(sql_state::UNDEFINED_TABLE)
+    {
         let message = info.message();
         for table in ["machine_state_transitions", "machine_state", "machines"] {
-            if message == format!("relation \"{table}\" does not exist") {
+            let quoted = message
+                .match_indices(table)
+                .any(|(at, _)| !continues_identifier(&message[at + table.len()..]));
+            if quoted {
                 return Error::NotMigrated(table);
             }
         }
     }
     Error::Database(error)
+}
+
+/// Whether `rest` goes on with a character of an identifier (so the name
+/// before it was only a prefix).
+fn continues_identifier(rest: &str) -> bool {
+    rest.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
 }

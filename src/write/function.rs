@@ -4,7 +4,7 @@
 //! transitions but not write the tables.
 
 use chrono::{DateTime, Utc};
-use diesel::pg::Pg;
+use diesel::pg::{Pg, sql_state};
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::Error as DieselError;
@@ -12,7 +12,7 @@ use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
 use super::{Change, RowsFound, Verdict, repeatable_read};
-use crate::connection::{connection_gone, lost_race};
+use crate::connection::{connection_gone, lost_race, sqlstate};
 use crate::error::Error;
 use crate::history::find_operation;
 use crate::pair::Pair;
@@ -45,20 +45,34 @@ pub(super) fn attempt(
         {
             Err(error)
         }
-        // The function refused (its own SQLSTATEs, which diesel does not
-        // expose): explain the refusal from what the database holds now.
+        // The function refused with one of its own SQLSTATEs: explain the
+        // refusal from what the database holds now.
         Err(error) => Ok(explain_refusal(conn, change, error)),
     }
 }
 
-/// Whether `error` says the SQL function does not exist (42883).
+/// Whether `error` says the SQL function does not exist (SQLSTATE 42883,
+/// naming `machine_state_transition`: identifiers are not translated).
 pub(super) fn is_missing(error: &DieselError) -> bool {
     matches!(error, DieselError::DatabaseError(_, info)
-        if info.message().starts_with("function machine_state_transition(")
-            && info.message().ends_with("does not exist"))
+        if info.sqlstate() == Some(sql_state::UNDEFINED_FUNCTION)
+            && info.message().contains("machine_state_transition("))
 }
 
+/// The class of the SQL functions' own SQLSTATEs (`MS001`–`MS009`,
+/// `migrations/README.md`).
+const REFUSAL_CLASS: &str = "MS";
+
 fn explain_refusal(conn: &mut PgConnection, change: &Change<'_>, error: DieselError) -> Verdict {
+    let Some(code) = sqlstate(&error).filter(|code| code.class().as_str() == REFUSAL_CLASS) else {
+        return Err(Error::Database(error));
+    };
+    if code.subclass() == "005" {
+        // Invalid input: the function's own message says which.
+        if let DieselError::DatabaseError(_, info) = &error {
+            return Err(Error::InvalidInput(info.message().to_owned()));
+        }
+    }
     let Ok(pair) = Pair::load(conn, change.machine_id) else {
         return Err(Error::Database(error));
     };
