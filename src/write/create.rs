@@ -42,7 +42,7 @@ pub(crate) fn create(
             operation_id,
             source: error,
         },
-        error => Error::Database(error),
+        error => crate::migrations::explain_missing_tables(error),
     })
 }
 

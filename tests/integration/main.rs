@@ -11,6 +11,7 @@ mod enforcement;
 mod failover;
 mod faults;
 mod idempotency;
+mod language;
 mod load;
 mod metrics;
 mod migrations;

@@ -3,7 +3,7 @@
 //! serialization failures and deadlocks, an immediate server restart under
 //! load. Each ends with the same checks as the concurrency harness.
 
-mod forced;
+pub(crate) mod forced;
 mod killed;
 mod lost;
 mod restart;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod harness;
+pub(crate) mod language;
 pub(crate) mod legacy_writer;
 pub(crate) mod pgbouncer;
 pub(crate) mod proxy;
@@ -73,6 +74,14 @@ impl TestDb {
             name: db.name().to_owned(),
             url: db.url().to_owned(),
         }
+    }
+
+    /// The same database, its sessions' messages in German (`lc_messages`,
+    /// as a German factory's own server is set up): what a test runs on it
+    /// must behave exactly as in English.
+    pub(crate) fn in_german(self) -> TestDb {
+        language::speak_german(&mut self.conn(), &self.name);
+        self
     }
 
     /// A plain connection (session default isolation: READ COMMITTED).
