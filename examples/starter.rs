@@ -21,7 +21,7 @@ fn main() -> Result<(), Error> {
     let processing = transaction(conn, &RetryPolicy::default(), |conn| {
         let processing = run.start(conn, operation)?;
         common::record_start(conn, run.machine_id, run.process_id)?;
-        Ok(processing)
+        Ok::<_, machine_state::Error>(processing)
     })?;
     println!(
         "started run {} at {}",

@@ -131,6 +131,6 @@ pub use pool::{
 pub use recipe::RecipeRun;
 pub use retention::{DEFAULT_BATCH, MIN_RETENTION, prune_history};
 pub use retry::RetryPolicy;
-pub use state::{Edge, State, Status, TRANSITIONS, Verb};
+pub use state::{Edge, State, Status, StoredState, TRANSITIONS, Verb};
 pub use transaction::transaction;
 pub use write::{WritePath, sql_function_fallbacks};

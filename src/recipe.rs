@@ -140,7 +140,7 @@ fn claim<S: crate::MachineState>(machine_id: Uuid, state: S) -> Machine<S> {
 
 fn refused_as_offline(error: &Error) -> bool {
     match error {
-        Error::Conflict { found, .. } => found.state == State::Offline.as_str(),
+        Error::Conflict { found, .. } => found.state == State::Offline,
         Error::OperationReused(_) => true,
         _ => false,
     }

@@ -181,6 +181,7 @@ pub fn outcome_label(error: &Error) -> &'static str {
         Error::NotRepeatableRead(_) => "not_repeatable_read",
         Error::InvalidInput(_) => "invalid_input",
         Error::OutcomeUnknown { .. } => "unknown_outcome",
+        Error::ConnectionLost(_) => "connection_lost",
         Error::RetriesExhausted { .. } => "retries_exhausted",
         Error::LockTimeout { .. } => "lock_timeout",
         Error::NotMigrated(_) => "not_migrated",

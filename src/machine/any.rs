@@ -98,7 +98,7 @@ impl AnyMachine {
             }
             (Ok(state), Some(row)) if violations.is_empty() => (state, row),
             _ if violations == [Violation::UnknownState] => {
-                let state = pair.machine_state_status().map(|s| s.state);
+                let state = pair.state.as_ref().map(|row| row.current_state.clone());
                 return Err(Error::UnknownState {
                     machine_id: id,
                     state: state.unwrap_or_default(),

@@ -25,21 +25,26 @@ pub(crate) fn create(
         state: state.as_str(),
         operation_id,
     };
-    let result = if in_transaction(conn) {
+    let inside = in_transaction(conn);
+    let result = if inside {
         statement.get_result(conn)
     } else {
         conn.build_transaction()
             .repeatable_read()
             .run(|conn| statement.get_result(conn))
     };
+    if inside && result.is_ok() {
+        crate::transaction::note_operation(operation_id);
+    }
     result.map_err(|error| match error {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, ref info)
             if info.constraint_name() == Some("machines_pkey") =>
         {
             Error::AlreadyExists(machine_id)
         }
+        error if connection_gone(conn, &error) && inside => Error::ConnectionLost(error),
         error if connection_gone(conn, &error) => Error::OutcomeUnknown {
-            operation_id,
+            operation_ids: vec![operation_id],
             source: error,
         },
         error => crate::migrations::explain_missing_tables(error),

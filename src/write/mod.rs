@@ -192,7 +192,12 @@ fn with_retries(
     loop {
         observation.attempt(in_callers_transaction);
         match attempt_once(conn, change, in_callers_transaction) {
-            Ok(verdict) => return verdict,
+            Ok(verdict) => {
+                if in_callers_transaction && verdict.is_ok() {
+                    crate::transaction::note_operation(change.operation_id);
+                }
+                return verdict;
+            }
             Err(error) if lost_race(&error) && schedule.retry() => {
                 tracing::debug!(
                     machine_id = %change.machine_id, attempt = schedule.attempt() - 1, %error,
@@ -200,7 +205,14 @@ fn with_retries(
                 );
                 observation.retry(deadlocked(&error));
             }
-            Err(error) => return Err(database_error(conn, error, change, schedule.attempt())),
+            Err(error) => {
+                let error = database_error(conn, error, change, schedule.attempt());
+                return Err(if in_callers_transaction {
+                    crate::transaction::inside(error)
+                } else {
+                    error
+                });
+            }
         }
     }
 }
@@ -229,7 +241,7 @@ fn database_error(
     }
     if connection_gone(conn, &error) {
         return Error::OutcomeUnknown {
-            operation_id: change.operation_id,
+            operation_ids: vec![change.operation_id],
             source: error,
         };
     }

@@ -142,14 +142,12 @@ impl Outcome {
     /// What was found, as the write path's reasons see it.
     fn rows_found(self) -> RowsFound {
         RowsFound {
-            machines: self.status.map(|state| Status {
-                state,
-                process_id: self.machines_process,
-            }),
-            machine_state: self.current_state.map(|state| Status {
-                state,
-                process_id: self.state_process,
-            }),
+            machines: self
+                .status
+                .map(|state| Status::stored(&state, self.machines_process)),
+            machine_state: self
+                .current_state
+                .map(|state| Status::stored(&state, self.state_process)),
             prior: self
                 .prior_machine
                 .zip(self.prior_to)

@@ -161,7 +161,7 @@ fn with_enforcement_on_every_legal_transition_commits_through_every_write_path()
     transaction(conn, &RetryPolicy::default(), |conn| {
         run.start(conn, Uuid::new_v4())?;
         run.complete(conn, Uuid::new_v4())?;
-        Ok(())
+        Ok::<_, machine_state::Error>(())
     })
     .unwrap();
     assert_consistent(conn, id);

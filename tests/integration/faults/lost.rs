@@ -71,9 +71,9 @@ fn lose_request_or_reply(at: At, fault: Fault) {
         .unwrap_err();
     match &refused.error {
         Error::OutcomeUnknown {
-            operation_id: reported,
+            operation_ids: reported,
             ..
-        } => assert_eq!(*reported, operation),
+        } => assert_eq!(*reported, [operation]),
         other => panic!("expected an unknown outcome, got: {}", describe(other)),
     }
     assert!(proxy.fired(), "the fault was not injected");

@@ -7,6 +7,7 @@ pub(crate) mod forced;
 mod killed;
 mod lost;
 mod restart;
+mod transaction;
 
 use std::thread;
 use std::time::{Duration, Instant};
