@@ -25,6 +25,7 @@ mod retention;
 mod sql_functions;
 mod stalls;
 mod supabase;
+mod testing_kit;
 mod transitions;
 mod watch;
 mod write_paths;

@@ -44,14 +44,6 @@ pub(crate) fn pgbouncer(users: &[&str]) -> pgbouncer::PgBouncer {
         .unwrap_or_else(|e| panic!("cannot start pgbouncer: {e}"))
 }
 
-/// Stop the server when the test binary exits, however the tests ended.
-#[ctor::dtor]
-fn stop_server() {
-    if let Some(server) = SERVER.get() {
-        let _ = server.stop();
-    }
-}
-
 /// A database of its own for one test.
 pub(crate) struct TestDb {
     pub(crate) name: String,
