@@ -42,7 +42,7 @@
 //! # Features
 //!
 //! `cli` (default) builds the `machine-state` command (with `serde` and
-//! `embedded`); `testing` (default) adds [`testing`], what an executor's own
+//! `embedded`); `testing` (default) adds `machine_state::testing`, what an executor's own
 //! tests need; `serde` derives `Serialize` for the report and history types;
 //! `embedded` adds `EmbeddedPostgres`.
 //! With `default-features = false` the library depends on diesel, r2d2,
@@ -112,6 +112,13 @@ pub mod testing;
 mod transaction;
 mod write;
 
+/// The diesel this crate is built on (2.4): its `PgConnection` is the
+/// argument of every call. Use it as `machine_state::diesel` to be sure of
+/// the same major version.
+pub use diesel;
+/// The uuid crate of the ids in the API (machine, process and operation ids).
+pub use uuid;
+
 pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, pairs, repair, stuck};
 pub use doctor::{Exposure, ExposureKind, SecurityReport, doctor};
 #[cfg(feature = "embedded")]
@@ -128,7 +135,7 @@ pub use pair::{Pair, StateRow, Violation};
 pub use pool::{
     CHECKOUT_TIMEOUT, ConnectionMode, Manager, Pool, PooledConnection, connect, pool, pool_builder,
 };
-pub use recipe::RecipeRun;
+pub use recipe::{RecipeRun, RecipeRunOn};
 pub use retention::{DEFAULT_BATCH, MIN_RETENTION, prune_history};
 pub use retry::RetryPolicy;
 pub use state::{Edge, State, Status, StoredState, TRANSITIONS, Verb};

@@ -16,13 +16,13 @@ pub(crate) fn migrate(conn: &mut PgConnection) -> Result<Exit, CliError> {
     for version in applied {
         output::line(format_args!("applied {version}"))?;
     }
-    if let Ok(report) = machine_state::doctor(conn) {
-        if report.is_exposed() {
-            eprintln!(
-                "warning: {} exposure(s) found (legacy grants are kept): run `machine-state doctor`",
-                report.exposures.len()
-            );
-        }
+    if let Ok(report) = machine_state::doctor(conn)
+        && report.is_exposed()
+    {
+        eprintln!(
+            "warning: {} exposure(s) found (legacy grants are kept): run `machine-state doctor`",
+            report.exposures.len()
+        );
     }
     Ok(Exit::Success)
 }

@@ -43,6 +43,11 @@ pub const MAX_DESCRIPTION_CHARS: usize = 4096;
 /// A transition that the database refuses (the machine moved on since it was
 /// loaded, say) returns a [`TransitionError`] holding this machine unchanged,
 /// and writes nothing.
+///
+/// Not `Clone`: a `Machine<S>` stands for "the machine is in `S` now", and a
+/// copy would walk around the typestate (the second use of a consumed state
+/// would compile). To act on the machine again, load it
+/// ([`AnyMachine::load`]).
 pub struct Machine<S: MachineState> {
     id: Uuid,
     state: S,
@@ -157,6 +162,12 @@ impl<S: MachineState> Machine<S> {
             settings: Settings::default(),
             operation_id: None,
         }
+    }
+
+    /// These settings for this machine's transitions.
+    pub(crate) fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
     }
 
     /// The machine's id.
@@ -319,17 +330,5 @@ impl<S: MachineState> fmt::Debug for Machine<S> {
             .field("state", &self.state)
             .field("since", &self.since)
             .finish_non_exhaustive()
-    }
-}
-
-impl<S: MachineState> Clone for Machine<S> {
-    fn clone(&self) -> Self {
-        Machine {
-            id: self.id,
-            state: self.state.clone(),
-            since: self.since,
-            settings: self.settings,
-            operation_id: self.operation_id,
-        }
     }
 }

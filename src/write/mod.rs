@@ -245,12 +245,11 @@ fn database_error(
             source: error,
         };
     }
-    if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &error {
-        if info.constraint_name() == Some(RUNNING_PROCESS_INDEX) {
-            if let Some(process_id) = change.new_process {
-                return Error::ProcessInUse(process_id);
-            }
-        }
+    if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &error
+        && info.constraint_name() == Some(RUNNING_PROCESS_INDEX)
+        && let Some(process_id) = change.new_process
+    {
+        return Error::ProcessInUse(process_id);
     }
     crate::migrations::explain_missing_tables(error)
 }

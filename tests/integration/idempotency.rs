@@ -21,11 +21,12 @@ fn repeat_an_operation(path: WritePath) {
     let id = offline.id();
     let operation = Uuid::new_v4();
 
+    let stale = crate::support::load_as::<Offline>(conn, id).with_write_path(path);
     let first = offline
-        .clone()
         .with_operation_id(operation)
         .bring_online(conn)
         .unwrap();
+    let offline = stale;
     let before = snapshot(conn);
     let again = offline
         .with_operation_id(operation)
@@ -84,11 +85,12 @@ fn an_operation_is_not_applied_again_when_the_machine_came_back_to_its_source_st
     let offline = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
     let id = offline.id();
     let operation = Uuid::new_v4();
+    let stale = crate::support::load_as::<Offline>(conn, id);
     let first = offline
-        .clone()
         .with_operation_id(operation)
         .bring_online(conn)
         .unwrap();
+    let offline = stale;
     first.take_offline(conn).unwrap();
     let before = snapshot(conn);
 

@@ -51,8 +51,8 @@ fn commit_with(fault: Fault) {
     let admin = &mut db.conn();
     admin.batch_execute(OWN_TABLE).unwrap();
     let runs = [
-        RecipeRun::new(idle_machine(admin), Uuid::new_v4()),
-        RecipeRun::new(idle_machine(admin), Uuid::new_v4()),
+        RecipeRun::on(idle_machine(admin)).run(Uuid::new_v4()),
+        RecipeRun::on(idle_machine(admin)).run(Uuid::new_v4()),
     ];
     let operations = [Uuid::new_v4(), Uuid::new_v4()];
     let proxy = Proxy::start(server().socket_dir().join(".s.PGSQL.5432"));
@@ -102,7 +102,7 @@ fn a_commit_of_a_transaction_that_never_arrived_is_an_unknown_outcome_resolved_a
 fn a_connection_lost_inside_a_transaction_is_not_an_unknown_outcome() {
     let db = TestDb::new();
     let admin = &mut db.conn();
-    let run = RecipeRun::new(idle_machine(admin), Uuid::new_v4());
+    let run = RecipeRun::on(idle_machine(admin)).run(Uuid::new_v4());
     let proxy = Proxy::start(server().socket_dir().join(".s.PGSQL.5432"));
     let conn = &mut PgConnection::establish(&proxy.url(&db.name)).unwrap();
     let operation = Uuid::new_v4();
@@ -124,7 +124,7 @@ fn a_connection_lost_inside_a_transaction_is_not_an_unknown_outcome() {
 fn the_bodys_own_error_rolls_back_and_comes_back_as_it_was() {
     let db = TestDb::new();
     let conn = &mut db.conn();
-    let run = RecipeRun::new(idle_machine(conn), Uuid::new_v4());
+    let run = RecipeRun::on(idle_machine(conn)).run(Uuid::new_v4());
     let operation = Uuid::new_v4();
     let result = transaction(conn, &RetryPolicy::default(), |conn| {
         run.start(conn, operation)?;
@@ -151,7 +151,7 @@ fn a_race_lost_inside_a_body_with_its_own_error_type_is_run_again() {
     let db = TestDb::new();
     let conn = &mut db.conn();
     let other = &mut db.conn();
-    let run = RecipeRun::new(idle_machine(conn), Uuid::new_v4());
+    let run = RecipeRun::on(idle_machine(conn)).run(Uuid::new_v4());
     let mut runs = 0;
     let result = transaction(conn, &RetryPolicy::default(), |conn| {
         runs += 1;

@@ -133,6 +133,22 @@ pub(crate) fn snapshot(conn: &mut PgConnection) -> Vec<String> {
 }
 
 /// A new machine, brought online (its history: create, then `offline -> idle`).
+/// Machine `id` as the database holds it now, typed (`Machine` is not
+/// `Clone`: a second value of the same machine comes from a second load,
+/// and goes stale once the first one moves on).
+pub(crate) fn load_as<S: machine_state::MachineState>(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> machine_state::Machine<S>
+where
+    machine_state::Machine<S>:
+        TryFrom<machine_state::AnyMachine, Error = machine_state::AnyMachine>,
+{
+    let any = machine_state::AnyMachine::load(conn, id).unwrap();
+    machine_state::Machine::<S>::try_from(any)
+        .unwrap_or_else(|other| panic!("machine `{id}` is {}", other.state()))
+}
+
 pub(crate) fn idle_machine(conn: &mut PgConnection) -> Uuid {
     machine_state::Machine::<machine_state::Offline>::create(conn, Uuid::new_v4())
         .unwrap()
