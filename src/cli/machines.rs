@@ -76,10 +76,12 @@ pub(crate) fn show(conn: &mut PgConnection, id: Uuid, json: bool) -> Result<Exit
             .process_id
             .map(|p| format!(" process {p}"))
             .unwrap_or_default();
+        // The verb tells a stop from a completion; entries written before
+        // the history kept verbs show their kind.
+        let verb = entry.verb.as_deref().unwrap_or(&entry.kind);
         output::line(format_args!(
-            "  {}  {:<10}  {from} -> {}{process}",
+            "  {}  {verb:<12}  {from} -> {}{process}",
             output::time(entry.transitioned_at),
-            entry.kind,
             entry.to_state,
         ))?;
     }

@@ -21,7 +21,7 @@ pub use any::{Action, AnyMachine};
 
 use crate::error::{Error, TransitionError};
 use crate::retry::RetryPolicy;
-use crate::state::State;
+use crate::state::{State, Verb};
 use crate::write::{self, Change, Settings, WritePath};
 
 /// The longest failure description accepted, in characters.
@@ -235,6 +235,7 @@ impl<S: MachineState> Machine<S> {
     fn transition<T: MachineState>(
         mut self,
         conn: &mut PgConnection,
+        verb: Verb,
         to: T,
         description: Option<&str>,
     ) -> Transition<S, T> {
@@ -244,6 +245,7 @@ impl<S: MachineState> Machine<S> {
             .unwrap_or_else(crate::history::new_operation_id);
         let change = Change {
             machine_id: self.id,
+            verb,
             from: S::STATE,
             expected_process: self.state.process_id(),
             to: T::STATE,
