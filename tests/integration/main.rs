@@ -25,5 +25,6 @@ mod sql_functions;
 mod stalls;
 mod supabase;
 mod transitions;
+mod under_the_lock;
 mod watch;
 mod write_paths;
