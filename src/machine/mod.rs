@@ -255,7 +255,14 @@ impl<S: MachineState> Machine<S> {
             lock_limit: self.settings.lock_timeout,
         };
         let result = write::apply(conn, &change, &self.settings);
-        log_outcome(&change, &result);
+        crate::telemetry::log_outcome(
+            change.machine_id,
+            change.verb,
+            change.from,
+            change.to,
+            change.operation_id,
+            &result,
+        );
         match result {
             Ok(since) => Ok(Machine {
                 id: self.id,
@@ -269,20 +276,6 @@ impl<S: MachineState> Machine<S> {
                 error,
             }),
         }
-    }
-}
-
-fn log_outcome<T>(change: &Change<'_>, result: &Result<T, Error>) {
-    let transition = format_args!("{} -> {}", change.from, change.to);
-    match result {
-        Ok(_) => tracing::info!(
-            machine_id = %change.machine_id, %transition, operation_id = %change.operation_id,
-            outcome = "applied", "completed machine state transition atomically"
-        ),
-        Err(error) => tracing::warn!(
-            machine_id = %change.machine_id, %transition, operation_id = %change.operation_id,
-            outcome = "refused", %error, "machine state transition not applied"
-        ),
     }
 }
 

@@ -528,8 +528,23 @@ fn logs_are_quiet_by_default_and_v_shows_each_transition() {
 fn help_documents_every_command_and_the_exit_codes() {
     let help = ok(bare().arg("--help"));
     for command in [
-        "migrate", "rollback", "add", "show", "list", "start", "complete", "stop", "fail", "reset",
-        "online", "offline", "audit", "repair", "stuck", "demo",
+        "migrate",
+        "rollback",
+        "add",
+        "show",
+        "list",
+        "start",
+        "complete",
+        "stop",
+        "fail",
+        "reset",
+        "online",
+        "offline",
+        "operation",
+        "audit",
+        "repair",
+        "stuck",
+        "demo",
     ] {
         assert!(
             help.contains(&format!("\n  {command} ")),
@@ -539,6 +554,12 @@ fn help_documents_every_command_and_the_exit_codes() {
         assert!(sub.contains("Exit codes:"), "{command}: {sub}");
     }
     assert!(help.contains("Exit codes:\n  0  success\n  1  a transition was refused"));
+    assert!(
+        help.contains("\n  3  the outcome of a transition is unknown"),
+        "{help}"
+    );
+    let start = ok(bare().args(["start", "--help"]));
+    assert!(start.contains("--operation-id <UUID>"), "{start}");
     bare()
         .assert()
         .code(2)
