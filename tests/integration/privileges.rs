@@ -378,3 +378,75 @@ fn the_operator_script_creates_and_grants_the_application_role() {
         )
     ));
 }
+
+/// The migration that gave `machine_state_transition` its verb (a new
+/// signature) and added the stopper's function.
+const VERBS_MIGRATION: &str = "2026-12-05-100000";
+
+/// Revert migrations, newest first, up to and including [`VERBS_MIGRATION`].
+fn revert_through_the_verbs_migration(conn: &mut PgConnection) {
+    loop {
+        let reverted = machine_state::revert_last_migration(conn).unwrap();
+        if reverted
+            .replace('-', "")
+            .starts_with(&VERBS_MIGRATION.replace('-', ""))
+        {
+            return;
+        }
+    }
+}
+
+#[test]
+fn roles_granted_before_the_verbs_migration_keep_their_grants_through_it_and_back() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    revert_through_the_verbs_migration(conn);
+    let app = create_role(conn, "factory_app");
+    let stranger = create_role(conn, "stranger");
+    let granted = sql_query(format!(
+        "SELECT statement FROM machine_state_grant_application('{app}') AS statement"
+    ))
+    .execute(conn)
+    .unwrap();
+    let old = "machine_state_transition(uuid, text, text, uuid, text, uuid)";
+    let new = "machine_state_transition(uuid, text, text, uuid, text, uuid, text)";
+    let stop = "atomic_stop_machine_state(uuid, uuid)";
+    let may = |conn: &mut PgConnection, role: &str, function: &str| {
+        holds(
+            conn,
+            &format!("has_function_privilege('{role}', '{function}', 'EXECUTE')"),
+        )
+    };
+    assert!(may(conn, &app, old));
+
+    machine_state::run_migrations(conn).unwrap();
+    assert!(may(conn, &app, new), "the grant moves to the new signature");
+    assert!(
+        may(conn, &app, stop),
+        "the stopper's function is granted too"
+    );
+    assert!(!may(conn, &stranger, new) && !may(conn, &stranger, stop));
+    let id = Machine::<Idle>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .start(conn, Uuid::new_v4())
+        .unwrap()
+        .id();
+    conn.batch_execute(&format!(
+        "SET ROLE {app}; SELECT atomic_stop_machine_state('{id}'); RESET ROLE;"
+    ))
+    .unwrap();
+    assert_eq!(
+        history(conn, id).unwrap().last().unwrap().verb.as_deref(),
+        Some("stop")
+    );
+
+    revert_through_the_verbs_migration(conn);
+    assert!(may(conn, &app, old), "and back to the old signature");
+    let revoked = sql_query(format!(
+        "SELECT statement FROM machine_state_revoke_application('{app}') AS statement"
+    ))
+    .execute(conn)
+    .unwrap();
+    assert_eq!(revoked, granted, "exactly what was granted, no more");
+    assert!(!may(conn, &app, old));
+}
