@@ -85,7 +85,7 @@
 //!
 //! Each transition through the write path runs in one span named
 //! `machine_state.transition` (target `machine_state::telemetry`, level
-//! `INFO`), with the fields `machine_id`, `transition` (`idle -> processing`),
+//! `INFO`), with the fields `machine_id`, `verb`, `transition` (`idle -> processing`),
 //! `operation_id` and `path`, and, recorded when known, `attempts` and
 //! `outcome` (a label value above). The write path's own events (a lost race
 //! retried, a fallback) are inside it; `tracing-opentelemetry` turns it into
@@ -225,6 +225,7 @@ impl Observation {
     /// Open the span of a transition from `from` to `to` of `machine_id`.
     pub(crate) fn begin(
         machine_id: Uuid,
+        verb: Verb,
         from: State,
         to: State,
         operation_id: Uuid,
@@ -233,6 +234,7 @@ impl Observation {
         let span = tracing::info_span!(
             "machine_state.transition",
             %machine_id,
+            verb = verb.as_str(),
             transition = %format_args!("{from} -> {to}"),
             %operation_id,
             path = path_label(path),

@@ -132,6 +132,7 @@ pub(crate) fn apply(
 ) -> Result<DateTime<Utc>, Error> {
     let mut observation = Observation::begin(
         change.machine_id,
+        change.verb,
         change.from,
         change.to,
         change.operation_id,
