@@ -4,7 +4,8 @@
 //! `--database-url`, or an embedded server whose data persists in
 //! `.machine-state/pgdata`), prints its result, and ends with a documented
 //! exit code: 0 success, 1 a refused transition or an inconsistency found,
-//! 2 bad usage, bad input or no usable database.
+//! 2 bad usage, bad input or no usable database (nothing applied), 3 the
+//! outcome of a transition unknown (its operation id resolves it).
 
 mod cli;
 

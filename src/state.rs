@@ -93,6 +93,12 @@ pub enum Verb {
 }
 
 impl Verb {
+    /// The name as the history records it (`machine_state_transitions.verb`),
+    /// e.g. `"take_offline"`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
     /// The state this transition leads to, whichever state it leaves.
     pub fn target(self) -> State {
         // Every verb has one target: the first entry names it.

@@ -19,7 +19,11 @@ Exit codes:
      transition got there first), or an inconsistency was found (`audit`,
      `repair`, an inconsistent or unknown state in the database)
   2  bad usage or input (malformed id, unknown machine, invalid message),
-     or no usable database (unreachable, not migrated)";
+     or no usable database (unreachable, not migrated): nothing was applied
+  3  the outcome of a transition is unknown (the connection broke while it
+     ran: it may have applied); the error names its operation id: run
+     `machine-state operation <id>`, or retry the same command once with
+     `--operation-id <id>` (it applies at most once)";
 
 /// Move machines through their states without ever letting `machines` and
 /// `machine_state` disagree.
@@ -155,6 +159,20 @@ pub(crate) enum Command {
         json: bool,
     },
 
+    /// Look an operation up by its id: whether it applied, and what.
+    ///
+    /// Resolves an unknown outcome (exit code 3): prints the history entry
+    /// the operation wrote (exit code 0), or says that it did not apply
+    /// (exit code 1). An operation older than the history's retention
+    /// (`prune-history`) is not found either.
+    Operation {
+        /// The operation id, as the failed command printed it.
+        id: Uuid,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// List every machine, flagging diverged ones.
     List {
         /// Print JSON instead of text.
@@ -169,18 +187,36 @@ pub(crate) enum Command {
         /// The recipe run's process id [default: a new random id].
         #[arg(long, value_name = "UUID")]
         process: Option<Uuid>,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `processing -> idle`: the recipe run finished.
     Complete {
         /// The machine's id.
         id: Uuid,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `processing -> idle`: abort the recipe run.
     Stop {
         /// The machine's id.
         id: Uuid,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `processing -> error`: the recipe run failed.
@@ -190,24 +226,48 @@ pub(crate) enum Command {
         /// The failure description.
         #[command(flatten)]
         message: MessageArgs,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `error -> idle`: clear the failure.
     Reset {
         /// The machine's id.
         id: Uuid,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `offline -> idle`: bring the machine online.
     Online {
         /// The machine's id.
         id: Uuid,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `idle|error -> offline`: take the machine offline.
     Offline {
         /// The machine's id.
         id: Uuid,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// Find diverged machines (the legacy "0% inconsistency" check).

@@ -14,8 +14,11 @@ pub(crate) enum Exit {
     Success = 0,
     /// 1: a transition was refused, or an inconsistency was found.
     Refused = 1,
-    /// 2: bad usage or input, or no usable database.
+    /// 2: bad usage or input, or no usable database: nothing was applied.
     BadInput = 2,
+    /// 3: the outcome of a transition is unknown (its operation id resolves
+    /// it).
+    OutcomeUnknown = 3,
 }
 
 impl From<Exit> for ExitCode {
@@ -103,6 +106,7 @@ impl CliError {
                 | Error::ProcessInUse(_)
                 | Error::RetriesExhausted { .. }
                 | Error::LockTimeout { .. } => Exit::Refused,
+                Error::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
                 _ => Exit::BadInput,
             },
             CliError::NotMigrated { .. }
@@ -114,9 +118,17 @@ impl CliError {
         }
     }
 
-    /// The error and its causes on one line (see [`one_line`]).
+    /// The error and its causes on one line (see [`one_line`]); for an
+    /// unknown outcome, followed by how to resolve it.
     pub(crate) fn one_line(&self) -> String {
-        one_line(self)
+        let line = one_line(self);
+        match self {
+            CliError::Library(Error::OutcomeUnknown { operation_id, .. }) => format!(
+                "{line}: it may have applied; run `machine-state operation {operation_id}`, \
+                 or the same command once more with `--operation-id {operation_id}`"
+            ),
+            _ => line,
+        }
     }
 }
 
@@ -149,6 +161,29 @@ mod tests {
         assert_eq!(
             CliError::from(Error::NotMigrated("machines")).exit(),
             Exit::BadInput
+        );
+        assert_eq!(
+            CliError::from(Error::OperationReused(id)).exit(),
+            Exit::BadInput
+        );
+    }
+
+    #[test]
+    fn an_unknown_outcome_exits_with_3_naming_its_operation() {
+        let operation_id = Uuid::nil();
+        let error = CliError::from(Error::OutcomeUnknown {
+            operation_id,
+            source: diesel::result::Error::BrokenTransactionManager,
+        });
+        assert_eq!(error.exit(), Exit::OutcomeUnknown);
+        let line = error.one_line();
+        assert!(
+            line.contains(&format!("machine-state operation {operation_id}")),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("--operation-id {operation_id}")),
+            "{line}"
         );
     }
 

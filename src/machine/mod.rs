@@ -21,7 +21,7 @@ pub use any::{Action, AnyMachine};
 
 use crate::error::{Error, TransitionError};
 use crate::retry::RetryPolicy;
-use crate::state::State;
+use crate::state::{State, Verb};
 use crate::write::{self, Change, Settings, WritePath};
 
 /// The longest failure description accepted, in characters.
@@ -246,6 +246,7 @@ impl<S: MachineState> Machine<S> {
     fn transition<T: MachineState>(
         mut self,
         conn: &mut PgConnection,
+        verb: Verb,
         to: T,
         description: Option<&str>,
     ) -> Transition<S, T> {
@@ -255,6 +256,7 @@ impl<S: MachineState> Machine<S> {
             .unwrap_or_else(crate::history::new_operation_id);
         let change = Change {
             machine_id: self.id,
+            verb,
             from: S::STATE,
             expected_process: self.state.process_id(),
             to: T::STATE,
@@ -264,7 +266,14 @@ impl<S: MachineState> Machine<S> {
             lock_limit: self.settings.lock_timeout,
         };
         let result = write::apply(conn, &change, &self.settings);
-        log_outcome(&change, &result);
+        crate::telemetry::log_outcome(
+            change.machine_id,
+            change.verb,
+            change.from,
+            change.to,
+            change.operation_id,
+            &result,
+        );
         match result {
             Ok(since) => Ok(Machine {
                 id: self.id,
@@ -278,20 +287,6 @@ impl<S: MachineState> Machine<S> {
                 error,
             }),
         }
-    }
-}
-
-fn log_outcome<T>(change: &Change<'_>, result: &Result<T, Error>) {
-    let transition = format_args!("{} -> {}", change.from, change.to);
-    match result {
-        Ok(_) => tracing::info!(
-            machine_id = %change.machine_id, %transition, operation_id = %change.operation_id,
-            outcome = "applied", "completed machine state transition atomically"
-        ),
-        Err(error) => tracing::warn!(
-            machine_id = %change.machine_id, %transition, operation_id = %change.operation_id,
-            outcome = "refused", %error, "machine state transition not applied"
-        ),
     }
 }
 

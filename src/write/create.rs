@@ -69,9 +69,10 @@ const CREATE_SQL: &str = "
     RETURNING machine_id
 )
 INSERT INTO machine_state_transitions
-    (machine_id, from_state, to_state, operation_id, kind, transitioned_at, isolation_level)
+    (machine_id, from_state, to_state, operation_id, kind, transitioned_at, isolation_level,
+     verb)
 SELECT r.machine_id, NULL, p.state, p.operation_id, 'create', now(),
-       current_setting('transaction_isolation')
+       current_setting('transaction_isolation'), 'create'
 FROM state_row r, p
 RETURNING transitioned_at";
 

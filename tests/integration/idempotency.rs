@@ -147,3 +147,58 @@ fn operation_ids_made_for_callers_are_time_ordered_in_rust_and_in_sql() {
     assert!(find_operation(conn, own).unwrap().is_some());
     assert_consistent(conn, id);
 }
+
+#[test]
+fn a_stop_retried_under_a_completes_operation_id_is_refused_not_already_applied() {
+    for path in [WritePath::Statement, WritePath::SqlFunction] {
+        let db = TestDb::new();
+        let pool = db.pool();
+        let conn = &mut pool.get().unwrap();
+        let processing = Machine::<Offline>::create(conn, Uuid::new_v4())
+            .unwrap()
+            .with_write_path(path)
+            .start(conn, Uuid::new_v4())
+            .unwrap();
+        let id = processing.id();
+        let operation = Uuid::new_v4();
+        processing
+            .clone()
+            .with_operation_id(operation)
+            .complete(conn)
+            .unwrap();
+        let before = snapshot(conn);
+
+        // `processing -> idle` both: only the verb tells them apart.
+        let refused = processing
+            .clone()
+            .with_operation_id(operation)
+            .stop(conn)
+            .unwrap_err();
+        assert!(
+            matches!(refused.error, Error::OperationReused(op) if op == operation),
+            "{path:?}: {:?}",
+            refused.error
+        );
+        assert_eq!(snapshot(conn), before, "{path:?}: nothing is written");
+        // The same verb again is the same operation, already applied.
+        processing
+            .with_operation_id(operation)
+            .complete(conn)
+            .unwrap();
+        assert_eq!(snapshot(conn), before, "{path:?}");
+
+        let entry = find_operation(conn, operation).unwrap().unwrap();
+        assert_eq!(entry.verb.as_deref(), Some("complete"), "{path:?}");
+        let verbs: Vec<Option<String>> = history(conn, id)
+            .unwrap()
+            .into_iter()
+            .map(|entry| entry.verb)
+            .collect();
+        assert_eq!(
+            verbs,
+            [Some("create"), Some("start"), Some("complete")].map(|v| v.map(str::to_owned)),
+            "{path:?}"
+        );
+        assert_consistent(conn, id);
+    }
+}

@@ -27,5 +27,6 @@ mod stalls;
 mod supabase;
 mod testing_kit;
 mod transitions;
+mod under_the_lock;
 mod watch;
 mod write_paths;

@@ -535,6 +535,7 @@ fn each_transition_runs_in_one_span_with_its_ids_attempts_and_outcome() {
     assert_eq!(field("machine_id"), Some(id.to_string().as_str()));
     assert_eq!(field("operation_id"), Some(operation.to_string().as_str()));
     assert_eq!(field("transition"), Some("idle -> processing"));
+    assert_eq!(field("verb"), Some("start"));
     assert_eq!(field("path"), Some("statement"));
     assert_eq!(field("attempts"), Some("1"));
     assert_eq!(field("outcome"), Some("applied"));

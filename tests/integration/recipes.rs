@@ -254,13 +254,14 @@ fn legacy_sql_callers_and_rust_transitions_racing_never_diverge_the_tables() {
 
 /// One legacy wrapper call, as the Python callers make them; 1 if it applied.
 fn legacy_sql_step(conn: &mut PgConnection, machine: Uuid) -> usize {
-    let call = match fastrand::u8(..4) {
+    let call = match fastrand::u8(..5) {
         0 => format!(
             "atomic_processing_machine_state('{machine}', '{}')",
             Uuid::new_v4()
         ),
         1 => format!("atomic_complete_machine_state('{machine}')"),
         2 => format!("atomic_error_machine_state('{machine}', 'legacy failure')"),
+        3 => format!("atomic_stop_machine_state('{machine}')"),
         _ => {
             format!(
                 "atomic_update_machine_state(p_machine_id => '{machine}', p_machine_status => 'idle')"

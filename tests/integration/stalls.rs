@@ -200,7 +200,7 @@ fn the_sql_functions_give_up_on_a_stalled_lock_holder_after_their_own_limit() {
     admin
         .batch_execute(
             "ALTER FUNCTION atomic_processing_machine_state(uuid, uuid) SET lock_timeout = '300ms';
-             ALTER FUNCTION machine_state_transition(uuid, text, text, uuid, text, uuid)
+             ALTER FUNCTION machine_state_transition(uuid, text, text, uuid, text, uuid, text)
                  SET lock_timeout = '300ms';",
         )
         .unwrap();

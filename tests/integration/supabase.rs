@@ -365,7 +365,7 @@ fn doctor_reports_exposures_on_the_fixture_and_nothing_after_migrate() {
     // A stray grant of each kind is found.
     conn.batch_execute(
         "GRANT UPDATE ON machine_state TO anon;
-         GRANT EXECUTE ON FUNCTION machine_state_transition(uuid, text, text, uuid, text, uuid)
+         GRANT EXECUTE ON FUNCTION machine_state_transition(uuid, text, text, uuid, text, uuid, text)
              TO authenticated;
          ALTER TABLE machine_state_transitions DISABLE ROW LEVEL SECURITY;
          ALTER FUNCTION machine_state_relax_invariants() RESET search_path;",
