@@ -123,10 +123,16 @@ impl CliError {
     pub(crate) fn one_line(&self) -> String {
         let line = one_line(self);
         match self {
-            CliError::Library(Error::OutcomeUnknown { operation_id, .. }) => format!(
-                "{line}: it may have applied; run `machine-state operation {operation_id}`, \
-                 or the same command once more with `--operation-id {operation_id}`"
-            ),
+            CliError::Library(Error::OutcomeUnknown { operation_ids, .. }) => {
+                match operation_ids.as_slice() {
+                    [operation_id] => format!(
+                        "{line}: it may have applied; run `machine-state operation \
+                         {operation_id}`, or the same command once more with \
+                         `--operation-id {operation_id}`"
+                    ),
+                    _ => line,
+                }
+            }
             _ => line,
         }
     }
@@ -172,7 +178,7 @@ mod tests {
     fn an_unknown_outcome_exits_with_3_naming_its_operation() {
         let operation_id = Uuid::nil();
         let error = CliError::from(Error::OutcomeUnknown {
-            operation_id,
+            operation_ids: vec![operation_id],
             source: diesel::result::Error::BrokenTransactionManager,
         });
         assert_eq!(error.exit(), Exit::OutcomeUnknown);

@@ -161,19 +161,17 @@ fn a_stop_retried_under_a_completes_operation_id_is_refused_not_already_applied(
             .unwrap();
         let id = processing.id();
         let operation = Uuid::new_v4();
+        let [stale, again] = [(); 2].map(|()| {
+            crate::support::load_as::<machine_state::Processing>(conn, id).with_write_path(path)
+        });
         processing
-            .clone()
             .with_operation_id(operation)
             .complete(conn)
             .unwrap();
         let before = snapshot(conn);
 
         // `processing -> idle` both: only the verb tells them apart.
-        let refused = processing
-            .clone()
-            .with_operation_id(operation)
-            .stop(conn)
-            .unwrap_err();
+        let refused = stale.with_operation_id(operation).stop(conn).unwrap_err();
         assert!(
             matches!(refused.error, Error::OperationReused(op) if op == operation),
             "{path:?}: {:?}",
@@ -181,10 +179,7 @@ fn a_stop_retried_under_a_completes_operation_id_is_refused_not_already_applied(
         );
         assert_eq!(snapshot(conn), before, "{path:?}: nothing is written");
         // The same verb again is the same operation, already applied.
-        processing
-            .with_operation_id(operation)
-            .complete(conn)
-            .unwrap();
+        again.with_operation_id(operation).complete(conn).unwrap();
         assert_eq!(snapshot(conn), before, "{path:?}");
 
         let entry = find_operation(conn, operation).unwrap().unwrap();

@@ -175,7 +175,7 @@ fn the_sql_function_knows_exactly_the_verbs_of_the_table_and_records_them() {
                 let machine = if legal {
                     machine_in(conn, from)
                 } else {
-                    shared.clone()
+                    AnyMachine::load(conn, shared.id()).unwrap()
                 };
                 let id = machine.id();
                 let process = match (machine.process_id(), to) {

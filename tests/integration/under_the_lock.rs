@@ -120,6 +120,7 @@ fn a_legacy_start_that_waited_for_the_lock_starts_from_the_state_it_finds() {
     let idle = Machine::<Idle>::create(observer, Uuid::new_v4()).unwrap();
     let id = idle.id();
     let run = Uuid::new_v4();
+    let taken_offline = crate::support::load_as::<Idle>(observer, id);
 
     // Another transaction takes the machine offline and holds the lock
     // while the legacy starter's call waits for it.
@@ -128,7 +129,7 @@ fn a_legacy_start_that_waited_for_the_lock_starts_from_the_state_it_finds() {
         .build_transaction()
         .repeatable_read()
         .run(|conn| {
-            idle.clone().take_offline(conn).unwrap();
+            taken_offline.take_offline(conn).unwrap();
             let (pid, answer) = legacy_call(
                 &db,
                 "READ COMMITTED",
