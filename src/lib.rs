@@ -123,7 +123,11 @@ pub use machine::{
     Action, AnyMachine, Errored, Idle, InitialState, MAX_DESCRIPTION_CHARS, Machine, MachineState,
     Offline, Processing, Transition, validate_description,
 };
-pub use migrations::{MIGRATIONS, revert_all_migrations, revert_last_migration, run_migrations};
+pub use migrations::{
+    BlockingSession, MIGRATIONS, MigrationOptions, revert_all_migrations,
+    revert_all_migrations_with, revert_last_migration, revert_last_migration_from,
+    revert_last_migration_with, run_migrations, run_migrations_from, run_migrations_with,
+};
 pub use pair::{Pair, StateRow, Violation};
 pub use pool::{
     CHECKOUT_TIMEOUT, ConnectionMode, Manager, Pool, PooledConnection, connect, pool, pool_builder,

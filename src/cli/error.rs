@@ -12,7 +12,8 @@ use uuid::Uuid;
 pub(crate) enum Exit {
     /// 0: done.
     Success = 0,
-    /// 1: a transition was refused, or an inconsistency was found.
+    /// 1: a transition was refused, an inconsistency was found, or a
+    /// migration gave up on the locks it needs (nothing of it applied).
     Refused = 1,
     /// 2: bad usage or input, or no usable database.
     BadInput = 2,
@@ -102,7 +103,8 @@ impl CliError {
                 | Error::UnknownState { .. }
                 | Error::ProcessInUse(_)
                 | Error::RetriesExhausted { .. }
-                | Error::LockTimeout { .. } => Exit::Refused,
+                | Error::LockTimeout { .. }
+                | Error::MigrationBlocked { .. } => Exit::Refused,
                 _ => Exit::BadInput,
             },
             CliError::NotMigrated { .. }

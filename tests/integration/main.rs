@@ -3,6 +3,7 @@
 mod support;
 
 mod adoption;
+mod app_migrations;
 mod audit;
 mod cli;
 mod compile_fail;
@@ -11,6 +12,7 @@ mod enforcement;
 mod failover;
 mod faults;
 mod idempotency;
+mod live_deploy;
 mod load;
 mod metrics;
 mod migrations;

@@ -1,0 +1,294 @@
+//! Migrating and rolling back a live legacy database: the legacy two-write
+//! writer keeps writing, and another session holds a write transaction open
+//! on `machines` (a stalled executor between its two writes, an operator's
+//! `psql`). No writer stalls more than 2 s; `migrate` and `rollback` apply
+//! once the session ends, or stop within their budget naming it, with
+//! nothing half-applied.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::{Integer, Text};
+use machine_state::testing::legacy;
+use machine_state::{
+    Error, MigrationOptions, revert_last_migration, revert_last_migration_with, run_migrations,
+    run_migrations_with,
+};
+use uuid::Uuid;
+
+use crate::adoption::legacy_database;
+use crate::cli::bare;
+use crate::support::{TestDb, schema_dump};
+
+/// The longest a writer may stall while a migration waits.
+const MAX_STALL: Duration = Duration::from_secs(2);
+
+/// The fixture's machine the writer changes, and the one the holder locks.
+const WRITTEN: &str = "c0000000-0000-0000-0000-000000000003";
+const HELD: &str = "c0000000-0000-0000-0000-000000000001";
+
+/// The legacy two-write writer, every 20 ms, on one machine; it records the
+/// longest any one of its statements took.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<(Duration, u32)>,
+}
+
+impl Writer {
+    fn start(db: &TestDb) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut conn = db.conn();
+        let flag = Arc::clone(&stop);
+        let id: Uuid = WRITTEN.parse().unwrap();
+        let thread = thread::spawn(move || {
+            let (mut worst, mut writes) = (Duration::ZERO, 0);
+            for state in ["offline", "idle"].iter().cycle() {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let at = Utc::now();
+                let began = Instant::now();
+                legacy::write_machines(&mut conn, id, state, None, at).unwrap();
+                worst = worst.max(began.elapsed());
+                let began = Instant::now();
+                legacy::write_machine_state(&mut conn, id, state, None, None, at).unwrap();
+                worst = worst.max(began.elapsed());
+                writes += 2;
+                thread::sleep(Duration::from_millis(20));
+            }
+            (worst, writes)
+        });
+        Writer { stop, thread }
+    }
+
+    /// Stop, and return the worst stall, asserting it is under the limit.
+    #[track_caller]
+    fn assert_never_stalled(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        let (worst, writes) = self.thread.join().unwrap();
+        assert!(writes > 10, "the writer wrote only {writes} times");
+        assert!(worst < MAX_STALL, "a writer stalled for {worst:?}");
+        worst
+    }
+}
+
+#[derive(QueryableByName)]
+struct Pid {
+    #[diesel(sql_type = Integer)]
+    pid: i32,
+}
+
+/// A session holding a write transaction open on `machines` (one row, not
+/// the writer's), named `stalled-executor`; its pid.
+fn hold_machines(db: &TestDb) -> (PgConnection, i32) {
+    let mut conn = db.conn();
+    conn.batch_execute(&format!(
+        "SET application_name = 'stalled-executor';
+         BEGIN;
+         UPDATE machines SET updated_at = updated_at WHERE id = '{HELD}';"
+    ))
+    .unwrap();
+    let pid = sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result::<Pid>(&mut conn)
+        .unwrap()
+        .pid;
+    (conn, pid)
+}
+
+/// End the holder's transaction after `after`, from another thread.
+fn release_after(mut holder: PgConnection, after: Duration) -> JoinHandle<()> {
+    thread::spawn(move || {
+        thread::sleep(after);
+        holder.batch_execute("ROLLBACK").unwrap();
+    })
+}
+
+#[derive(QueryableByName)]
+struct Version {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+/// What diesel's bookkeeping holds: `None` when the table does not exist.
+fn recorded_versions(conn: &mut PgConnection) -> Option<Vec<String>> {
+    let exists = sql_query(
+        "SELECT coalesce(to_regclass('__diesel_schema_migrations')::text, '') AS version",
+    )
+    .get_result::<Version>(conn)
+    .unwrap();
+    if exists.version.is_empty() {
+        return None;
+    }
+    Some(
+        sql_query("SELECT version FROM __diesel_schema_migrations ORDER BY version")
+            .load::<Version>(conn)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.version)
+            .collect(),
+    )
+}
+
+/// Options for a test: a short lock timeout and `budget`.
+fn options(budget: Duration) -> MigrationOptions {
+    MigrationOptions::default()
+        .with_lock_timeout(Duration::from_millis(300))
+        .with_budget(budget)
+}
+
+#[test]
+fn migrate_waits_out_an_open_transaction_without_stalling_writers() {
+    let db = legacy_database();
+    let writer = Writer::start(&db);
+    thread::sleep(Duration::from_millis(200));
+    let (holder, _) = hold_machines(&db);
+    let released = release_after(holder, Duration::from_secs(3));
+
+    let began = Instant::now();
+    let applied = run_migrations_with(&mut db.conn(), &options(Duration::from_secs(30))).unwrap();
+    let took = began.elapsed();
+    released.join().unwrap();
+    let worst = writer.assert_never_stalled();
+
+    assert!(!applied.is_empty());
+    assert!(
+        took >= Duration::from_millis(2500),
+        "migrate did not wait for the holder: {took:?}"
+    );
+    assert!(run_migrations(&mut db.conn()).unwrap().is_empty());
+    eprintln!("migrate: applied after {took:?}; worst writer stall {worst:?}");
+}
+
+#[test]
+fn migrate_gives_up_within_its_budget_naming_the_holder_and_changes_nothing() {
+    let db = legacy_database();
+    let conn = &mut db.conn();
+    let schema_before = schema_dump(&db);
+    let versions_before = recorded_versions(conn);
+    let writer = Writer::start(&db);
+    let (mut holder, pid) = hold_machines(&db);
+
+    let budget = Duration::from_secs(3);
+    let began = Instant::now();
+    let error = run_migrations_with(conn, &options(budget)).unwrap_err();
+    let took = began.elapsed();
+    let worst = writer.assert_never_stalled();
+    holder.batch_execute("ROLLBACK").unwrap();
+
+    assert!(took <= budget + Duration::from_millis(500), "took {took:?}");
+    match &error {
+        Error::MigrationBlocked {
+            migration,
+            reverting: false,
+            attempts,
+            blockers,
+            ..
+        } => {
+            assert!(migration.contains("create_machine_tables"), "{migration}");
+            assert!(*attempts > 1, "{attempts} attempt(s)");
+            let holder = blockers.iter().find(|b| b.pid == pid);
+            let holder = holder.unwrap_or_else(|| panic!("{pid} not named: {error}"));
+            assert_eq!(holder.application_name, "stalled-executor");
+            assert_eq!(holder.state, "idle in transaction");
+            assert!(holder.transaction_start.is_some());
+        }
+        other => panic!("expected MigrationBlocked, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!(
+            "backend {pid} (`stalled-executor`, idle in transaction"
+        )),
+        "{message}"
+    );
+    assert_eq!(schema_dump(&db), schema_before, "half-applied");
+    assert_eq!(recorded_versions(conn), versions_before);
+    eprintln!("migrate: gave up after {took:?}; worst writer stall {worst:?}");
+}
+
+/// A migrated legacy database whose newest migration of ours is
+/// `2026-12-01-300000` (its revert drops indexes of `machines`).
+fn migrated_to_stuck_machines_index() -> TestDb {
+    let db = legacy_database();
+    let conn = &mut db.conn();
+    run_migrations(conn).unwrap();
+    while recorded_versions(conn)
+        .unwrap()
+        .last()
+        .is_some_and(|newest| newest.as_str() > "20261201300000")
+    {
+        revert_last_migration(conn).unwrap();
+    }
+    db
+}
+
+#[test]
+fn rollback_gives_up_within_its_budget_then_applies_once_the_holder_is_gone() {
+    let db = migrated_to_stuck_machines_index();
+    let conn = &mut db.conn();
+    let schema_before = schema_dump(&db);
+    let versions_before = recorded_versions(conn);
+    let writer = Writer::start(&db);
+    let (holder, pid) = hold_machines(&db);
+
+    let budget = Duration::from_secs(2);
+    let began = Instant::now();
+    let error = revert_last_migration_with(conn, &options(budget)).unwrap_err();
+    let took = began.elapsed();
+    assert!(took <= budget + Duration::from_millis(500), "took {took:?}");
+    match &error {
+        Error::MigrationBlocked {
+            reverting: true,
+            blockers,
+            ..
+        } => assert!(blockers.iter().any(|b| b.pid == pid), "{error}"),
+        other => panic!("expected MigrationBlocked, got {other:?}"),
+    }
+    assert_eq!(schema_dump(&db), schema_before, "half-reverted");
+    assert_eq!(recorded_versions(conn), versions_before);
+
+    let released = release_after(holder, Duration::from_secs(2));
+    let began = Instant::now();
+    let reverted = revert_last_migration_with(conn, &options(Duration::from_secs(30))).unwrap();
+    let took = began.elapsed();
+    released.join().unwrap();
+    let worst = writer.assert_never_stalled();
+    assert_eq!(reverted, "20261201300000");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "did not wait: {took:?}"
+    );
+    assert_ne!(schema_dump(&db), schema_before);
+    eprintln!("rollback: applied after {took:?}; worst writer stall {worst:?}");
+}
+
+#[test]
+fn the_cli_exits_with_1_naming_the_blocking_session() {
+    let db = legacy_database();
+    let (mut holder, pid) = hold_machines(&db);
+    let output = bare()
+        .args(["--database-url", &db.url, "migrate"])
+        .args(["--migration-lock-timeout", "200ms", "--budget", "2s"])
+        .output()
+        .unwrap();
+    holder.batch_execute("ROLLBACK").unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: applying migration `")
+            && last.contains(&format!("blocked by backend {pid} (`stalled-executor`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("retry 1 of at most 9"),
+        "no progress shown: {stderr}"
+    );
+    assert_eq!(recorded_versions(&mut db.conn()), None);
+}
