@@ -203,13 +203,26 @@ fn step(
     };
     let max_attempts = options.max_attempts();
     let started = Instant::now();
+    let deadline = started + options.budget();
     tracing::debug!(migration = %name, "{verb} migration `{name}`");
     let mut attempt = 1;
     loop {
         recorder.clear();
-        let Err(failure) = attempt_once(conn, migration, direction, options, setup) else {
+        let Err(AttemptFailure {
+            failure,
+            left_invalid,
+        }) = attempt_once(conn, migration, direction, options, setup, deadline)
+        else {
             return Ok(());
         };
+        if !left_invalid.is_empty() {
+            return Err(Error::Migration(format!(
+                "{failure}; the failed attempt left invalid index(es) {}, which could not be \
+                 dropped while other sessions held the table: drop them \
+                 (`DROP INDEX CONCURRENTLY`) before migrating again",
+                left_invalid.join(", ")
+            )));
+        }
         let state = recorder.first_failure();
         let lock_timeout = state == Some(sql_state::LOCK_NOT_AVAILABLE);
         if !lock_timeout && state != Some(sql_state::T_R_DEADLOCK_DETECTED) {
@@ -260,18 +273,40 @@ fn step(
     }
 }
 
+/// Why an attempt failed, and any index it left invalid that could not be
+/// dropped (which a retry's `IF NOT EXISTS` would take for done).
+struct AttemptFailure {
+    failure: Failure,
+    left_invalid: Vec<String>,
+}
+
+impl From<Failure> for AttemptFailure {
+    fn from(failure: Failure) -> Self {
+        AttemptFailure {
+            failure,
+            left_invalid: Vec::new(),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for AttemptFailure {
+    fn from(error: diesel::result::Error) -> Self {
+        Failure::from(error).into()
+    }
+}
+
 /// One attempt: in a transaction whose `lock_timeout` is the options' (the
 /// migration's own transaction is a savepoint inside it), or, for a
 /// migration that must run outside a transaction (`CREATE INDEX
-/// CONCURRENTLY`), with the session's `lock_timeout` set for the attempt and
-/// restored after it, and any index the failed attempt left invalid dropped.
+/// CONCURRENTLY`), see [`attempt_outside_transaction`].
 fn attempt_once(
     conn: &mut PgConnection,
     migration: &dyn Migration<Pg>,
     direction: Direction,
     options: &MigrationOptions,
     setup: bool,
-) -> Result<(), Failure> {
+    deadline: Instant,
+) -> Result<(), AttemptFailure> {
     let timeout = crate::lock::setting(options.lock_timeout());
     let run = |conn: &mut PgConnection| -> Result<(), Failure> {
         if setup {
@@ -283,23 +318,60 @@ fn attempt_once(
         }
     };
     if migration.metadata().run_in_transaction() {
-        return conn.transaction(|conn| {
-            set_lock_timeout(conn, &timeout, true)?;
-            run(conn)
-        });
+        return conn
+            .transaction(|conn| {
+                set_lock_timeout(conn, &timeout, true)?;
+                run(conn)
+            })
+            .map_err(AttemptFailure::from);
     }
     let previous = set_lock_timeout(conn, &timeout, false)?;
-    let invalid_before = invalid_indexes(conn)?;
-    let result = run(conn);
-    if result.is_err() {
-        for index in invalid_indexes(conn)?.difference(&invalid_before) {
-            tracing::info!("dropping index {index}, left invalid by the failed attempt");
-            diesel::sql_query(format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
-                .execute(conn)?;
-        }
-    }
+    let result = attempt_outside_transaction(conn, run, options, deadline);
     set_lock_timeout(conn, &previous, false)?;
     result
+}
+
+/// An attempt outside a transaction, with the session's `lock_timeout` set
+/// (by the caller) for the attempt. A `CREATE INDEX CONCURRENTLY` that
+/// times out waiting for older transactions leaves an invalid index behind;
+/// it is dropped (`DROP INDEX CONCURRENTLY`, which does not block writers
+/// but must wait for the same sessions) waiting at most until `deadline`.
+/// An index that could not be dropped is reported, so that the migration is
+/// not retried over it.
+fn attempt_outside_transaction(
+    conn: &mut PgConnection,
+    run: impl FnOnce(&mut PgConnection) -> Result<(), Failure>,
+    options: &MigrationOptions,
+    deadline: Instant,
+) -> Result<(), AttemptFailure> {
+    let invalid_before = invalid_indexes(conn)?;
+    let Err(failure) = run(conn) else {
+        return Ok(());
+    };
+    let left: Vec<String> = invalid_indexes(conn)?
+        .difference(&invalid_before)
+        .cloned()
+        .collect();
+    if left.is_empty() {
+        return Err(failure.into());
+    }
+    let patience = deadline
+        .saturating_duration_since(Instant::now())
+        .max(options.lock_timeout());
+    set_lock_timeout(conn, &crate::lock::setting(patience), false)?;
+    let mut left_invalid = Vec::new();
+    for index in left {
+        tracing::info!("dropping index {index}, left invalid by the failed attempt");
+        let dropped =
+            diesel::sql_query(format!("DROP INDEX CONCURRENTLY IF EXISTS {index}")).execute(conn);
+        if dropped.is_err() {
+            left_invalid.push(index);
+        }
+    }
+    Err(AttemptFailure {
+        failure,
+        left_invalid,
+    })
 }
 
 #[derive(QueryableByName)]

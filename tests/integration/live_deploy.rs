@@ -15,10 +15,11 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Integer, Text};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use machine_state::testing::legacy;
 use machine_state::{
-    Error, MigrationOptions, revert_last_migration, revert_last_migration_with, run_migrations,
-    run_migrations_with,
+    Error, Machine, MigrationOptions, Offline, revert_last_migration, revert_last_migration_from,
+    revert_last_migration_with, run_migrations, run_migrations_from, run_migrations_with,
 };
 use uuid::Uuid;
 
@@ -291,4 +292,176 @@ fn the_cli_exits_with_1_naming_the_blocking_session() {
         "no progress shown: {stderr}"
     );
     assert_eq!(recorded_versions(&mut db.conn()), None);
+}
+
+/// One migration outside a transaction: `CREATE INDEX CONCURRENTLY` on the
+/// history.
+const CONCURRENT: EmbeddedMigrations =
+    embed_migrations!("tests/fixtures/concurrent_index_migrations");
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    count: i64,
+}
+
+/// How many indexes named `name` exist, and how many indexes are invalid.
+fn indexes(conn: &mut PgConnection, name: &str) -> (i64, i64) {
+    let count = |conn: &mut PgConnection, sql: String| {
+        sql_query(sql).get_result::<Count>(conn).unwrap().count
+    };
+    (
+        count(
+            conn,
+            format!("SELECT count(*) AS count FROM pg_class WHERE relname = '{name}'"),
+        ),
+        count(
+            conn,
+            "SELECT count(*) AS count FROM pg_index WHERE NOT indisvalid".to_owned(),
+        ),
+    )
+}
+
+#[test]
+fn an_index_build_outside_a_transaction_waits_out_an_open_transaction_without_blocking_writers() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let mut writer_conn = db.conn();
+    // A writer of the history: the crate's own transitions, back and forth.
+    let writer = thread::spawn(move || {
+        let conn = &mut writer_conn;
+        let mut machine = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
+        let (mut worst, mut writes) = (Duration::ZERO, 0);
+        while !flag.load(Ordering::Relaxed) {
+            let began = Instant::now();
+            let idle = machine.bring_online(conn).unwrap();
+            machine = idle.take_offline(conn).unwrap();
+            worst = worst.max(began.elapsed());
+            writes += 2;
+            thread::sleep(Duration::from_millis(20));
+        }
+        (worst, writes)
+    });
+    let mut holder = db.conn();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE machine_state_transitions IN ROW EXCLUSIVE MODE;")
+        .unwrap();
+    let released = release_after(holder, Duration::from_secs(2));
+
+    let began = Instant::now();
+    let applied =
+        run_migrations_from(conn, &CONCURRENT, &options(Duration::from_secs(30))).unwrap();
+    let took = began.elapsed();
+    released.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (worst, writes) = writer.join().unwrap();
+
+    assert_eq!(applied, ["20300201000000"]);
+    assert!(
+        took >= Duration::from_millis(1500),
+        "did not wait: {took:?}"
+    );
+    assert!(writes > 10, "the writer wrote only {writes} times");
+    assert!(worst < MAX_STALL, "a writer stalled for {worst:?}");
+    assert_eq!(indexes(conn, "machine_state_transitions_time_idx"), (1, 0));
+    eprintln!("concurrent index: applied after {took:?}; worst writer stall {worst:?}");
+
+    let reverted = revert_last_migration_from(conn, &CONCURRENT, &MigrationOptions::default());
+    assert_eq!(reverted.unwrap(), "20300201000000");
+    assert_eq!(indexes(conn, "machine_state_transitions_time_idx"), (0, 0));
+}
+
+/// The tables that can be large: an index built on one of them inside a
+/// transaction blocks its writers for the length of the build.
+const LARGE_TABLES: [&str; 1] = ["machine_state_transitions"];
+
+/// The statements of a migration file, lower-case, comments and extra
+/// whitespace removed.
+fn statements(sql: &str) -> Vec<String> {
+    let without_comments: String = sql
+        .lines()
+        .map(|line| line.split("--").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(" ");
+    without_comments
+        .split(';')
+        .map(|s| {
+            s.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The table an index-building statement builds on, if it is one: `CREATE
+/// [UNIQUE] INDEX ... ON [ONLY] table`, or `ALTER TABLE table ADD ...
+/// UNIQUE/PRIMARY KEY` (without `USING INDEX`).
+fn index_build(statement: &str) -> Option<(String, bool)> {
+    let words: Vec<&str> = statement.split(' ').collect();
+    if statement.starts_with("create index") || statement.starts_with("create unique index") {
+        let on = words.iter().position(|w| *w == "on")?;
+        let table = match words.get(on + 1)? {
+            &"only" => words.get(on + 2)?,
+            table => table,
+        };
+        let concurrently = words.contains(&"concurrently");
+        return Some((table.trim_start_matches("public.").to_owned(), concurrently));
+    }
+    if statement.starts_with("alter table")
+        && (statement.contains(" unique") || statement.contains(" primary key"))
+        && !statement.contains("using index")
+    {
+        let table = words
+            .iter()
+            .skip(2)
+            .find(|w| !["only", "if", "exists"].contains(w))?;
+        return Some((table.trim_start_matches("public.").to_owned(), false));
+    }
+    None
+}
+
+#[test]
+fn no_migration_builds_an_index_on_a_large_table_inside_a_transaction() {
+    let folders = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap();
+    let mut checked = 0;
+    for folder in folders
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.is_dir())
+    {
+        let outside_transaction = std::fs::read_to_string(folder.join("metadata.toml"))
+            .is_ok_and(|toml| toml.replace(' ', "").contains("run_in_transaction=false"));
+        for file in ["up.sql", "down.sql"] {
+            let sql = std::fs::read_to_string(folder.join(file)).unwrap();
+            let statements = statements(&sql);
+            for statement in &statements {
+                let Some((table, concurrently)) = index_build(statement) else {
+                    continue;
+                };
+                checked += 1;
+                if !LARGE_TABLES.contains(&table.as_str()) {
+                    continue;
+                }
+                let created_here = statements.iter().any(|s| {
+                    s.starts_with(&format!("create table {table} "))
+                        || s.starts_with(&format!("create table if not exists {table} "))
+                });
+                assert!(
+                    created_here || (concurrently && outside_transaction),
+                    "{}/{file} builds an index on `{table}` inside a transaction: writers of \
+                     the history would wait for the whole build. Build it CONCURRENTLY in a \
+                     migration of its own with `run_in_transaction = false` in its \
+                     metadata.toml: `{statement}`",
+                    folder.display()
+                );
+            }
+        }
+    }
+    assert!(
+        checked >= 4,
+        "found only {checked} index builds: is the parser blind?"
+    );
 }
