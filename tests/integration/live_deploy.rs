@@ -89,16 +89,16 @@ struct Pid {
 /// the writer's), named `stalled-executor`; its pid.
 fn hold_machines(db: &TestDb) -> (PgConnection, i32) {
     let mut conn = db.conn();
+    let pid = sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result::<Pid>(&mut conn)
+        .unwrap()
+        .pid;
     conn.batch_execute(&format!(
         "SET application_name = 'stalled-executor';
          BEGIN;
          UPDATE machines SET updated_at = updated_at WHERE id = '{HELD}';"
     ))
     .unwrap();
-    let pid = sql_query("SELECT pg_backend_pid() AS pid")
-        .get_result::<Pid>(&mut conn)
-        .unwrap()
-        .pid;
     (conn, pid)
 }
 
@@ -284,7 +284,8 @@ fn the_cli_exits_with_1_naming_the_blocking_session() {
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("error: applying migration `")
-            && last.contains(&format!("blocked by backend {pid} (`stalled-executor`")),
+            && last.contains(&format!("blocked by backend {pid} (`stalled-executor`"))
+            && last.contains("last query `UPDATE machines SET updated_at"),
         "{stderr}"
     );
     assert!(
