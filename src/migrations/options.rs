@@ -49,8 +49,9 @@ impl MigrationOptions {
 
     /// How long one migration (or one revert) may keep trying, in all,
     /// before it stops with
-    /// [`Error::MigrationBlocked`](crate::Error::MigrationBlocked). No
-    /// attempt starts that could end after the budget. Defaults to 60 s.
+    /// [`Error::MigrationBlocked`](crate::Error::MigrationBlocked). A new
+    /// attempt starts only while a full lock wait still fits in the budget.
+    /// Defaults to 60 s.
     #[must_use]
     pub fn with_budget(mut self, budget: Duration) -> Self {
         self.budget = budget;

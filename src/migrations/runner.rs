@@ -242,9 +242,9 @@ fn step(
         } else {
             "was chosen as a deadlock victim".to_owned()
         };
-        let backoff = options.backoff(attempt);
         let waited = started.elapsed();
-        if attempt >= max_attempts || waited + backoff + options.lock_timeout() > options.budget() {
+        let left = options.budget().saturating_sub(waited);
+        if attempt >= max_attempts || left < options.lock_timeout() {
             tracing::warn!(
                 migration = %name,
                 attempt,
@@ -260,6 +260,8 @@ fn step(
                 blockers,
             });
         }
+        // The pause leaves room for one more full wait within the budget.
+        let backoff = options.backoff(attempt).min(left - options.lock_timeout());
         tracing::info!(
             migration = %name,
             attempt,

@@ -285,7 +285,7 @@ fn the_cli_exits_with_1_naming_the_blocking_session() {
     assert!(
         last.starts_with("error: applying migration `")
             && last.contains(&format!("blocked by backend {pid} (`stalled-executor`"))
-            && last.contains("last query `UPDATE machines SET updated_at"),
+            && last.contains("UPDATE machines SET updated_at"),
         "{stderr}"
     );
     assert!(
