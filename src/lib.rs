@@ -32,6 +32,9 @@
 //!   legacy names for non-Rust callers; [`WritePath::SqlFunction`] runs the
 //!   crate through them for a role that may not write the tables; [`audit`]
 //!   and [`repair`] bring a legacy database to 0% divergence.
+//!   [`run_migrations_with`] applies them on a live database: each migration
+//!   waits at most a short lock timeout for any lock, retried within a budget
+//!   ([`MigrationOptions`]), so writers never queue behind it for long.
 //!
 //! Library functions take a diesel [`PgConnection`](diesel::PgConnection);
 //! [`pool`] builds an r2d2 pool whose sessions need a single round trip per

@@ -42,7 +42,10 @@ pub fn run_migrations(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
 /// `metadata.toml` says `run_in_transaction = false`); the ones applied before
 /// a failure stay applied. Progress (which migration, waiting on whom, retry
 /// n of m) is logged with `tracing` at info level, under the target
-/// `machine_state::migrations`.
+/// `machine_state::migrations`. diesel hands a failed migration back without
+/// its SQLSTATE, so the connection's diesel instrumentation is replaced for
+/// the call (to read it) and the default one
+/// (`diesel::connection::get_default_instrumentation`) is set back after it.
 ///
 /// # Errors
 ///
