@@ -193,13 +193,14 @@ pub enum Error {
 impl Error {
     /// Whether running the same operation again (with the same operation
     /// id) may succeed: a lost race past the retry budget, a lock held too
-    /// long, an unknown outcome (a repeat applies at most once), or no
-    /// connection.
+    /// long (a transition's, or a migration's past its budget), an unknown
+    /// outcome (a repeat applies at most once), or no connection.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             Error::RetriesExhausted { .. }
                 | Error::LockTimeout { .. }
+                | Error::MigrationBlocked { .. }
                 | Error::OutcomeUnknown { .. }
                 | Error::Connection(_)
                 | Error::Pool(_)

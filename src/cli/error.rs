@@ -148,6 +148,18 @@ mod tests {
         };
         assert_eq!(CliError::from(conflict).exit(), Exit::Refused);
         assert_eq!(CliError::from(Error::NotFound(id)).exit(), Exit::BadInput);
+        let blocked = Error::MigrationBlocked {
+            migration: "2026-11-26-000001_create_machine_tables".into(),
+            reverting: false,
+            attempts: 3,
+            waited: std::time::Duration::from_secs(2),
+            blockers: Vec::new(),
+        };
+        assert_eq!(CliError::from(blocked).exit(), Exit::Refused);
+        assert_eq!(
+            CliError::from(Error::Migration("syntax error".into())).exit(),
+            Exit::BadInput
+        );
         assert_eq!(
             CliError::from(Error::NotMigrated("machines")).exit(),
             Exit::BadInput

@@ -109,3 +109,41 @@ pub(crate) fn find(conn: &mut PgConnection, lock_timeout: Duration) -> Vec<Block
         })
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_reads_as_far_as_it_is_visible() {
+        let at = "2026-12-05T03:41:36Z".parse().ok();
+        let seen = BlockingSession {
+            pid: 42,
+            application_name: "psql".into(),
+            state: "idle in transaction".into(),
+            transaction_start: at,
+            state_change: at,
+            query: "UPDATE machines\n   SET status = 'idle'".into(),
+        };
+        assert_eq!(
+            seen.to_string(),
+            "backend 42 (`psql`, idle in transaction since 2026-12-05 03:41:36 UTC, \
+             transaction open since 2026-12-05 03:41:36 UTC), \
+             last query `UPDATE machines SET status = 'idle'`"
+        );
+        let hidden = BlockingSession {
+            pid: 7,
+            application_name: String::new(),
+            state: "unknown".into(),
+            transaction_start: None,
+            state_change: None,
+            query: String::new(),
+        };
+        assert_eq!(hidden.to_string(), "backend 7 (unknown)");
+        assert_eq!(
+            describe(&[hidden.clone(), hidden]),
+            "backend 7 (unknown); backend 7 (unknown)"
+        );
+        assert!(describe(&[]).starts_with("no blocking session visible"));
+    }
+}
