@@ -134,8 +134,9 @@ pub(crate) struct MigrationArgs {
     )]
     pub(crate) migration_lock_timeout: Duration,
 
-    /// How long one migration keeps trying in all before it gives up (exit
-    /// code 1, naming the sessions in its way, nothing of it applied).
+    /// How long the command keeps trying in all before it gives up (exit
+    /// code 1, naming the sessions in its way; the migration it waited for
+    /// is not applied, the ones before it are).
     #[arg(
         long,
         value_name = "DURATION",

@@ -22,8 +22,8 @@ pub use options::MigrationOptions;
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Apply every pending migration of this crate, oldest first, with the
-/// default [`MigrationOptions`] (500 ms lock timeout, 60 s budget per
-/// migration); returns the versions applied (none when the database is up to
+/// default [`MigrationOptions`] (500 ms lock timeout, 60 s budget for the
+/// run); returns the versions applied (none when the database is up to
 /// date). Versions of other migration sets recorded in
 /// `__diesel_schema_migrations` (an application's own) are ignored.
 ///
@@ -50,7 +50,7 @@ pub fn run_migrations(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
 /// # Errors
 ///
 /// - [`Error::MigrationBlocked`] when other sessions held a lock a migration
-///   needs on every attempt until its budget was spent: that migration is not
+///   needs on every attempt until the budget was spent: that migration is not
 ///   applied, and the error names the sessions;
 /// - [`Error::Migration`] when a migration fails otherwise; it is rolled back
 ///   whole.

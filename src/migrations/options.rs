@@ -5,7 +5,7 @@ use std::time::Duration;
 /// How a migration or a revert waits for locks that other sessions hold:
 /// each attempt waits at most [`lock_timeout`](Self::lock_timeout) for any
 /// one lock, and attempts are retried, with jittered backoff, until the
-/// [`budget`](Self::budget) is spent.
+/// run's [`budget`](Self::budget) is spent.
 ///
 /// PostgreSQL queues lock requests: while a migration waits for a lock, every
 /// later writer of that table waits behind it. With a short lock timeout a
@@ -47,8 +47,8 @@ impl MigrationOptions {
         self
     }
 
-    /// How long one migration (or one revert) may keep trying, in all,
-    /// before it stops with
+    /// How long one run (applying the pending migrations, or reverting) may
+    /// keep trying, in all, before it stops with
     /// [`Error::MigrationBlocked`](crate::Error::MigrationBlocked). A new
     /// attempt starts only while a full lock wait still fits in the budget.
     /// Defaults to 60 s.
@@ -63,7 +63,7 @@ impl MigrationOptions {
         self.lock_timeout
     }
 
-    /// How long one migration may keep trying, in all.
+    /// How long one run may keep trying, in all.
     pub fn budget(&self) -> Duration {
         self.budget
     }

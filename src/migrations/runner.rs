@@ -57,6 +57,7 @@ pub(crate) fn run_pending<S: MigrationSource<Pg>>(
             .filter(|m| !applied.contains(&m.name().version().to_string()))
             .collect();
         pending.sort_by_key(|m| m.name().version().to_string());
+        let deadline = Instant::now() + options.budget();
         let mut done = Vec::with_capacity(pending.len());
         let mut setup = !bookkept;
         for migration in &pending {
@@ -67,6 +68,7 @@ pub(crate) fn run_pending<S: MigrationSource<Pg>>(
                 Direction::Apply,
                 options,
                 setup,
+                deadline,
             )?;
             setup = false;
             done.push(migration.name().version().to_string());
@@ -91,6 +93,7 @@ pub(crate) fn revert<S: MigrationSource<Pg>>(
             .filter(|m| applied.contains(&m.name().version().to_string()))
             .collect();
         ours.sort_by_key(|m| std::cmp::Reverse(m.name().version().to_string()));
+        let deadline = Instant::now() + options.budget();
         let mut done = Vec::new();
         for migration in ours.iter().take(limit) {
             step(
@@ -100,6 +103,7 @@ pub(crate) fn revert<S: MigrationSource<Pg>>(
                 Direction::Revert,
                 options,
                 false,
+                deadline,
             )?;
             done.push(migration.name().version().to_string());
         }
@@ -187,7 +191,8 @@ fn with_recorder<T>(
 }
 
 /// Apply or revert one migration, attempt after attempt, until it is done,
-/// fails for another reason than a lock, or its budget is spent.
+/// fails for another reason than a lock, or the run's budget is spent (at
+/// `deadline`).
 fn step(
     conn: &mut PgConnection,
     recorder: &Recorder,
@@ -195,6 +200,7 @@ fn step(
     direction: Direction,
     options: &MigrationOptions,
     setup: bool,
+    deadline: Instant,
 ) -> Result<(), Error> {
     let name = migration.name().to_string();
     let verb = match direction {
@@ -203,7 +209,6 @@ fn step(
     };
     let max_attempts = options.max_attempts();
     let started = Instant::now();
-    let deadline = started + options.budget();
     tracing::debug!(migration = %name, "{verb} migration `{name}`");
     let mut attempt = 1;
     loop {
@@ -243,7 +248,7 @@ fn step(
             "was chosen as a deadlock victim".to_owned()
         };
         let waited = started.elapsed();
-        let left = options.budget().saturating_sub(waited);
+        let left = deadline.saturating_duration_since(Instant::now());
         if attempt >= max_attempts || left < options.lock_timeout() {
             tracing::warn!(
                 migration = %name,
