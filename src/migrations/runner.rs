@@ -238,6 +238,17 @@ fn step(
         } else {
             Vec::new()
         };
+        let waited = started.elapsed();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if attempt >= max_attempts || left < options.lock_timeout() {
+            return Err(Error::MigrationBlocked {
+                migration: name,
+                reverting: direction == Direction::Revert,
+                attempts: attempt,
+                waited,
+                blockers,
+            });
+        }
         let cause = if lock_timeout {
             format!(
                 "waited {:?} for a lock held by {}",
@@ -247,24 +258,6 @@ fn step(
         } else {
             "was chosen as a deadlock victim".to_owned()
         };
-        let waited = started.elapsed();
-        let left = deadline.saturating_duration_since(Instant::now());
-        if attempt >= max_attempts || left < options.lock_timeout() {
-            tracing::warn!(
-                migration = %name,
-                attempt,
-                max_attempts,
-                "{verb} migration `{name}` {cause}: budget of {:?} spent, giving up (nothing of it is applied)",
-                options.budget()
-            );
-            return Err(Error::MigrationBlocked {
-                migration: name,
-                reverting: direction == Direction::Revert,
-                attempts: attempt,
-                waited,
-                blockers,
-            });
-        }
         // The pause leaves room for one more full wait within the budget.
         let backoff = options.backoff(attempt).min(left - options.lock_timeout());
         tracing::info!(
