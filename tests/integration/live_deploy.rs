@@ -1,5 +1,5 @@
-//! Migrating and rolling back a live legacy database: the legacy two-write
-//! writer keeps writing, and another session holds a write transaction open
+//! Migrating and rolling back a live legacy database: two legacy two-write
+//! writers keep writing, and another session holds a write transaction open
 //! on `machines` (a stalled executor between its two writes, an operator's
 //! `psql`). No writer stalls more than 2 s; `migrate` and `rollback` apply
 //! once the session ends, or stop within their budget naming it, with
@@ -30,24 +30,35 @@ use crate::support::{TestDb, schema_dump};
 /// The longest a writer may stall while a migration waits.
 const MAX_STALL: Duration = Duration::from_secs(2);
 
-/// The fixture's machine the writer changes, and the one the holder locks.
-const WRITTEN: &str = "c0000000-0000-0000-0000-000000000003";
+/// The fixture's machines the writers change (one each), and the one the
+/// holder locks.
+const WRITTEN: [&str; 2] = [
+    "c0000000-0000-0000-0000-000000000003",
+    "c0000000-0000-0000-0000-000000000004",
+];
 const HELD: &str = "c0000000-0000-0000-0000-000000000001";
 
-/// The legacy two-write writer, every 20 ms, on one machine; it records the
-/// longest any one of its statements took.
-struct Writer {
+/// The legacy two-write writers, every 20 ms, each on a machine of its own
+/// and its own connection; each records the longest any one of its
+/// statements took.
+struct Writers {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<(Duration, u32)>,
+    threads: Vec<JoinHandle<(Duration, u32)>>,
 }
 
-impl Writer {
-    fn start(db: &TestDb) -> Writer {
+impl Writers {
+    fn start(db: &TestDb) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
+        let threads = WRITTEN
+            .iter()
+            .map(|id| Self::writer(db, id.parse().unwrap(), Arc::clone(&stop)))
+            .collect();
+        Writers { stop, threads }
+    }
+
+    fn writer(db: &TestDb, id: Uuid, flag: Arc<AtomicBool>) -> JoinHandle<(Duration, u32)> {
         let mut conn = db.conn();
-        let flag = Arc::clone(&stop);
-        let id: Uuid = WRITTEN.parse().unwrap();
-        let thread = thread::spawn(move || {
+        thread::spawn(move || {
             let (mut worst, mut writes) = (Duration::ZERO, 0);
             for state in ["offline", "idle"].iter().cycle() {
                 if flag.load(Ordering::Relaxed) {
@@ -64,18 +75,22 @@ impl Writer {
                 thread::sleep(Duration::from_millis(20));
             }
             (worst, writes)
-        });
-        Writer { stop, thread }
+        })
     }
 
-    /// Stop, and return the worst stall, asserting it is under the limit.
+    /// Stop, and return the worst stall of any writer, asserting that each
+    /// writer's is under the limit.
     #[track_caller]
     fn assert_never_stalled(self) -> Duration {
         self.stop.store(true, Ordering::Relaxed);
-        let (worst, writes) = self.thread.join().unwrap();
-        assert!(writes > 10, "the writer wrote only {writes} times");
-        assert!(worst < MAX_STALL, "a writer stalled for {worst:?}");
-        worst
+        let mut worst_of_all = Duration::ZERO;
+        for (n, thread) in self.threads.into_iter().enumerate() {
+            let (worst, writes) = thread.join().unwrap();
+            assert!(writes > 10, "writer {n} wrote only {writes} times");
+            assert!(worst < MAX_STALL, "writer {n} stalled for {worst:?}");
+            worst_of_all = worst_of_all.max(worst);
+        }
+        worst_of_all
     }
 }
 
@@ -146,7 +161,7 @@ fn options(budget: Duration) -> MigrationOptions {
 #[test]
 fn migrate_waits_out_an_open_transaction_without_stalling_writers() {
     let db = legacy_database();
-    let writer = Writer::start(&db);
+    let writers = Writers::start(&db);
     thread::sleep(Duration::from_millis(200));
     let (holder, _) = hold_machines(&db);
     let released = release_after(holder, Duration::from_secs(3));
@@ -155,7 +170,7 @@ fn migrate_waits_out_an_open_transaction_without_stalling_writers() {
     let applied = run_migrations_with(&mut db.conn(), &options(Duration::from_secs(30))).unwrap();
     let took = began.elapsed();
     released.join().unwrap();
-    let worst = writer.assert_never_stalled();
+    let worst = writers.assert_never_stalled();
 
     assert!(!applied.is_empty());
     assert!(
@@ -172,14 +187,14 @@ fn migrate_gives_up_within_its_budget_naming_the_holder_and_changes_nothing() {
     let conn = &mut db.conn();
     let schema_before = schema_dump(&db);
     let versions_before = recorded_versions(conn);
-    let writer = Writer::start(&db);
+    let writers = Writers::start(&db);
     let (mut holder, pid) = hold_machines(&db);
 
     let budget = Duration::from_secs(3);
     let began = Instant::now();
     let error = run_migrations_with(conn, &options(budget)).unwrap_err();
     let took = began.elapsed();
-    let worst = writer.assert_never_stalled();
+    let worst = writers.assert_never_stalled();
     holder.batch_execute("ROLLBACK").unwrap();
 
     assert!(took <= budget + Duration::from_millis(500), "took {took:?}");
@@ -235,7 +250,7 @@ fn rollback_gives_up_within_its_budget_then_applies_once_the_holder_is_gone() {
     let conn = &mut db.conn();
     let schema_before = schema_dump(&db);
     let versions_before = recorded_versions(conn);
-    let writer = Writer::start(&db);
+    let writers = Writers::start(&db);
     let (holder, pid) = hold_machines(&db);
 
     let budget = Duration::from_secs(2);
@@ -259,7 +274,7 @@ fn rollback_gives_up_within_its_budget_then_applies_once_the_holder_is_gone() {
     let reverted = revert_last_migration_with(conn, &options(Duration::from_secs(30))).unwrap();
     let took = began.elapsed();
     released.join().unwrap();
-    let worst = writer.assert_never_stalled();
+    let worst = writers.assert_never_stalled();
     assert_eq!(reverted, "20261201300000");
     assert!(
         took >= Duration::from_millis(1500),
