@@ -285,7 +285,7 @@ fn rollback_gives_up_within_its_budget_then_applies_once_the_holder_is_gone() {
 }
 
 #[test]
-fn the_cli_exits_with_1_naming_the_blocking_session() {
+fn the_cli_migrate_exits_with_1_naming_the_blocking_session() {
     let db = legacy_database();
     let (mut holder, pid) = hold_machines(&db);
     let output = bare()
@@ -480,4 +480,26 @@ fn no_migration_builds_an_index_on_a_large_table_inside_a_transaction() {
         checked >= 4,
         "found only {checked} index builds: is the parser blind?"
     );
+}
+
+#[test]
+fn the_cli_rollback_exits_with_1_naming_the_blocking_session() {
+    let db = migrated_to_stuck_machines_index();
+    let versions_before = recorded_versions(&mut db.conn());
+    let (mut holder, pid) = hold_machines(&db);
+    let output = bare()
+        .args(["--database-url", &db.url, "rollback"])
+        .args(["--migration-lock-timeout", "200ms", "--budget", "1s"])
+        .output()
+        .unwrap();
+    holder.batch_execute("ROLLBACK").unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: reverting migration `2026-12-01-300000_stuck_machines_index`")
+            && last.contains(&format!("blocked by backend {pid} (`stalled-executor`")),
+        "{stderr}"
+    );
+    assert_eq!(recorded_versions(&mut db.conn()), versions_before);
 }
