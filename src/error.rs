@@ -171,6 +171,31 @@ pub enum Error {
     #[error("migration failed: {0}")]
     Migration(String),
 
+    /// Other sessions held a lock that a migration (or its revert) needs on
+    /// every attempt until the budget was spent
+    /// ([`MigrationOptions`](crate::MigrationOptions)). That migration was
+    /// rolled back whole: nothing of it is applied (or reverted); the ones
+    /// before it in the same run stay done. Retry once the sessions are
+    /// gone (or ended: `pg_terminate_backend(pid)`).
+    #[error(
+        "{} migration `{migration}` gave up after {attempts} attempt(s) in {:.1?}, blocked by {}",
+        if *reverting { "reverting" } else { "applying" },
+        waited,
+        crate::migrations::describe_blockers(blockers)
+    )]
+    MigrationBlocked {
+        /// The migration (its directory name).
+        migration: String,
+        /// Whether it was being reverted rather than applied.
+        reverting: bool,
+        /// How many times it was tried.
+        attempts: u32,
+        /// How long it kept trying.
+        waited: Duration,
+        /// The sessions that held the locks, as far as the role may see them.
+        blockers: Vec<crate::BlockingSession>,
+    },
+
     /// The embedded PostgreSQL server could not be started or stopped.
     #[error("embedded PostgreSQL: {0}")]
     Server(String),
@@ -179,13 +204,14 @@ pub enum Error {
 impl Error {
     /// Whether running the same operation again (with the same operation
     /// id) may succeed: a lost race past the retry budget, a lock held too
-    /// long, an unknown outcome (a repeat applies at most once), or no
-    /// connection.
+    /// long (a transition's, or a migration's past its budget), an unknown
+    /// outcome (a repeat applies at most once), or no connection.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             Error::RetriesExhausted { .. }
                 | Error::LockTimeout { .. }
+                | Error::MigrationBlocked { .. }
                 | Error::OutcomeUnknown { .. }
                 | Error::ConnectionLost(_)
                 | Error::Connection(_)

@@ -32,6 +32,9 @@
 //!   legacy names for non-Rust callers; [`WritePath::SqlFunction`] runs the
 //!   crate through them for a role that may not write the tables; [`audit`]
 //!   and [`repair`] bring a legacy database to 0% divergence.
+//!   [`run_migrations_with`] applies them on a live database: each migration
+//!   waits at most a short lock timeout for any lock, retried within a budget
+//!   ([`MigrationOptions`]), so writers never queue behind it for long.
 //!
 //! Library functions take a diesel [`PgConnection`](diesel::PgConnection);
 //! [`pool`] builds an r2d2 pool whose sessions need a single round trip per
@@ -130,7 +133,11 @@ pub use machine::{
     Action, AnyMachine, Errored, Idle, InitialState, MAX_DESCRIPTION_CHARS, Machine, MachineState,
     Offline, Processing, Transition, validate_description,
 };
-pub use migrations::{MIGRATIONS, revert_all_migrations, revert_last_migration, run_migrations};
+pub use migrations::{
+    BlockingSession, MIGRATIONS, MigrationOptions, revert_all_migrations,
+    revert_all_migrations_with, revert_last_migration, revert_last_migration_from,
+    revert_last_migration_with, run_migrations, run_migrations_from, run_migrations_with,
+};
 pub use pair::{Pair, StateRow, Violation};
 pub use pool::{
     CHECKOUT_TIMEOUT, ConnectionMode, Manager, Pool, PooledConnection, connect, pool, pool_builder,

@@ -198,7 +198,10 @@ pub fn outcome_label(error: &Error) -> &'static str {
         Error::NotMigrated(_) => "not_migrated",
         Error::Connection(_) | Error::Pool(_) => "connection_error",
         Error::Database(_) => "database_error",
-        Error::AlreadyExists(_) | Error::Migration(_) | Error::Server(_) => "other",
+        Error::AlreadyExists(_)
+        | Error::Migration(_)
+        | Error::MigrationBlocked { .. }
+        | Error::Server(_) => "other",
     }
 }
 

@@ -17,7 +17,10 @@ Exit codes:
   0  success
   1  a transition was refused (illegal from the current state, or another
      transition got there first), or an inconsistency was found (`audit`,
-     `repair`, an inconsistent or unknown state in the database)
+     `repair`, an inconsistent or unknown state in the database), or
+     `migrate`/`rollback` gave up because other sessions held the locks a
+     migration needs past its budget (that migration is not applied; the
+     message names the sessions)
   2  bad usage or input (malformed id, unknown machine, invalid message),
      or no usable database (unreachable, not migrated): nothing was applied
   3  the outcome of a transition is unknown (the connection broke while it
@@ -120,6 +123,43 @@ pub(crate) struct DatabaseArgs {
     pub(crate) lock_timeout: Duration,
 }
 
+/// How `migrate` and `rollback` wait for locks other sessions hold.
+#[derive(Clone, Copy, Debug, Args)]
+pub(crate) struct MigrationArgs {
+    /// How long one attempt of a migration waits for any one lock before it
+    /// steps out of the lock queue and tries again later, e.g. `200ms`,
+    /// `2s`. (The global `--lock-timeout` is the transitions'.)
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "MACHINE_STATE_MIGRATION_LOCK_TIMEOUT",
+        default_value = "500ms",
+        value_parser = humantime::parse_duration
+    )]
+    pub(crate) migration_lock_timeout: Duration,
+
+    /// How long the command keeps trying in all before it gives up (exit
+    /// code 1, naming the sessions in its way; the migration it waited for
+    /// is not applied, the ones before it are).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "MACHINE_STATE_MIGRATION_BUDGET",
+        default_value = "60s",
+        value_parser = humantime::parse_duration
+    )]
+    pub(crate) budget: Duration,
+}
+
+impl MigrationArgs {
+    /// The library's options.
+    pub(crate) fn options(&self) -> machine_state::MigrationOptions {
+        machine_state::MigrationOptions::default()
+            .with_lock_timeout(self.migration_lock_timeout)
+            .with_budget(self.budget)
+    }
+}
+
 /// `--pooler`'s value.
 fn parse_pooler(value: &str) -> Result<ConnectionMode, String> {
     value
@@ -130,14 +170,22 @@ fn parse_pooler(value: &str) -> Result<ConnectionMode, String> {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Apply every pending migration.
-    Migrate,
+    /// Apply every pending migration, safely on a live database: each
+    /// migration waits at most `--migration-lock-timeout` for any one lock
+    /// (so writers queued behind it stall at most about that long), and is
+    /// retried with jittered backoff until `--budget` is spent; progress is
+    /// printed on stderr.
+    Migrate(#[command(flatten)] MigrationArgs),
 
-    /// Revert the most recent migration (or all of them).
+    /// Revert the most recent migration of this crate (or all of them),
+    /// waiting for locks as `migrate` does.
     Rollback {
         /// Revert every migration of this crate, newest first.
         #[arg(long)]
         all: bool,
+        /// How to wait for locks.
+        #[command(flatten)]
+        wait: MigrationArgs,
     },
 
     /// Register a machine and print its id.

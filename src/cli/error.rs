@@ -12,7 +12,8 @@ use uuid::Uuid;
 pub(crate) enum Exit {
     /// 0: done.
     Success = 0,
-    /// 1: a transition was refused, or an inconsistency was found.
+    /// 1: a transition was refused, an inconsistency was found, or a
+    /// migration gave up on the locks it needs (nothing of it applied).
     Refused = 1,
     /// 2: bad usage or input, or no usable database: nothing was applied.
     BadInput = 2,
@@ -105,7 +106,8 @@ impl CliError {
                 | Error::UnknownState { .. }
                 | Error::ProcessInUse(_)
                 | Error::RetriesExhausted { .. }
-                | Error::LockTimeout { .. } => Exit::Refused,
+                | Error::LockTimeout { .. }
+                | Error::MigrationBlocked { .. } => Exit::Refused,
                 Error::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
                 _ => Exit::BadInput,
             },
@@ -164,6 +166,18 @@ mod tests {
         };
         assert_eq!(CliError::from(conflict).exit(), Exit::Refused);
         assert_eq!(CliError::from(Error::NotFound(id)).exit(), Exit::BadInput);
+        let blocked = Error::MigrationBlocked {
+            migration: "2026-11-26-000001_create_machine_tables".into(),
+            reverting: false,
+            attempts: 3,
+            waited: std::time::Duration::from_secs(2),
+            blockers: Vec::new(),
+        };
+        assert_eq!(CliError::from(blocked).exit(), Exit::Refused);
+        assert_eq!(
+            CliError::from(Error::Migration("syntax error".into())).exit(),
+            Exit::BadInput
+        );
         assert_eq!(
             CliError::from(Error::NotMigrated("machines")).exit(),
             Exit::BadInput

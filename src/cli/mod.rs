@@ -40,7 +40,7 @@ pub(crate) fn run(cli: Cli) -> Result<Exit, CliError> {
         return watch::run(&cli.database, args);
     }
     let schema = match cli.command {
-        Command::Migrate | Command::Rollback { .. } | Command::Demo(_) => Schema::AsIs,
+        Command::Migrate(_) | Command::Rollback { .. } | Command::Demo(_) => Schema::AsIs,
         _ => Schema::Current,
     };
     let embedded = match cli.command {
@@ -65,8 +65,10 @@ fn dispatch(
     let connect = || database.connect();
     match command {
         Command::Demo(args) => demo::run(database, &args, show_progress),
-        Command::Migrate => migrations::migrate(&mut connect()?),
-        Command::Rollback { all } => migrations::rollback(&mut connect()?, all),
+        Command::Migrate(wait) => migrations::migrate(&mut connect()?, &wait.options()),
+        Command::Rollback { all, wait } => {
+            migrations::rollback(&mut connect()?, all, &wait.options())
+        }
         Command::Add { id, state } => machines::add(&mut connect()?, id, state),
         Command::Show { id, json } => machines::show(&mut connect()?, id, json),
         Command::List { json } => machines::list(&mut connect()?, json),

@@ -3,6 +3,7 @@
 mod support;
 
 mod adoption;
+mod app_migrations;
 mod audit;
 mod cli;
 mod compile_fail;
@@ -12,6 +13,7 @@ mod failover;
 mod faults;
 mod idempotency;
 mod language;
+mod live_deploy;
 mod load;
 mod metrics;
 mod migrations;
