@@ -24,6 +24,7 @@ mod retention;
 mod sql_functions;
 mod stalls;
 mod supabase;
+mod supabase_lint;
 mod transitions;
 mod watch;
 mod write_paths;

@@ -26,13 +26,11 @@ const API_ROLES: [&str; 3] = ["anon", "authenticated", "service_role"];
 /// the migrations and every statement of these tests run as it.
 pub(crate) const OWNER: &str = "supabase_postgres";
 
-/// `url` (the test server's, as its superuser), as `role` instead.
+/// `url` (a test database's), as `role` instead (`postgres` is the test
+/// server's superuser).
 pub(crate) fn url_as(url: &str, role: &str) -> String {
-    url.replacen(
-        "postgresql://postgres@",
-        &format!("postgresql://{role}@"),
-        1,
-    )
+    let (_, rest) = url.split_once('@').unwrap();
+    format!("postgresql://{role}@{rest}")
 }
 
 /// A fresh database set up as Supabase sets one up (as the bootstrap
@@ -142,7 +140,9 @@ fn the_public_api_roles_can_change_nothing_and_call_no_transition() {
         "SELECT machine_state_relax_invariants()".to_owned(),
         "SELECT machine_state_enforce_invariants()".to_owned(),
         "SELECT machine_state_grant_application('anon')".to_owned(),
-        "SELECT machine_state_check_pair_invariant()".to_owned(),
+        "SELECT machine_state_check_machines_pair()".to_owned(),
+        "SELECT machine_state_check_pairs(ARRAY[gen_random_uuid()], 'UPDATE', 'machines')"
+            .to_owned(),
     ];
     for role in API_ROLES {
         for statement in &statements {
