@@ -80,6 +80,7 @@
               moving it costs nothing next to the database round trip"
 )]
 
+mod application_role;
 mod audit;
 mod connection;
 mod doctor;
@@ -112,8 +113,12 @@ pub mod testing;
 mod transaction;
 mod write;
 
+pub use application_role::{grant_application, revoke_application};
 pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, pairs, repair, stuck};
-pub use doctor::{Exposure, ExposureKind, SecurityReport, doctor};
+pub use doctor::{
+    AppliedFix, Exposure, ExposureKind, LockedOut, SERVICE_ROLE, SecurityReport, doctor,
+    fix_exposures, undo_fixes,
+};
 #[cfg(feature = "embedded")]
 pub use embedded::{Builder as EmbeddedPostgresBuilder, EmbeddedPostgres};
 pub use error::{Error, TransitionError};
@@ -123,7 +128,10 @@ pub use machine::{
     Action, AnyMachine, Errored, Idle, InitialState, MAX_DESCRIPTION_CHARS, Machine, MachineState,
     Offline, Processing, Transition, validate_description,
 };
-pub use migrations::{MIGRATIONS, revert_all_migrations, revert_last_migration, run_migrations};
+pub use migrations::{
+    MIGRATIONS, pending_migrations_script, revert_all_migrations, revert_last_migration,
+    run_migrations,
+};
 pub use pair::{Pair, StateRow, Violation};
 pub use pool::{
     CHECKOUT_TIMEOUT, ConnectionMode, Manager, Pool, PooledConnection, connect, pool, pool_builder,

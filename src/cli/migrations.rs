@@ -6,8 +6,9 @@ use super::error::{CliError, Exit};
 use super::output;
 
 /// `migrate`: apply every pending migration, printing each version, then
-/// warn (on stderr) when `doctor` finds anything exposed: grants the legacy
-/// system made on adopted tables are kept, for operators to retire.
+/// warn (on stderr) when `doctor` finds anything exposed (grants the legacy
+/// system made on adopted tables are kept, for `doctor --fix`), and say what
+/// to run when the services are locked out of the transitions.
 pub(crate) fn migrate(conn: &mut PgConnection) -> Result<Exit, CliError> {
     let applied = machine_state::run_migrations(conn)?;
     if applied.is_empty() {
@@ -19,10 +20,26 @@ pub(crate) fn migrate(conn: &mut PgConnection) -> Result<Exit, CliError> {
     if let Ok(report) = machine_state::doctor(conn) {
         if report.is_exposed() {
             eprintln!(
-                "warning: {} exposure(s) found (legacy grants are kept): run `machine-state doctor`",
+                "warning: {} exposure(s) found (legacy grants are kept): run `machine-state doctor`, \
+                 then `machine-state doctor --fix`",
                 report.exposures.len()
             );
         }
+        if let Some(locked_out) = &report.locked_out {
+            eprintln!(
+                "note: {locked_out}; let the services in with `{}` (or, as the owner, `{}`)",
+                locked_out.command, locked_out.sql
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// `export-migrations`: the pending migrations as one SQL script on stdout.
+pub(crate) fn export(conn: &mut PgConnection) -> Result<Exit, CliError> {
+    match machine_state::pending_migrations_script(conn)? {
+        Some(script) => output::line(script.trim_end())?,
+        None => eprintln!("no pending migration"),
     }
     Ok(Exit::Success)
 }

@@ -25,6 +25,7 @@ mod sql_functions;
 mod stalls;
 mod supabase;
 mod supabase_lint;
+mod supabase_walk;
 mod transitions;
 mod watch;
 mod write_paths;
