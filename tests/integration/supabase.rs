@@ -465,10 +465,21 @@ fn doctor_as_a_command_exits_with_1_when_anything_is_exposed() {
             .output()
             .unwrap()
     };
+    // Fresh: nothing exposed, but the services are locked out until granted.
+    let locked = doctor(&db);
+    assert_eq!(locked.status.code(), Some(1), "{locked:?}");
+    let report: serde_json::Value = serde_json::from_slice(&locked.stdout).unwrap();
+    assert_eq!(report["exposures"], serde_json::json!([]));
+    assert_eq!(
+        report["locked_out"]["command"],
+        "machine-state grant service_role"
+    );
+    machine_state::grant_application(&mut db.conn(), "service_role").unwrap();
     let clean = doctor(&db);
     assert_eq!(clean.status.code(), Some(0), "{clean:?}");
     let report: serde_json::Value = serde_json::from_slice(&clean.stdout).unwrap();
     assert_eq!(report["exposures"], serde_json::json!([]));
+    assert_eq!(report["locked_out"], serde_json::Value::Null);
 
     db.conn()
         .batch_execute("GRANT DELETE ON machine_state_transitions TO anon")
