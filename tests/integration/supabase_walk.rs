@@ -268,6 +268,24 @@ fn a_legacy_project_goes_from_8_exposures_to_clean_with_doctor_fix_and_one_grant
         &format!("atomic_complete_machine_state(p_machine_id := '{OTHER_IDLE}')"),
     );
     assert_eq!(completed["machine_state"]["current_state"], "idle");
+    // The stopper: a user abort, fenced on the run it stops.
+    let run = uuid::Uuid::new_v4();
+    rpc(
+        api,
+        "service_role",
+        &format!(
+            "atomic_processing_machine_state(p_machine_id := '{IDLE}', p_process_id := '{run}')"
+        ),
+    );
+    let stopped = rpc(
+        api,
+        "service_role",
+        &format!(
+            "to_json(machine_state_transition(p_machine_id := '{IDLE}', p_from := 'processing',
+                 p_to := 'idle', p_process_id := '{run}'))"
+        ),
+    );
+    assert_eq!(stopped["to_state"], "idle");
     for id in [IDLE, OTHER_IDLE] {
         assert_consistent(owner, id.parse().unwrap());
     }
