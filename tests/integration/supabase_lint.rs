@@ -66,7 +66,7 @@ pub(crate) fn splinter_findings(conn: &mut PgConnection) -> Vec<String> {
 /// diesel's table, the bookkeeping, our functions, and what we added to the
 /// adopted tables; the legacy system's own objects (`users`, its foreign
 /// key from `machines`) are not.
-fn ours(finding: &String) -> bool {
+fn ours(finding: &str) -> bool {
     let object = finding.split(": ").nth(1).unwrap_or_default();
     !object.starts_with("public.users") && !object.ends_with("machines_admin_id_fkey")
 }
@@ -83,7 +83,10 @@ fn splinter_on_an_adopted_project_finds_rls_off_and_after_doctor_fix_only_the_ke
 {
     let db = supabase_db(Some(LEGACY_FIXTURE));
     let conn = &mut db.conn();
-    let before: Vec<String> = splinter_findings(conn).into_iter().filter(ours).collect();
+    let before: Vec<String> = splinter_findings(conn)
+        .into_iter()
+        .filter(|f| ours(f))
+        .collect();
     assert_eq!(
         before,
         [
@@ -93,7 +96,10 @@ fn splinter_on_an_adopted_project_finds_rls_off_and_after_doctor_fix_only_the_ke
     );
     machine_state::fix_exposures(conn).unwrap();
     machine_state::grant_application(conn, "service_role").unwrap();
-    let after: Vec<String> = splinter_findings(conn).into_iter().filter(ours).collect();
+    let after: Vec<String> = splinter_findings(conn)
+        .into_iter()
+        .filter(|f| ours(f))
+        .collect();
     // The one finding left is the dashboards' edits of `machines`' descriptive
     // columns, which the fix keeps on purpose (the legacy grants allowed
     // them): any signed-in user may edit any machine's location. Restricting
