@@ -83,6 +83,7 @@
               moving it costs nothing next to the database round trip"
 )]
 
+mod application_role;
 mod audit;
 mod connection;
 mod doctor;
@@ -122,8 +123,12 @@ pub use diesel;
 /// The uuid crate of the ids in the API (machine, process and operation ids).
 pub use uuid;
 
+pub use application_role::{grant_application, revoke_application};
 pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, pairs, repair, stuck};
-pub use doctor::{Exposure, ExposureKind, SecurityReport, doctor};
+pub use doctor::{
+    AppliedFix, Exposure, ExposureKind, LockedOut, SERVICE_ROLE, SecurityReport, doctor,
+    fix_exposures, undo_fixes,
+};
 #[cfg(feature = "embedded")]
 pub use embedded::{Builder as EmbeddedPostgresBuilder, EmbeddedPostgres};
 pub use error::{Error, TransitionError};
@@ -134,9 +139,10 @@ pub use machine::{
     Offline, Processing, Transition, validate_description,
 };
 pub use migrations::{
-    BlockingSession, MIGRATIONS, MigrationOptions, revert_all_migrations,
-    revert_all_migrations_with, revert_last_migration, revert_last_migration_from,
-    revert_last_migration_with, run_migrations, run_migrations_from, run_migrations_with,
+    BlockingSession, MIGRATIONS, MigrationOptions, pending_migrations_script,
+    revert_all_migrations, revert_all_migrations_with, revert_last_migration,
+    revert_last_migration_from, revert_last_migration_with, run_migrations, run_migrations_from,
+    run_migrations_with,
 };
 pub use pair::{Pair, StateRow, Violation};
 pub use pool::{

@@ -175,7 +175,36 @@ pub(crate) enum Command {
     /// (so writers queued behind it stall at most about that long), and is
     /// retried with jittered backoff until `--budget` is spent; progress is
     /// printed on stderr.
+    ///
+    /// Where Supabase's API roles exist, ends by saying what to run for the
+    /// services' role when it may not run the transitions yet.
     Migrate(#[command(flatten)] MigrationArgs),
+
+    /// Print the pending migrations as one SQL script, for the Supabase CLI
+    /// (`supabase/migrations/`) or its SQL editor.
+    ///
+    /// The script is one transaction that applies each pending migration and
+    /// records it in `__diesel_schema_migrations`, so that `migrate` then has
+    /// nothing to do. Run it as the role that will own the tables (on
+    /// Supabase, `postgres`). Prints nothing when nothing is pending.
+    ExportMigrations,
+
+    /// Let a role read the tables and run the transitions through the SQL
+    /// functions, and nothing else (`machine_state_grant_application`).
+    ///
+    /// On Supabase the services' key is `service_role`: `machine-state grant
+    /// service_role`. Never `anon` or `authenticated`. Prints the grants made.
+    Grant {
+        /// The role (it must exist).
+        role: String,
+    },
+
+    /// Take back from a role exactly what `grant` granted it
+    /// (`machine_state_revoke_application`).
+    Revoke {
+        /// The role.
+        role: String,
+    },
 
     /// Revert the most recent migration of this crate (or all of them),
     /// waiting for locks as `migrate` does.
@@ -380,12 +409,24 @@ pub(crate) enum Command {
     /// function executable by a role not granted it through
     /// `machine_state_grant_application`, tables without row level security
     /// in a schema the API (PostgREST, Supabase) exposes, functions without a
-    /// pinned `search_path`, and whether enforcement is on. Exits with 1 when
-    /// anything is exposed.
+    /// pinned `search_path`, and whether enforcement is on; on a project with
+    /// Supabase's API roles, whether the services are locked out of the
+    /// transitions. Each finding comes with the SQL that closes it. Exits
+    /// with 1 when anything is found.
     Doctor {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+
+        /// Apply the fixes, in one transaction, as the owner; recorded, so
+        /// that `--undo-fix` puts back exactly what they changed. The
+        /// services' access is not a fix: grant it with `grant`.
+        #[arg(long, conflicts_with = "undo_fix")]
+        fix: bool,
+
+        /// Undo every fix `--fix` applied, newest first.
+        #[arg(long)]
+        undo_fix: bool,
     },
 
     /// Reproduce the legacy race next to this crate, and compare them.

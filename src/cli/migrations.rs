@@ -9,8 +9,9 @@ use super::output;
 /// `migrate`: apply every pending migration (waiting for locks as `options`
 /// say; the library logs the progress, which `main` shows at info level),
 /// printing each version, then warn (on stderr) when `doctor` finds anything
-/// exposed: grants the legacy system made on adopted tables are kept, for
-/// operators to retire.
+/// exposed (grants the legacy system made on adopted tables are kept, for
+/// `doctor --fix`), and say what to run when the services are locked out of
+/// the transitions.
 pub(crate) fn migrate(
     conn: &mut PgConnection,
     options: &MigrationOptions,
@@ -22,13 +23,29 @@ pub(crate) fn migrate(
     for version in applied {
         output::line(format_args!("applied {version}"))?;
     }
-    if let Ok(report) = machine_state::doctor(conn)
-        && report.is_exposed()
-    {
-        eprintln!(
-            "warning: {} exposure(s) found (legacy grants are kept): run `machine-state doctor`",
-            report.exposures.len()
-        );
+    if let Ok(report) = machine_state::doctor(conn) {
+        if report.is_exposed() {
+            eprintln!(
+                "warning: {} exposure(s) found (legacy grants are kept): run `machine-state doctor`, \
+                 then `machine-state doctor --fix`",
+                report.exposures.len()
+            );
+        }
+        if let Some(locked_out) = &report.locked_out {
+            eprintln!(
+                "note: {locked_out}; let the services in with `{}` (or, as the owner, `{}`)",
+                locked_out.command, locked_out.sql
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// `export-migrations`: the pending migrations as one SQL script on stdout.
+pub(crate) fn export(conn: &mut PgConnection) -> Result<Exit, CliError> {
+    match machine_state::pending_migrations_script(conn)? {
+        Some(script) => output::line(script.trim_end())?,
+        None => eprintln!("no pending migration"),
     }
     Ok(Exit::Success)
 }

@@ -40,7 +40,10 @@ pub(crate) fn run(cli: Cli) -> Result<Exit, CliError> {
         return watch::run(&cli.database, args);
     }
     let schema = match cli.command {
-        Command::Migrate(_) | Command::Rollback { .. } | Command::Demo(_) => Schema::AsIs,
+        Command::Migrate(_)
+        | Command::Rollback { .. }
+        | Command::Demo(_)
+        | Command::ExportMigrations => Schema::AsIs,
         _ => Schema::Current,
     };
     let embedded = match cli.command {
@@ -66,6 +69,9 @@ fn dispatch(
     match command {
         Command::Demo(args) => demo::run(database, &args, show_progress),
         Command::Migrate(wait) => migrations::migrate(&mut connect()?, &wait.options()),
+        Command::ExportMigrations => migrations::export(&mut connect()?),
+        Command::Grant { role } => consistency::grant(&mut connect()?, &role),
+        Command::Revoke { role } => consistency::revoke(&mut connect()?, &role),
         Command::Rollback { all, wait } => {
             migrations::rollback(&mut connect()?, all, &wait.options())
         }
@@ -117,7 +123,11 @@ fn dispatch(
         }
         Command::Audit { json } => consistency::audit(&mut connect()?, json),
         Command::Repair { dry_run, json } => consistency::repair(&mut connect()?, dry_run, json),
-        Command::Doctor { json } => consistency::doctor(&mut connect()?, json),
+        Command::Doctor {
+            json,
+            fix,
+            undo_fix,
+        } => consistency::doctor(&mut connect()?, json, fix, undo_fix),
         Command::PruneHistory { older_than, batch } => {
             consistency::prune_history(&mut connect()?, older_than, batch)
         }

@@ -4,6 +4,7 @@
 //! attempts), `blockers` (who was in the way).
 
 mod blockers;
+mod export;
 mod options;
 mod runner;
 
@@ -16,6 +17,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use crate::error::Error;
 
 pub use blockers::BlockingSession;
+pub use export::pending_migrations_script;
 pub use options::MigrationOptions;
 
 /// Every migration of this crate, compiled in.

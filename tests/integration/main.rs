@@ -27,6 +27,8 @@ mod retention;
 mod sql_functions;
 mod stalls;
 mod supabase;
+mod supabase_lint;
+mod supabase_walk;
 mod testing_kit;
 mod transitions;
 mod under_the_lock;

@@ -99,10 +99,11 @@ fn every_function_pins_its_search_path_and_public_may_execute_none() {
             "atomic_processing_machine_state(uuid,uuid)",
             "atomic_stop_machine_state(uuid,uuid)",
             "atomic_update_machine_state(uuid,text,uuid,text,uuid,boolean,text)",
-            "machine_state_check_pair_invariant()",
+            "machine_state_check_machine_state_pair()",
+            "machine_state_check_machines_pair()",
             "machine_state_transition(uuid,text,text,uuid,text,uuid,text)",
         ],
-        "only the functions that write (and the trigger that only reads)"
+        "only the functions that write (and the triggers that only read)"
     );
 }
 
