@@ -24,6 +24,7 @@ mod privileges;
 mod recipes;
 mod refusals;
 mod retention;
+mod schema;
 mod sql_functions;
 mod stalls;
 mod supabase;

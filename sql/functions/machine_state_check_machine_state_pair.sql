@@ -1,0 +1,23 @@
+-- The current definition of machine_state_check_machine_state_pair, as the migrations leave it
+-- (`pg_get_functiondef`, PostgreSQL 15). Generated: do not edit; change it
+-- with a new migration, then regenerate this file with
+--   MACHINE_STATE_BLESS=1 cargo test --test integration -- schema::
+
+CREATE OR REPLACE FUNCTION public.machine_state_check_machine_state_pair()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM machine_state_check_pairs(ARRAY[NEW.machine_id], TG_OP, TG_TABLE_NAME);
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM machine_state_check_pairs(ARRAY[OLD.machine_id], TG_OP, TG_TABLE_NAME);
+    ELSE
+        PERFORM machine_state_check_pairs(ARRAY[NEW.machine_id, OLD.machine_id], TG_OP,
+                                          TG_TABLE_NAME);
+    END IF;
+    RETURN NULL;
+END
+$function$;
