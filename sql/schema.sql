@@ -59,6 +59,12 @@ $$;
 ALTER FUNCTION machine_state_private.uuid_v7() OWNER TO postgres;
 
 --
+-- Name: FUNCTION uuid_v7(); Type: COMMENT; Schema: machine_state_private; Owner: postgres
+--
+
+COMMENT ON FUNCTION machine_state_private.uuid_v7() IS 'A new time-ordered UUID (version 7), as the crate makes them: the default operation id of `machine_state_transition`, so the history''s unique index is appended to.';
+
+--
 -- Name: atomic_complete_machine_state(uuid); Type: FUNCTION; Schema: public; Owner: postgres
 --
 
@@ -79,6 +85,12 @@ END
 $$;
 
 ALTER FUNCTION public.atomic_complete_machine_state(p_machine_id uuid) OWNER TO postgres;
+
+--
+-- Name: FUNCTION atomic_complete_machine_state(p_machine_id uuid); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.atomic_complete_machine_state(p_machine_id uuid) IS 'Legacy RPC of the recipe executor: the running recipe finished (`processing -> idle`, verb `complete`), decided under the row lock, through `machine_state_transition`; returns the shipped JSON. SQLSTATEs: those of `machine_state_transition` (MS001 not processing, MS003, 55P03, 40001).';
 
 --
 -- Name: atomic_error_machine_state(uuid, text); Type: FUNCTION; Schema: public; Owner: postgres
@@ -110,6 +122,12 @@ $$;
 ALTER FUNCTION public.atomic_error_machine_state(p_machine_id uuid, p_error_message text) OWNER TO postgres;
 
 --
+-- Name: FUNCTION atomic_error_machine_state(p_machine_id uuid, p_error_message text); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.atomic_error_machine_state(p_machine_id uuid, p_error_message text) IS 'Legacy RPC of the recipe executor: the running recipe failed (`processing -> error`, verb `fail`), with the description `Recipe execution error: <p_error_message>`, decided under the row lock, through `machine_state_transition`; returns the shipped JSON. SQLSTATEs: MS005 blank or NULL message (or over 4096 characters with the prefix), and those of `machine_state_transition` (MS001, MS003, 55P03, 40001).';
+
+--
 -- Name: atomic_processing_machine_state(uuid, uuid); Type: FUNCTION; Schema: public; Owner: postgres
 --
 
@@ -128,6 +146,12 @@ END
 $$;
 
 ALTER FUNCTION public.atomic_processing_machine_state(p_machine_id uuid, p_process_id uuid) OWNER TO postgres;
+
+--
+-- Name: FUNCTION atomic_processing_machine_state(p_machine_id uuid, p_process_id uuid); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.atomic_processing_machine_state(p_machine_id uuid, p_process_id uuid) IS 'Legacy RPC of the recipe starter: starts run `p_process_id` on the machine from the state found under the row lock (`offline` or `idle`), through `machine_state_transition` (verb `start`); returns the shipped JSON. SQLSTATEs: those of `machine_state_transition` (MS001 not startable, MS003, MS005, 55P03, 40001).';
 
 --
 -- Name: atomic_stop_machine_state(uuid, uuid); Type: FUNCTION; Schema: public; Owner: postgres
@@ -152,6 +176,12 @@ END
 $$;
 
 ALTER FUNCTION public.atomic_stop_machine_state(p_machine_id uuid, p_process_id uuid) OWNER TO postgres;
+
+--
+-- Name: FUNCTION atomic_stop_machine_state(p_machine_id uuid, p_process_id uuid); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.atomic_stop_machine_state(p_machine_id uuid, p_process_id uuid) IS 'Legacy RPC of the recipe stopper (a user abort): `processing -> idle`, verb `stop`, decided under the row lock, through `machine_state_transition`; with `p_process_id`, only if the machine runs that run. Returns the shipped JSON. SQLSTATEs: MS002 the machine runs another run or none, and those of `machine_state_transition` (MS001, MS003, 55P03, 40001).';
 
 --
 -- Name: atomic_update_machine_state(uuid, text, uuid, text, uuid, boolean, text); Type: FUNCTION; Schema: public; Owner: postgres
@@ -207,6 +237,12 @@ $$;
 ALTER FUNCTION public.atomic_update_machine_state(p_machine_id uuid, p_machine_status text, p_current_process_id uuid, p_machine_state_current_state text, p_machine_state_process_id uuid, p_is_failure_mode boolean, p_failure_description text) OWNER TO postgres;
 
 --
+-- Name: FUNCTION atomic_update_machine_state(p_machine_id uuid, p_machine_status text, p_current_process_id uuid, p_machine_state_current_state text, p_machine_state_process_id uuid, p_is_failure_mode boolean, p_failure_description text); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.atomic_update_machine_state(p_machine_id uuid, p_machine_status text, p_current_process_id uuid, p_machine_state_current_state text, p_machine_state_process_id uuid, p_is_failure_mode boolean, p_failure_description text) IS 'Legacy RPC (the Python wrappers, through Supabase''s PostgREST, with these parameter names): moves the machine to `p_machine_status` from the state it finds under the row lock, through `machine_state_transition`, with the verb the transition table gives; `p_machine_state_current_state` defaults to `p_machine_status`, a NULL `p_failure_description` keeps the stored one. Returns the shipped JSON. SQLSTATEs: MS005 when the halves disagree (states, process ids, failure mode) or the input is invalid, MS003 no such machine, and those of `machine_state_transition` (MS001, MS002, 55P03, 40001).';
+
+--
 -- Name: machine_state_check_machine_state_pair(); Type: FUNCTION; Schema: public; Owner: postgres
 --
 
@@ -230,6 +266,12 @@ $$;
 ALTER FUNCTION public.machine_state_check_machine_state_pair() OWNER TO postgres;
 
 --
+-- Name: FUNCTION machine_state_check_machine_state_pair(); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_check_machine_state_pair() IS 'Trigger function of the deferred constraint trigger `machine_state_pair_invariant` on `machine_state` (enabled by `machine_state_enforce_invariants`): checks the written machine''s pair through `machine_state_check_pairs` (MS007).';
+
+--
 -- Name: machine_state_check_machines_pair(); Type: FUNCTION; Schema: public; Owner: postgres
 --
 
@@ -245,6 +287,12 @@ END
 $$;
 
 ALTER FUNCTION public.machine_state_check_machines_pair() OWNER TO postgres;
+
+--
+-- Name: FUNCTION machine_state_check_machines_pair(); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_check_machines_pair() IS 'Trigger function of the deferred constraint trigger `machine_state_pair_invariant` on `machines` (enabled by `machine_state_enforce_invariants`): checks the written machine''s pair through `machine_state_check_pairs` (MS007).';
 
 --
 -- Name: machine_state_check_pairs(uuid[], text, text); Type: FUNCTION; Schema: public; Owner: postgres
@@ -278,6 +326,12 @@ END
 $$;
 
 ALTER FUNCTION public.machine_state_check_pairs(p_touched uuid[], p_operation text, p_table text) OWNER TO postgres;
+
+--
+-- Name: FUNCTION machine_state_check_pairs(p_touched uuid[], p_operation text, p_table text); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_check_pairs(p_touched uuid[], p_operation text, p_table text) IS 'Checks the pairs of the machines `p_touched` that the statement `p_operation` on `p_table` wrote, at COMMIT; raises MS007 naming the machine and what it breaks. Called by the trigger functions `machine_state_check_machines_pair` and `machine_state_check_machine_state_pair`.';
 
 --
 -- Name: machine_state_enforce_invariants(); Type: FUNCTION; Schema: public; Owner: postgres
@@ -326,6 +380,12 @@ END
 $$;
 
 ALTER FUNCTION public.machine_state_enforce_invariants() OWNER TO postgres;
+
+--
+-- Name: FUNCTION machine_state_enforce_invariants(); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_enforce_invariants() IS 'Turns enforcement on: from then on PostgreSQL refuses, at COMMIT, any transaction that leaves a machine''s pair inconsistent (MS007). Run once by the migration owner, after the audit shows 0% diverged. SQLSTATEs: MS008 while any pair is diverged (counts them, names one) or inside a REPEATABLE READ transaction; 42501 for other roles.';
 
 --
 -- Name: machine_state_grant_application(regrole); Type: FUNCTION; Schema: public; Owner: postgres
@@ -405,6 +465,12 @@ $$;
 ALTER FUNCTION public.machine_state_grant_application(p_role regrole) OWNER TO postgres;
 
 --
+-- Name: FUNCTION machine_state_grant_application(p_role regrole); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_grant_application(p_role regrole) IS 'Grants an application role what it needs and nothing more: USAGE on the schema, SELECT on the three tables, EXECUTE on `machine_state_transition` and the `atomic_*` functions; records it in `machine_state_private.application_grants`, returns each statement, and warns if the role can still write the tables through grants made elsewhere. Run by the migration owner (`machine-state grant`, sql/roles.sql). SQLSTATEs: MS005 no role given; 42501 for other roles.';
+
+--
 -- Name: machine_state_invariants_enforced(); Type: FUNCTION; Schema: public; Owner: postgres
 --
 
@@ -418,6 +484,12 @@ CREATE FUNCTION public.machine_state_invariants_enforced() RETURNS boolean
 $$;
 
 ALTER FUNCTION public.machine_state_invariants_enforced() OWNER TO postgres;
+
+--
+-- Name: FUNCTION machine_state_invariants_enforced(); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_invariants_enforced() IS 'Whether enforcement is on (both triggers enabled). Read by `machine-state doctor` and `watch` (the gauge `machine_state_invariants_enforced`).';
 
 --
 -- Name: machine_state; Type: TABLE; Schema: public; Owner: postgres
@@ -437,6 +509,62 @@ CREATE TABLE public.machine_state (
 ALTER TABLE public.machine_state OWNER TO postgres;
 
 --
+-- Name: TABLE machine_state; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON TABLE public.machine_state IS 'The other half of a machine''s state, one row per `machines` row: the state with its process id, failure mode and timestamps.
+
+Written only together with its `machines` row, which it must always agree with (I1–I5, see `machines`); `machine_state_pair_violations(machines, machine_state)` says what a pair breaks.';
+
+--
+-- Name: COLUMN machine_state.machine_id; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state.machine_id IS 'The machine (`machines.id`): one `machine_state` row per machine.';
+
+--
+-- Name: COLUMN machine_state.current_state; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state.current_state IS 'The machine''s state: `offline`, `idle`, `processing` or `error`; always equal to `machines.status` (I1).';
+
+--
+-- Name: COLUMN machine_state.state_since; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state.state_since IS 'When the machine entered `current_state`: equal to `machines.updated_at` and to its latest `machine_state_transitions.transitioned_at` (I5).';
+
+--
+-- Name: COLUMN machine_state.process_id; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state.process_id IS 'The recipe run the machine is running: set exactly in `processing` (I3), always equal to `machines.current_process_id` (I2).';
+
+--
+-- Name: COLUMN machine_state.is_failure_mode; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state.is_failure_mode IS 'True exactly in `error` (I4).';
+
+--
+-- Name: COLUMN machine_state.failure_component; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state.failure_component IS 'The failed component, as the legacy executor recorded it; every transition and repair clears it.';
+
+--
+-- Name: COLUMN machine_state.failure_description; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state.failure_description IS 'What went wrong: set in `error` (I4: not blank, at most 4096 characters), NULL in every other state.';
+
+--
+-- Name: COLUMN machine_state.updated_at; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state.updated_at IS 'When this row was last written (a transition or a repair).';
+
+--
 -- Name: machines; Type: TABLE; Schema: public; Owner: postgres
 --
 
@@ -449,6 +577,44 @@ CREATE TABLE public.machines (
 );
 
 ALTER TABLE public.machines OWNER TO postgres;
+
+--
+-- Name: TABLE machines; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON TABLE public.machines IS 'One row per machine (deposition tool): its state as the dashboards and the legacy services read it.
+
+Its twin is the machine''s `machine_state` row, and the two never disagree: same state (I1), same process id (I2), the same time of the last transition (I5). Every transition writes both rows in one transaction and appends a `machine_state_transitions` entry (the crate''s write path, or `machine_state_transition()`); once `machine_state_enforce_invariants()` has run, a deferred trigger refuses at COMMIT any transaction that leaves the pair disagreeing (MS007). A legacy table keeps its own further columns. Roles granted through `machine_state_grant_application` read it and change it only through the SQL functions.';
+
+--
+-- Name: COLUMN machines.id; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machines.id IS 'The machine''s id; `machine_state.machine_id` and `machine_state_transitions.machine_id` refer to it.';
+
+--
+-- Name: COLUMN machines.status; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machines.status IS 'The machine''s state: `offline`, `idle`, `processing` or `error`; always equal to `machine_state.current_state` (I1).';
+
+--
+-- Name: COLUMN machines.current_process_id; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machines.current_process_id IS 'The recipe run (`process_executions.id`) the machine is running: set exactly while `status` is `processing` (I3), always equal to `machine_state.process_id` (I2), and on one machine at a time (unique index `machines_current_process_id_key`).';
+
+--
+-- Name: COLUMN machines.created_at; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machines.created_at IS 'When the machine was registered.';
+
+--
+-- Name: COLUMN machines.updated_at; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machines.updated_at IS 'When the machine last changed state: equal to `machine_state.state_since` and to its latest `machine_state_transitions.transitioned_at` (I5).';
 
 --
 -- Name: machine_state_pair_violations(public.machines, public.machine_state); Type: FUNCTION; Schema: public; Owner: postgres
@@ -499,6 +665,12 @@ $$;
 ALTER FUNCTION public.machine_state_pair_violations(m public.machines, s public.machine_state) OWNER TO postgres;
 
 --
+-- Name: FUNCTION machine_state_pair_violations(m public.machines, s public.machine_state); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_pair_violations(m public.machines, s public.machine_state) IS 'What a machine''s pair of rows breaks (I1–I4, unknown states, a missing `machine_state` row), in words; empty when consistent. The SQL twin of the crate''s `Pair::violations` (a test keeps the two equal). Called by the enforcement trigger and `machine_state_enforce_invariants`; read-only, raises nothing.';
+
+--
 -- Name: machine_state_relax_invariants(); Type: FUNCTION; Schema: public; Owner: postgres
 --
 
@@ -513,6 +685,12 @@ END
 $$;
 
 ALTER FUNCTION public.machine_state_relax_invariants() OWNER TO postgres;
+
+--
+-- Name: FUNCTION machine_state_relax_invariants(); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_relax_invariants() IS 'Turns enforcement off (the triggers disabled); run by the migration owner. SQLSTATE 42501 for other roles.';
 
 --
 -- Name: machine_state_revoke_application(regrole); Type: FUNCTION; Schema: public; Owner: postgres
@@ -548,6 +726,12 @@ $$;
 ALTER FUNCTION public.machine_state_revoke_application(p_role regrole) OWNER TO postgres;
 
 --
+-- Name: FUNCTION machine_state_revoke_application(p_role regrole); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_revoke_application(p_role regrole) IS 'Takes back exactly what `machine_state_grant_application` granted the role, and returns each statement. Run by the migration owner (`machine-state revoke`). SQLSTATE 42501 for other roles.';
+
+--
 -- Name: machine_state_transitions; Type: TABLE; Schema: public; Owner: postgres
 --
 
@@ -568,10 +752,78 @@ CREATE TABLE public.machine_state_transitions (
 ALTER TABLE public.machine_state_transitions OWNER TO postgres;
 
 --
+-- Name: TABLE machine_state_transitions; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON TABLE public.machine_state_transitions IS 'The history: one entry per transition, registration and repair, appended in the same transaction as the two rows it describes and never updated.
+
+A machine''s entries form one unbroken chain, each `from_state` the previous `to_state`, and the latest holds its current state (I6). The client''s `operation_id` is unique, so an operation whose COMMIT outcome was lost is resolved by looking it up, and a retry applies at most once. Pruning by age keeps each machine''s latest entry.';
+
+--
+-- Name: COLUMN machine_state_transitions.id; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions.id IS 'The order in which the entries were written.';
+
+--
+-- Name: COLUMN machine_state_transitions.machine_id; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions.machine_id IS 'The machine (`machines.id`).';
+
+--
+-- Name: COLUMN machine_state_transitions.from_state; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions.from_state IS 'The state before: the previous entry''s `to_state` (I6); NULL only on the entry that registers the machine (`kind` `create`).';
+
+--
+-- Name: COLUMN machine_state_transitions.to_state; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions.to_state IS 'The state after; the latest entry''s is the machine''s current state (I6).';
+
+--
+-- Name: COLUMN machine_state_transitions.process_id; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions.process_id IS 'The recipe run the transition started (to `processing`) or ended (from `processing`); NULL otherwise.';
+
+--
+-- Name: COLUMN machine_state_transitions.description; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions.description IS 'The failure description of a transition to `error`; a repair''s account of what it changed.';
+
+--
+-- Name: COLUMN machine_state_transitions.operation_id; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions.operation_id IS 'The operation''s id, chosen by the client (UUIDv7 by default), unique: an operation whose outcome was lost is looked up by it, a retry with it applies at most once, and reusing it for another transition is refused (MS006).';
+
+--
+-- Name: COLUMN machine_state_transitions.kind; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions.kind IS '`create` (the machine registered), `transition` or `repair` (the audit''s repair, which brought a diverged pair back).';
+
+--
+-- Name: COLUMN machine_state_transitions.transitioned_at; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions.transitioned_at IS 'The time of the transaction that wrote it: the two rows'' `machines.updated_at` and `machine_state.state_since` (I5).';
+
+--
+-- Name: COLUMN machine_state_transitions.isolation_level; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions.isolation_level IS '`transaction_isolation` when it was written: `repeatable read` for the crate''s write path; the SQL functions, which lock the rows instead, record their caller''s level (`read committed` through PostgREST).';
+
+--
 -- Name: COLUMN machine_state_transitions.verb; Type: COMMENT; Schema: public; Owner: postgres
 --
 
-COMMENT ON COLUMN public.machine_state_transitions.verb IS 'the transition recorded: start, complete, stop, fail, reset, bring_online, take_offline, create or repair; NULL on entries written before migration 2026-12-05-100000';
+COMMENT ON COLUMN public.machine_state_transitions.verb IS 'The transition recorded: `start`, `complete`, `stop`, `fail`, `reset`, `bring_online`, `take_offline`, `create` or `repair`; NULL on entries written before migration 2026-12-05-100000.';
 
 --
 -- Name: machine_state_transition(uuid, text, text, uuid, text, uuid, text); Type: FUNCTION; Schema: public; Owner: postgres
@@ -701,6 +953,12 @@ $$;
 ALTER FUNCTION public.machine_state_transition(p_machine_id uuid, p_from text, p_to text, p_process_id uuid, p_description text, p_operation_id uuid, p_verb text) OWNER TO postgres;
 
 --
+-- Name: FUNCTION machine_state_transition(p_machine_id uuid, p_from text, p_to text, p_process_id uuid, p_description text, p_operation_id uuid, p_verb text); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_transition(p_machine_id uuid, p_from text, p_to text, p_process_id uuid, p_description text, p_operation_id uuid, p_verb text) IS 'Moves machine `p_machine_id` from `p_from` to `p_to` (verb `p_verb`, by default the one the transition table gives), writing both rows and appending the history entry in one statement: the SQL twin of the crate''s write path. Compare-and-set on `p_from` and, leaving `processing`, on the run `p_process_id`; `p_operation_id` (default: a new UUIDv7) makes a retry apply at most once. Returns the history entry. Called by the crate''s `WritePath::SqlFunction`, by the `atomic_*` functions and by services granted through `machine_state_grant_application`. SQLSTATEs: MS001 illegal transition, MS002 the state or run moved, MS003 no such machine, MS004 the two rows already disagree, MS005 invalid input, MS006 operation id used for another transition, 55P03 lock timeout (5 s), 40001/40P01 passed through for a retry, 42501 not granted.';
+
+--
 -- Name: machine_state_transition_result(public.machine_state_transitions); Type: FUNCTION; Schema: public; Owner: postgres
 --
 
@@ -726,6 +984,12 @@ CREATE FUNCTION public.machine_state_transition_result(p_entry public.machine_st
 $$;
 
 ALTER FUNCTION public.machine_state_transition_result(p_entry public.machine_state_transitions) OWNER TO postgres;
+
+--
+-- Name: FUNCTION machine_state_transition_result(p_entry public.machine_state_transitions); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_transition_result(p_entry public.machine_state_transitions) IS 'The JSON the legacy RPCs return for a history entry: the shipped keys (`success`, `machine`, `machine_state`, `updated_at`) and the transition''s (`machine_id`, `previous_state`, `new_state`, `verb`, `process_id`, `operation_id`, `transitioned_at`, `isolation_level`). Called by the `atomic_*` functions.';
 
 --
 -- Name: adopted_objects; Type: TABLE; Schema: machine_state_private; Owner: postgres
@@ -779,6 +1043,25 @@ ALTER TABLE machine_state_private.doctor_fixes ALTER COLUMN id ADD GENERATED ALW
 );
 
 --
+-- Name: earlier_comments; Type: TABLE; Schema: machine_state_private; Owner: postgres
+--
+
+CREATE TABLE machine_state_private.earlier_comments (
+    classoid regclass NOT NULL,
+    objoid oid NOT NULL,
+    objsubid integer NOT NULL,
+    description text NOT NULL
+);
+
+ALTER TABLE machine_state_private.earlier_comments OWNER TO postgres;
+
+--
+-- Name: TABLE earlier_comments; Type: COMMENT; Schema: machine_state_private; Owner: postgres
+--
+
+COMMENT ON TABLE machine_state_private.earlier_comments IS 'The comments that migration 2026-12-05-400000 replaced (a legacy system''s on the tables it owned, and earlier migrations''); its down.sql puts them back.';
+
+--
 -- Name: public_api_changes; Type: TABLE; Schema: machine_state_private; Owner: postgres
 --
 
@@ -810,6 +1093,13 @@ ALTER TABLE public.machine_state_transitions ALTER COLUMN id ADD GENERATED ALWAY
 
 ALTER TABLE ONLY machine_state_private.doctor_fixes
     ADD CONSTRAINT doctor_fixes_pkey PRIMARY KEY (id);
+
+--
+-- Name: earlier_comments earlier_comments_pkey; Type: CONSTRAINT; Schema: machine_state_private; Owner: postgres
+--
+
+ALTER TABLE ONLY machine_state_private.earlier_comments
+    ADD CONSTRAINT earlier_comments_pkey PRIMARY KEY (classoid, objoid, objsubid);
 
 --
 -- Name: adopted_objects machine_state_adopted_objects_pkey; Type: CONSTRAINT; Schema: machine_state_private; Owner: postgres

@@ -20,3 +20,5 @@ BEGIN
         p_machine_id, coalesce(v_status, 'processing'), 'idle', v_process, NULL, NULL, 'complete'));
 END
 $function$;
+
+COMMENT ON FUNCTION public.atomic_complete_machine_state(p_machine_id uuid) IS 'Legacy RPC of the recipe executor: the running recipe finished (`processing -> idle`, verb `complete`), decided under the row lock, through `machine_state_transition`; returns the shipped JSON. SQLSTATEs: those of `machine_state_transition` (MS001 not processing, MS003, 55P03, 40001).';

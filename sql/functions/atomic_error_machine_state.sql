@@ -27,3 +27,5 @@ BEGIN
         'Recipe execution error: ' || p_error_message, NULL, 'fail'));
 END
 $function$;
+
+COMMENT ON FUNCTION public.atomic_error_machine_state(p_machine_id uuid, p_error_message text) IS 'Legacy RPC of the recipe executor: the running recipe failed (`processing -> error`, verb `fail`), with the description `Recipe execution error: <p_error_message>`, decided under the row lock, through `machine_state_transition`; returns the shipped JSON. SQLSTATEs: MS005 blank or NULL message (or over 4096 characters with the prefix), and those of `machine_state_transition` (MS001, MS003, 55P03, 40001).';

@@ -18,3 +18,5 @@ BEGIN
         p_machine_id, coalesce(v_status, 'idle'), 'processing', p_process_id, NULL, NULL, 'start'));
 END
 $function$;
+
+COMMENT ON FUNCTION public.atomic_processing_machine_state(p_machine_id uuid, p_process_id uuid) IS 'Legacy RPC of the recipe starter: starts run `p_process_id` on the machine from the state found under the row lock (`offline` or `idle`), through `machine_state_transition` (verb `start`); returns the shipped JSON. SQLSTATEs: those of `machine_state_transition` (MS001 not startable, MS003, MS005, 55P03, 40001).';

@@ -22,3 +22,5 @@ BEGIN
         'idle', coalesce(p_process_id, v_process), NULL, NULL, 'stop'));
 END
 $function$;
+
+COMMENT ON FUNCTION public.atomic_stop_machine_state(p_machine_id uuid, p_process_id uuid) IS 'Legacy RPC of the recipe stopper (a user abort): `processing -> idle`, verb `stop`, decided under the row lock, through `machine_state_transition`; with `p_process_id`, only if the machine runs that run. Returns the shipped JSON. SQLSTATEs: MS002 the machine runs another run or none, and those of `machine_state_transition` (MS001, MS003, 55P03, 40001).';

@@ -51,3 +51,5 @@ BEGIN
              ELSE p_failure_description END));
 END
 $function$;
+
+COMMENT ON FUNCTION public.atomic_update_machine_state(p_machine_id uuid, p_machine_status text, p_current_process_id uuid, p_machine_state_current_state text, p_machine_state_process_id uuid, p_is_failure_mode boolean, p_failure_description text) IS 'Legacy RPC (the Python wrappers, through Supabase''s PostgREST, with these parameter names): moves the machine to `p_machine_status` from the state it finds under the row lock, through `machine_state_transition`, with the verb the transition table gives; `p_machine_state_current_state` defaults to `p_machine_status`, a NULL `p_failure_description` keeps the stored one. Returns the shipped JSON. SQLSTATEs: MS005 when the halves disagree (states, process ids, failure mode) or the input is invalid, MS003 no such machine, and those of `machine_state_transition` (MS001, MS002, 55P03, 40001).';

@@ -21,3 +21,5 @@ BEGIN
     RETURN NULL;
 END
 $function$;
+
+COMMENT ON FUNCTION public.machine_state_check_machine_state_pair() IS 'Trigger function of the deferred constraint trigger `machine_state_pair_invariant` on `machine_state` (enabled by `machine_state_enforce_invariants`): checks the written machine''s pair through `machine_state_check_pairs` (MS007).';

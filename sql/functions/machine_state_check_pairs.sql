@@ -31,3 +31,5 @@ BEGIN
     END LOOP;
 END
 $function$;
+
+COMMENT ON FUNCTION public.machine_state_check_pairs(p_touched uuid[], p_operation text, p_table text) IS 'Checks the pairs of the machines `p_touched` that the statement `p_operation` on `p_table` wrote, at COMMIT; raises MS007 naming the machine and what it breaks. Called by the trigger functions `machine_state_check_machines_pair` and `machine_state_check_machine_state_pair`.';

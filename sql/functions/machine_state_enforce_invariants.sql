@@ -45,3 +45,5 @@ BEGIN
     ALTER TABLE machine_state ENABLE TRIGGER machine_state_pair_invariant;
 END
 $function$;
+
+COMMENT ON FUNCTION public.machine_state_enforce_invariants() IS 'Turns enforcement on: from then on PostgreSQL refuses, at COMMIT, any transaction that leaves a machine''s pair inconsistent (MS007). Run once by the migration owner, after the audit shows 0% diverged. SQLSTATEs: MS008 while any pair is diverged (counts them, names one) or inside a REPEATABLE READ transaction; 42501 for other roles.';

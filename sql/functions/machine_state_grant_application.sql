@@ -74,3 +74,5 @@ BEGIN
     END LOOP;
 END
 $function$;
+
+COMMENT ON FUNCTION public.machine_state_grant_application(p_role regrole) IS 'Grants an application role what it needs and nothing more: USAGE on the schema, SELECT on the three tables, EXECUTE on `machine_state_transition` and the `atomic_*` functions; records it in `machine_state_private.application_grants`, returns each statement, and warns if the role can still write the tables through grants made elsewhere. Run by the migration owner (`machine-state grant`, sql/roles.sql). SQLSTATEs: MS005 no role given; 42501 for other roles.';

@@ -13,3 +13,5 @@ AS $function$
     WHERE tgname = 'machine_state_pair_invariant'
       AND tgrelid IN ('machines'::regclass, 'machine_state'::regclass)
 $function$;
+
+COMMENT ON FUNCTION public.machine_state_invariants_enforced() IS 'Whether enforcement is on (both triggers enabled). Read by `machine-state doctor` and `watch` (the gauge `machine_state_invariants_enforced`).';

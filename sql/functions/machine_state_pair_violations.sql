@@ -46,3 +46,5 @@ BEGIN
     RETURN found;
 END
 $function$;
+
+COMMENT ON FUNCTION public.machine_state_pair_violations(m machines, s machine_state) IS 'What a machine''s pair of rows breaks (I1–I4, unknown states, a missing `machine_state` row), in words; empty when consistent. The SQL twin of the crate''s `Pair::violations` (a test keeps the two equal). Called by the enforcement trigger and `machine_state_enforce_invariants`; read-only, raises nothing.';

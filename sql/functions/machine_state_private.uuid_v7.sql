@@ -19,3 +19,5 @@ BEGIN
         'hex')::uuid;
 END
 $function$;
+
+COMMENT ON FUNCTION machine_state_private.uuid_v7() IS 'A new time-ordered UUID (version 7), as the crate makes them: the default operation id of `machine_state_transition`, so the history''s unique index is appended to.';

@@ -13,3 +13,5 @@ BEGIN
     ALTER TABLE machine_state DISABLE TRIGGER machine_state_pair_invariant;
 END
 $function$;
+
+COMMENT ON FUNCTION public.machine_state_relax_invariants() IS 'Turns enforcement off (the triggers disabled); run by the migration owner. SQLSTATE 42501 for other roles.';

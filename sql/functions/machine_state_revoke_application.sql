@@ -30,3 +30,5 @@ BEGIN
     END LOOP;
 END
 $function$;
+
+COMMENT ON FUNCTION public.machine_state_revoke_application(p_role regrole) IS 'Takes back exactly what `machine_state_grant_application` granted the role, and returns each statement. Run by the migration owner (`machine-state revoke`). SQLSTATE 42501 for other roles.';

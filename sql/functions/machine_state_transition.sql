@@ -125,3 +125,5 @@ BEGIN
     RETURN v_entry;
 END
 $function$;
+
+COMMENT ON FUNCTION public.machine_state_transition(p_machine_id uuid, p_from text, p_to text, p_process_id uuid, p_description text, p_operation_id uuid, p_verb text) IS 'Moves machine `p_machine_id` from `p_from` to `p_to` (verb `p_verb`, by default the one the transition table gives), writing both rows and appending the history entry in one statement: the SQL twin of the crate''s write path. Compare-and-set on `p_from` and, leaving `processing`, on the run `p_process_id`; `p_operation_id` (default: a new UUIDv7) makes a retry apply at most once. Returns the history entry. Called by the crate''s `WritePath::SqlFunction`, by the `atomic_*` functions and by services granted through `machine_state_grant_application`. SQLSTATEs: MS001 illegal transition, MS002 the state or run moved, MS003 no such machine, MS004 the two rows already disagree, MS005 invalid input, MS006 operation id used for another transition, 55P03 lock timeout (5 s), 40001/40P01 passed through for a retry, 42501 not granted.';

@@ -24,3 +24,5 @@ AS $function$
         'isolation_level', p_entry.isolation_level
     )
 $function$;
+
+COMMENT ON FUNCTION public.machine_state_transition_result(p_entry machine_state_transitions) IS 'The JSON the legacy RPCs return for a history entry: the shipped keys (`success`, `machine`, `machine_state`, `updated_at`) and the transition''s (`machine_id`, `previous_state`, `new_state`, `verb`, `process_id`, `operation_id`, `transitioned_at`, `isolation_level`). Called by the `atomic_*` functions.';

@@ -132,9 +132,9 @@ fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// Where `expected` (checked in) and `actual` first differ, with a few lines
-/// of each around it.
-fn first_difference(expected: &str, actual: &str) -> String {
+/// Where `expected` and `actual` first differ, with a few lines of each
+/// around it, under their names.
+fn first_difference(names: [&str; 2], expected: &str, actual: &str) -> String {
     let expected: Vec<&str> = expected.lines().collect();
     let actual: Vec<&str> = actual.lines().collect();
     let at = expected
@@ -153,9 +153,11 @@ fn first_difference(expected: &str, actual: &str) -> String {
             .join("\n")
     };
     format!(
-        "first difference at line {}\nchecked in:\n{}\nmigrations create:\n{}",
+        "first difference at line {}\n{}:\n{}\n{}:\n{}",
         at + 1,
+        names[0],
         around(&expected),
+        names[1],
         around(&actual)
     )
 }
@@ -173,7 +175,7 @@ fn pin(path: &Path, actual: &str) {
         expected == actual,
         "`{}` is not what the migrations create: regenerate it with\n    {BLESS}\nand commit it ({})",
         path.strip_prefix(repository()).unwrap_or(path).display(),
-        first_difference(&expected, actual)
+        first_difference(["checked in", "migrations create"], &expected, actual)
     );
 }
 
@@ -216,4 +218,149 @@ fn each_function_has_its_current_definition_in_a_file_of_its_own() {
     for (name, text) in &files {
         pin(&dir.join(name), text);
     }
+}
+
+#[derive(QueryableByName)]
+struct Commented {
+    #[diesel(sql_type = Text)]
+    object: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    comment: Option<String>,
+}
+
+/// Each of the three tables and each of their columns (`machines`,
+/// `machines.status`, ...) with its `COMMENT ON`, in a migrated database.
+fn table_comments(conn: &mut PgConnection) -> BTreeMap<String, Option<String>> {
+    sql_query(
+        "SELECT c.relname::text AS object, pg_catalog.obj_description(c.oid, 'pg_class') AS comment
+         FROM pg_catalog.pg_class c
+         WHERE c.oid IN ('machines'::regclass, 'machine_state'::regclass,
+                         'machine_state_transitions'::regclass)
+         UNION ALL
+         SELECT a.attrelid::regclass::text || '.' || a.attname,
+                pg_catalog.col_description(a.attrelid, a.attnum)
+         FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid IN ('machines'::regclass, 'machine_state'::regclass,
+                              'machine_state_transitions'::regclass)
+           AND a.attnum > 0 AND NOT a.attisdropped",
+    )
+    .load::<Commented>(conn)
+    .unwrap()
+    .into_iter()
+    .map(|row| (row.object, row.comment))
+    .collect()
+}
+
+/// The docs `src/schema.rs` gives each table and column, by the same names
+/// as [`table_comments`]: the `///` lines above each `name (key) {` and
+/// `name -> Type,` of a `diesel::table!`, joined by newlines.
+fn schema_rs_docs(source: &str) -> BTreeMap<String, Option<String>> {
+    let mut docs = BTreeMap::new();
+    let mut pending: Vec<&str> = Vec::new();
+    let mut table: Option<String> = None;
+    for line in source.lines().map(str::trim) {
+        if let Some(doc) = line.strip_prefix("///") {
+            pending.push(doc.strip_prefix(' ').unwrap_or(doc));
+            continue;
+        }
+        let doc = (!pending.is_empty()).then(|| pending.join("\n"));
+        pending.clear();
+        if line == "}" {
+            table = None;
+        } else if let Some((name, _)) = line.split_once(" (").filter(|_| line.ends_with('{')) {
+            table = Some(name.to_owned());
+            docs.insert(name.to_owned(), doc);
+        } else if let (Some(table), Some((column, _))) = (&table, line.split_once(" -> ")) {
+            docs.insert(format!("{table}.{column}"), doc);
+        }
+    }
+    docs
+}
+
+#[test]
+fn every_table_column_and_function_has_a_comment() {
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    let uncommented: Vec<String> = table_comments(&mut conn)
+        .into_iter()
+        .filter(|(_, comment)| comment.is_none())
+        .map(|(object, _)| object)
+        .chain(
+            sql_query(include_str!("schema_functions.sql"))
+                .load::<Function>(&mut conn)
+                .unwrap()
+                .into_iter()
+                .filter(|function| function.comment.is_none())
+                .map(|function| function.signature),
+        )
+        .collect();
+    assert!(
+        uncommented.is_empty(),
+        "no `COMMENT ON` for {uncommented:?}: say in a migration what each holds or does \
+         (for a function: who calls it, its SQLSTATEs), as 2026-12-05-400000 does"
+    );
+}
+
+#[test]
+fn schema_rs_docs_are_the_database_comments() {
+    let db = TestDb::new();
+    let comments = table_comments(&mut db.conn());
+    let source = fs::read_to_string(repository().join("src/schema.rs")).unwrap();
+    let docs = schema_rs_docs(&source);
+    // diesel writes each line of a comment trimmed, after `/// `.
+    let as_docs = |comment: &Option<String>| {
+        comment
+            .as_deref()
+            .map(|c| c.lines().map(str::trim).collect::<Vec<_>>().join("\n"))
+    };
+    let differ: Vec<String> = comments
+        .iter()
+        .filter(|(object, comment)| docs.get(*object) != Some(&as_docs(comment)))
+        .map(|(object, comment)| {
+            format!(
+                "`{object}`: the database says {:?}, src/schema.rs {:?}",
+                comment,
+                docs.get(object)
+            )
+        })
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "src/schema.rs is not what `diesel print-schema` prints for the migrated tables \
+         (regenerate it: `diesel migration run` on a fresh database, diesel.toml has \
+         `with_docs`):\n{}",
+        differ.join("\n")
+    );
+}
+
+#[test]
+fn the_last_migration_reverts_to_exactly_the_schema_before_it() {
+    use diesel::migration::MigrationSource;
+    use diesel_migrations::MigrationHarness;
+
+    let db = TestDb::empty();
+    let mut conn = db.conn();
+    let last = MigrationSource::<diesel::pg::Pg>::migrations(&machine_state::MIGRATIONS)
+        .unwrap()
+        .len();
+    for _ in 1..last {
+        conn.run_next_migration(machine_state::MIGRATIONS).unwrap();
+    }
+    let before = crate::support::schema_dump(&db);
+    let applied = conn
+        .run_next_migration(machine_state::MIGRATIONS)
+        .unwrap()
+        .to_string();
+    assert_ne!(
+        crate::support::schema_dump(&db),
+        before,
+        "{applied} changed nothing"
+    );
+    machine_state::revert_last_migration(&mut conn).unwrap();
+    let after = crate::support::schema_dump(&db);
+    assert!(
+        before == after,
+        "reverting {applied} does not give back the schema before it ({})",
+        first_difference(["before", "after the revert"], &before, &after)
+    );
 }
