@@ -51,7 +51,7 @@ impl AuditReport {
 }
 
 /// Every machine's two rows, read in one statement (one snapshot), ordered by
-/// machine id: what `machine-state list` prints. [`Pair::violations`] tells
+/// machine id (what a fleet listing shows). [`Pair::violations`] tells
 /// which of them are diverged.
 ///
 /// # Errors

@@ -40,7 +40,7 @@ pub enum Error {
     },
 
     /// The two rows of the machine disagree (or break an invariant together),
-    /// so no state can be trusted; `machine-state audit` and `repair` deal
+    /// so no state can be trusted; [`audit`](crate::audit) and [`repair`](crate::repair) deal
     /// with it. Nothing was written.
     #[error(
         "machine `{machine_id}` is inconsistent: {}",

@@ -250,7 +250,7 @@ pub(crate) fn command_line_gives_up_after_its_lock_timeout(db: TestDb) {
     let (mut holder, pid) = stall(&db, "machine_state", id);
     let url = db.url.clone();
     let (output, took) = bounded(&mut holder, move || {
-        Command::new(env!("CARGO_BIN_EXE_machine-state"))
+        Command::new(crate::support::machine_state_binary())
             .env_remove("DATABASE_URL")
             .env_remove("MACHINE_STATE_LOCK_TIMEOUT")
             .current_dir(env!("CARGO_TARGET_TMPDIR"))

@@ -36,10 +36,10 @@ use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::args::DatabaseArgs;
-use super::consistency;
 use super::database::{Database, Embedded, Schema};
 use super::error::{CliError, Exit, one_line};
 use super::output;
+use super::{consistency, gauges};
 
 /// The options of `watch`.
 #[derive(Debug, Args)]
@@ -111,11 +111,11 @@ pub(crate) fn run(database: &DatabaseArgs, args: &WatchArgs) -> Result<Exit, Cli
         }
         let line = match audited {
             Ok(line) => {
-                counter!(telemetry::AUDITS, "result" => "ok").increment(1);
+                counter!(gauges::AUDITS, "result" => "ok").increment(1);
                 line
             }
             Err(error) => {
-                counter!(telemetry::AUDITS, "result" => "error").increment(1);
+                counter!(gauges::AUDITS, "result" => "error").increment(1);
                 format!("audit failed: {}", one_line(&error))
             }
         };
@@ -149,6 +149,7 @@ fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, CliError> {
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| CliError::Input(format!("cannot install the metrics recorder: {e}")))?;
     telemetry::describe_metrics();
+    gauges::describe();
     thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
@@ -262,7 +263,7 @@ impl Watcher<'_> {
         let (rows, newest) = recorded;
         for (from, to, kind, rows) in rows {
             let from = from.unwrap_or_else(|| "none".to_owned());
-            counter!(telemetry::RECORDED_TRANSITIONS, "from" => from, "to" => to, "kind" => kind)
+            counter!(gauges::RECORDED_TRANSITIONS, "from" => from, "to" => to, "kind" => kind)
                 .increment(u64::try_from(rows).unwrap_or(0));
         }
         self.counted = newest;
@@ -272,11 +273,11 @@ impl Watcher<'_> {
     /// Set the gauges, and the line.
     fn publish(&self, findings: &Findings) -> String {
         let report = &findings.report;
-        gauge!(telemetry::MACHINES).set(report.machines as f64);
-        gauge!(telemetry::DIVERGED).set(report.diverged.len() as f64);
-        gauge!(telemetry::DIVERGED_RATIO).set(report.diverged_percent() / 100.0);
-        gauge!(telemetry::STUCK).set(findings.stuck as f64);
-        gauge!(telemetry::ENFORCED).set(if findings.enforced { 1.0 } else { 0.0 });
+        gauge!(gauges::MACHINES).set(report.machines as f64);
+        gauge!(gauges::DIVERGED).set(report.diverged.len() as f64);
+        gauge!(gauges::DIVERGED_RATIO).set(report.diverged_percent() / 100.0);
+        gauge!(gauges::STUCK).set(findings.stuck as f64);
+        gauge!(gauges::ENFORCED).set(if findings.enforced { 1.0 } else { 0.0 });
         format!(
             "{}; {} stuck in processing for over {}; enforcement {}",
             consistency::summary(report),
