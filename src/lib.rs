@@ -154,4 +154,4 @@ pub use retention::{DEFAULT_BATCH, MIN_RETENTION, prune_history};
 pub use retry::RetryPolicy;
 pub use state::{Edge, State, Status, StoredState, TRANSITIONS, Verb};
 pub use transaction::transaction;
-pub use write::{WritePath, sql_function_fallbacks};
+pub use write::WritePath;

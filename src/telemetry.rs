@@ -37,7 +37,7 @@
 //! | `machine_state_transition_duration_seconds` | histogram | `from`, `to`, `path` | the time of a transition through the write path, retries and backoff included |
 //! | `machine_state_transition_retries_total` | counter | `from`, `to`, `path`, `reason` | attempts run again after losing a race |
 //! | `machine_state_transaction_races_total` | counter | `result` (`retried`, `exhausted`) | lost races of a whole [`transaction()`](crate::transaction()): run again, or given up |
-//! | `machine_state_sql_function_fallbacks_total` | counter | `from`, `to` | transitions that asked for the SQL function, found it missing and ran as a statement (also [`sql_function_fallbacks`](crate::sql_function_fallbacks)) |
+//! | `machine_state_sql_function_fallbacks_total` | counter | `from`, `to` | transitions that asked for the SQL function, found it missing and ran as a statement |
 //!
 //! Registering a machine and repairing one are not transitions: they are not
 //! counted here. (The command line's `watch` adds gauges of its audits, and
@@ -93,7 +93,7 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::state::{State, Verb};
-use crate::write::WritePath;
+use crate::write::path::WritePath;
 
 /// Every transition asked for, by `from`, `to`, `path` and `outcome`.
 pub const TRANSITIONS_TOTAL: &str = "machine_state_transitions_total";
