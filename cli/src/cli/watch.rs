@@ -26,7 +26,6 @@ use std::thread;
 use std::time::Duration;
 
 use chrono::Utc;
-use clap::Args;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
@@ -35,43 +34,11 @@ use machine_state::{AuditReport, Error, telemetry};
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::args::DatabaseArgs;
+use super::args::{DatabaseArgs, WatchArgs};
 use super::database::{Database, Embedded, Schema};
 use super::error::{CliError, Exit, one_line};
 use super::output;
 use super::{consistency, gauges};
-
-/// The options of `watch`.
-#[derive(Debug, Args)]
-pub(crate) struct WatchArgs {
-    /// Time between two audits, e.g. `30s`, `5m`.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_interval)]
-    pub(crate) interval: Duration,
-
-    /// A machine processing for longer than this is counted as stuck, e.g.
-    /// `90m`, `2h 30m`.
-    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = humantime::parse_duration)]
-    pub(crate) stuck_after: Duration,
-
-    /// Serve the numbers as Prometheus text on this address
-    /// (`127.0.0.1:9187`; port 0 picks a free port), on any path. The
-    /// address served is printed first.
-    #[arg(long, value_name = "ADDR")]
-    pub(crate) metrics_addr: Option<SocketAddr>,
-
-    /// Stop after this many audits [default: run until Ctrl-C or SIGTERM].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) count: Option<u64>,
-}
-
-/// A positive duration.
-fn parse_interval(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(duration) if duration.is_zero() => Err("must be more than 0".into()),
-        Ok(duration) => Ok(duration),
-        Err(error) => Err(error.to_string()),
-    }
-}
 
 /// The latency buckets of transitions, in seconds: a transition takes about
 /// a millisecond; retries and backoff reach into the tenths.
