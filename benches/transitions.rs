@@ -124,13 +124,13 @@ fn define_default(c: &mut Criterion, pool: &Pool) {
         ),
         (
             "error_to_idle",
-            State::Error,
+            State::Errored,
             Action::Reset,
             vec![start(), fail()],
         ),
         (
             "error_to_offline",
-            State::Error,
+            State::Errored,
             Action::TakeOffline,
             vec![Action::BringOnline, start(), fail()],
         ),
@@ -278,7 +278,7 @@ fn machine_in(pool: &Pool, state: State) -> AnyMachine {
         State::Idle => &[],
         State::Offline => &[Action::TakeOffline],
         State::Processing => &[Action::Start(Uuid::nil())],
-        State::Error => &[
+        State::Errored => &[
             Action::Start(Uuid::nil()),
             Action::Fail("chamber pressure out of range".into()),
         ],

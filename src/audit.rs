@@ -51,7 +51,7 @@ impl AuditReport {
 }
 
 /// Every machine's two rows, read in one statement (one snapshot), ordered by
-/// machine id: what `machine-state list` prints. [`Pair::violations`] tells
+/// machine id (what a fleet listing shows). [`Pair::violations`] tells
 /// which of them are diverged.
 ///
 /// # Errors
@@ -214,7 +214,7 @@ fn decide(pair: &Pair) -> (Side, State, Option<Uuid>, Option<String>) {
         .into_iter()
         .find_map(|(side, value)| usable(value).map(|(state, process)| (side, state, process)))
         .unwrap_or((Side::Neither, State::Offline, None));
-    let description = (state == State::Error).then(|| {
+    let description = (state == State::Errored).then(|| {
         pair.state
             .as_ref()
             .and_then(|s| s.failure_description.clone())

@@ -44,12 +44,13 @@
 //!
 //! # Features
 //!
-//! `cli` (default) builds the `machine-state` command (with `serde` and
-//! `embedded`); `testing` (default) adds `machine_state::testing`, what an executor's own
-//! tests need; `serde` derives `Serialize` for the report and history types;
-//! `embedded` adds `EmbeddedPostgres`.
-//! With `default-features = false` the library depends on diesel, r2d2,
-//! diesel_migrations, thiserror, strum, uuid, chrono, tracing and metrics alone.
+//! None is on by default: the default build is the domain library alone,
+//! on diesel, r2d2, diesel_migrations, thiserror, strum, uuid, chrono,
+//! tracing and metrics. `testing` adds `machine_state::testing`, what a
+//! service's own tests need (in its dev-dependencies); `serde` derives
+//! `Serialize` for the report and history types; `embedded` adds
+//! `EmbeddedPostgres`. The `machine-state` command is a package of its own
+//! (`cli/` in the repository), on this library's public API only.
 //!
 //! # Example
 //!
@@ -153,4 +154,4 @@ pub use retention::{DEFAULT_BATCH, MIN_RETENTION, prune_history};
 pub use retry::RetryPolicy;
 pub use state::{Edge, State, Status, StoredState, TRANSITIONS, Verb};
 pub use transaction::transaction;
-pub use write::{WritePath, sql_function_fallbacks};
+pub use write::WritePath;

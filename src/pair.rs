@@ -164,7 +164,7 @@ impl Pair {
             {
                 found.push(Violation::ProcessOutsideProcessing);
             }
-            let error = state == State::Error;
+            let error = state == State::Errored;
             let described = row
                 .failure_description
                 .as_deref()

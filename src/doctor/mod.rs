@@ -103,9 +103,8 @@ impl std::fmt::Display for Exposure {
 pub struct LockedOut {
     /// The role the services use (Supabase's server-side key).
     pub role: String,
-    /// The command that lets it in: `machine-state grant service_role`.
-    pub command: String,
-    /// The same, in SQL, to run as the owner.
+    /// The SQL that lets it in, to run as the owner (what
+    /// [`grant_application`](crate::grant_application) runs).
     pub sql: String,
 }
 
@@ -206,7 +205,6 @@ pub fn doctor(conn: &mut PgConnection) -> Result<SecurityReport, Error> {
         .locked_out
         .then(|| LockedOut {
             role: SERVICE_ROLE.to_owned(),
-            command: format!("machine-state grant {SERVICE_ROLE}"),
             sql: format!("SELECT * FROM machine_state_grant_application('{SERVICE_ROLE}');"),
         });
     Ok(SecurityReport {

@@ -56,7 +56,7 @@ pub fn pending_migrations_script(conn: &mut PgConnection) -> Result<Option<Strin
     let mut script = format!(
         "-- machine-state migrations {} to {}, pending on the database this was\n\
          -- exported from: one transaction, each recorded in __diesel_schema_migrations\n\
-         -- as `machine-state migrate` records it. Run it as the role that owns the\n\
+         -- as the crate's own migration runner records it. Run it as the role that owns the\n\
          -- tables (on Supabase, `postgres`): `supabase/migrations/`, the SQL editor,\n\
          -- or `psql -v ON_ERROR_STOP=1 -f`.\n\
          BEGIN;\n\n\

@@ -30,11 +30,11 @@
 
 mod create;
 mod function;
+pub(crate) mod path;
 mod repair;
 mod sql_file;
 mod statement;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -49,25 +49,12 @@ use crate::retry::RetryPolicy;
 use crate::state::{State, Status, Verb};
 use crate::telemetry::Observation;
 
+pub use path::WritePath;
+
 pub(crate) use create::create;
 pub(crate) use repair::{Repaired, repair};
 
 const REPEATABLE_READ: &str = "repeatable read";
-
-/// How a transition reaches the tables.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WritePath {
-    /// One SQL statement that writes the tables directly (the default, and the
-    /// fastest: one round trip on a [`crate::pool`] connection).
-    #[default]
-    Statement,
-    /// Through the SQL function `machine_state_transition`, so that a role
-    /// without UPDATE on the tables can run transitions. Where the function
-    /// is missing, the transition falls back to [`WritePath::Statement`] (as
-    /// atomic), logs a warning and counts it ([`sql_function_fallbacks`]).
-    SqlFunction,
-}
 
 /// How a machine's transitions are run: its retry policy, write path and
 /// lock timeout.
@@ -86,15 +73,6 @@ impl Default for Settings {
             lock_timeout: crate::lock::DEFAULT_LOCK_TIMEOUT,
         }
     }
-}
-
-static FALLBACKS: AtomicU64 = AtomicU64::new(0);
-
-/// How many transitions asked for [`WritePath::SqlFunction`] found the
-/// function missing and ran as [`WritePath::Statement`] instead, since this
-/// process started.
-pub fn sql_function_fallbacks() -> u64 {
-    FALLBACKS.load(Ordering::Relaxed)
 }
 
 /// One transition, as the write path needs it.
@@ -161,7 +139,6 @@ fn carry(
                 Err(Error::Database(error))
                     if function::is_missing(&error) && !in_transaction(conn) =>
                 {
-                    FALLBACKS.fetch_add(1, Ordering::Relaxed);
                     observation.fall_back();
                     tracing::warn!(
                         machine_id = %change.machine_id, %error,

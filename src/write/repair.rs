@@ -50,7 +50,7 @@ pub(crate) fn repair(
             machine_state::process_id.eq(repaired.process_id),
             machine_state::state_since.eq(diesel::dsl::now),
             machine_state::updated_at.eq(diesel::dsl::now),
-            machine_state::is_failure_mode.eq(repaired.state == State::Error),
+            machine_state::is_failure_mode.eq(repaired.state == State::Errored),
             machine_state::failure_component.eq(None::<String>),
             machine_state::failure_description.eq(repaired.description),
         );

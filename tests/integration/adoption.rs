@@ -193,7 +193,7 @@ fn adopting_a_legacy_database_repairs_enforces_and_rolls_back_to_the_exact_catal
     );
     assert_eq!(
         decided(machine('d', 3)),
-        (Side::Machines, State::Error, None)
+        (Side::Machines, State::Errored, None)
     );
     assert_eq!(
         decided(machine('d', 4)),
@@ -209,7 +209,7 @@ fn adopting_a_legacy_database_repairs_enforces_and_rolls_back_to_the_exact_catal
     );
     assert_eq!(
         decided(machine('d', 7)),
-        (Side::Machines, State::Error, None)
+        (Side::Machines, State::Errored, None)
     );
     for &id in &diverged {
         let kinds: Vec<String> = history(conn, id)

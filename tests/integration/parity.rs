@@ -67,7 +67,7 @@ fn machine_in(conn: &mut PgConnection, state: State) -> AnyMachine {
         State::Offline => AnyMachine::Offline(offline),
         State::Idle => AnyMachine::Idle(offline.bring_online(conn).unwrap()),
         State::Processing => AnyMachine::Processing(offline.start(conn, Uuid::new_v4()).unwrap()),
-        State::Error => AnyMachine::Errored(
+        State::Errored => AnyMachine::Errored(
             offline
                 .start(conn, Uuid::new_v4())
                 .unwrap()

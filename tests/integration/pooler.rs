@@ -354,7 +354,7 @@ fn the_legacy_sql_functions_work_through_the_pooler_and_record_the_servers_isola
 
 /// The binary through the pooler (`--pooler`), quiet on stderr.
 fn through(bouncer: &PgBouncer, db: &TestDb, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_machine-state"))
+    let output = Command::new(crate::support::machine_state_binary())
         .env_remove("DATABASE_URL")
         .env_remove("MACHINE_STATE_DATA_DIR")
         .env_remove("MACHINE_STATE_POOLER")

@@ -284,7 +284,7 @@ fn rust_step(conn: &mut PgConnection, machine: Uuid) -> usize {
             Action::Fail("rust failure".into()),
         ][fastrand::usize(..3)]
         .clone(),
-        State::Error => Action::Reset,
+        State::Errored => Action::Reset,
     };
     match loaded.perform(conn, &action) {
         Ok(_) => 1,

@@ -115,8 +115,8 @@ fn a_legacy_project_goes_from_8_exposures_to_clean_with_doctor_fix_and_one_grant
     assert_eq!(found, expected, "{report:#?}");
     assert!(report.exposures.iter().all(|e| !e.fix.is_empty()));
     assert_eq!(
-        report.locked_out.as_ref().map(|l| l.command.as_str()),
-        Some("machine-state grant service_role")
+        report.locked_out.as_ref().map(|l| l.role.as_str()),
+        Some("service_role")
     );
     let text = command(&db, &["doctor"]);
     assert_eq!(text.status.code(), Some(1));

@@ -2,9 +2,7 @@
 //! statement path.
 
 use diesel::connection::SimpleConnection;
-use machine_state::{
-    AnyMachine, Error, Machine, Offline, State, WritePath, history, sql_function_fallbacks,
-};
+use machine_state::{AnyMachine, Error, Machine, Offline, State, WritePath, history, telemetry};
 use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent, snapshot};
@@ -61,9 +59,8 @@ fn a_missing_sql_function_falls_back_to_the_atomic_statement_and_is_counted() {
     let offline = Machine::<Offline>::create(conn, Uuid::new_v4())
         .unwrap()
         .with_write_path(WritePath::SqlFunction);
-    let before = sql_function_fallbacks();
-    let idle = offline.bring_online(conn).unwrap();
-    assert!(sql_function_fallbacks() > before);
+    let (idle, m) = crate::metrics::recorded(|| offline.bring_online(conn).unwrap());
+    assert_eq!(m.counter(telemetry::FALLBACKS, &[]), 1, "fell back");
     assert_eq!(
         AnyMachine::load(conn, idle.id()).unwrap().state(),
         State::Idle

@@ -33,7 +33,7 @@ fn next_action(state: State) -> Action {
         State::Offline => Action::BringOnline,
         State::Idle => Action::Start(Uuid::new_v4()),
         State::Processing => Action::Complete,
-        State::Error => Action::Reset,
+        State::Errored => Action::Reset,
     }
 }
 

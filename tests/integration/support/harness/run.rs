@@ -199,7 +199,7 @@ fn seed_machines(conn: &mut PgConnection, initial: &[State]) -> (Vec<Uuid>, Hash
                         .start(conn, Uuid::new_v4())
                         .unwrap();
                 }
-                State::Error => {
+                State::Errored => {
                     offline
                         .with_operation_id(op())
                         .start(conn, Uuid::new_v4())

@@ -33,8 +33,9 @@ pub(crate) fn migrate(
         }
         if let Some(locked_out) = &report.locked_out {
             eprintln!(
-                "note: {locked_out}; let the services in with `{}` (or, as the owner, `{}`)",
-                locked_out.command, locked_out.sql
+                "note: {locked_out}; let the services in with `machine-state grant {}` \
+                 (or, as the owner, `{}`)",
+                locked_out.role, locked_out.sql
             );
         }
     }

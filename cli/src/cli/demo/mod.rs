@@ -6,7 +6,7 @@
 //! `--machines` machines are shared by `--workers` threads, a third each of
 //! recipe starters, executors and stoppers, for `--seconds`:
 //!
-//! 1. with the legacy writer ([`super::legacy`]: two separate writes with the
+//! 1. with the legacy writer ([`legacy`]: two separate writes with the
 //!    work between them), while the library's
 //!    [`audit`](machine_state::audit) measures the diverged share every
 //!    200 ms, and once more at the end;

@@ -189,8 +189,8 @@ pub(crate) fn doctor(
         if let Some(locked_out) = &report.locked_out {
             output::line(format_args!("locked out: {locked_out}"))?;
             output::line(format_args!(
-                "  fix: `{}` (or, as the owner, `{}`)",
-                locked_out.command, locked_out.sql
+                "  fix: `machine-state grant {}` (or, as the owner, `{}`)",
+                locked_out.role, locked_out.sql
             ))?;
         }
         let enforcement = match report.enforcement {
