@@ -171,6 +171,22 @@ fn pin(path: &Path, actual: &str) {
         return;
     }
     let expected = fs::read_to_string(path).unwrap_or_default();
+    let major = |text: &str| {
+        text.lines()
+            .take(3)
+            .find_map(|line| line.split("(PostgreSQL ").nth(1))
+            .and_then(|rest| rest.split(')').next())
+            .map(str::to_owned)
+    };
+    if let (Some(checked_in), Some(server)) = (major(&expected), major(actual)) {
+        assert!(
+            checked_in == server,
+            "`{}` was generated on PostgreSQL {checked_in}, the test server is PostgreSQL \
+             {server}, and their dumps differ in form: compare on {checked_in} \
+             (`MACHINE_STATE_PG_BINDIR=/usr/lib/postgresql/{checked_in}/bin`)",
+            path.strip_prefix(repository()).unwrap_or(path).display(),
+        );
+    }
     assert!(
         expected == actual,
         "`{}` is not what the migrations create: regenerate it with\n    {BLESS}\nand commit it ({})",
