@@ -2,6 +2,8 @@
 -- (PostgreSQL 15) for a freshly migrated database. Generated: do not edit;
 -- change the schema with a new migration, then regenerate this file with
 --   MACHINE_STATE_BLESS=1 cargo test --test integration -- schema::
+-- Left out: diesel's `__diesel_schema_migrations` and the history's daily
+-- partitions (`machine_state_transitions_pYYYYMMDD`, dated by the migration).
 -- Each function's definition is also in sql/functions/<name>.sql.
 
 --
