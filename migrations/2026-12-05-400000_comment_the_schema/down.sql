@@ -1,7 +1,7 @@
 -- Every comment up.sql set goes back to what it was: NULL, or the comment it
 -- replaced (kept in `machine_state_private.earlier_comments`: a legacy
--- system's on the tables it owned, migration 2026-12-05-100000's on
--- `machine_state_transitions.verb`).
+-- system's on the tables it owned, earlier migrations' such as
+-- 2026-12-05-100000's on `machine_state_transitions.verb`).
 
 COMMENT ON TABLE machines IS NULL;
 COMMENT ON COLUMN machines.id IS NULL;

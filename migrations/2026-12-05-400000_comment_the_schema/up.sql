@@ -4,9 +4,10 @@
 -- tables' and columns' comments into src/schema.rs as docs.
 --
 -- The tables may be a legacy system's (adopted by migration 000001), with
--- comments of their own, and `machine_state_transitions.verb` has one from
--- migration 2026-12-05-100000: every comment this migration replaces is kept
--- in `machine_state_private.earlier_comments`, and down.sql puts it back.
+-- comments of their own, and earlier migrations commented a few objects
+-- (`machine_state_transitions.verb`, 2026-12-05-100000): every comment this
+-- migration replaces is kept in `machine_state_private.earlier_comments`,
+-- and down.sql puts it back.
 -- The invariants I1–I6 are those of ARCHITECTURE.md.
 
 CREATE TABLE machine_state_private.earlier_comments (
