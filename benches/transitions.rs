@@ -46,10 +46,10 @@ fn main() {
             .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
         machine_state::run_migrations(conn).unwrap_or_else(|e| panic!("cannot migrate: {e}"));
     }
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(1)
         .min_idle(Some(1))
-        .build(machine_state::Manager::new(url.as_str()).unwrap())
+        .build(machine_state::pool::Manager::new(url.as_str()).unwrap())
         .unwrap_or_else(|e| panic!("cannot build the pool: {e}"));
 
     let mut criterion = Criterion::default()

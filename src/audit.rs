@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::pair::{Pair, Violation};
+pub use crate::pair::{Pair, StateRow, Violation};
 use crate::schema::{machine_state, machines};
 use crate::state::State;
 use crate::write;

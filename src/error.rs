@@ -40,7 +40,7 @@ pub enum Error {
     },
 
     /// The two rows of the machine disagree (or break an invariant together),
-    /// so no state can be trusted; [`audit`](crate::audit) and [`repair`](crate::repair) deal
+    /// so no state can be trusted; [`audit`](crate::audit) and [`repair`](crate::audit::repair) deal
     /// with it. Nothing was written.
     #[error(
         "machine `{machine_id}` is inconsistent: {}",
@@ -193,7 +193,7 @@ pub enum Error {
         /// How long it kept trying.
         waited: Duration,
         /// The sessions that held the locks, as far as the role may see them.
-        blockers: Vec<crate::BlockingSession>,
+        blockers: Vec<crate::migrations::BlockingSession>,
     },
 
     /// The embedded PostgreSQL server could not be started or stopped.

@@ -19,6 +19,7 @@ mod fix;
 
 pub use fix::{AppliedFix, fix_exposures, undo_fixes};
 
+pub use crate::application_role::{grant_application, revoke_application};
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Array, Bool, Nullable, Text};
@@ -104,7 +105,7 @@ pub struct LockedOut {
     /// The role the services use (Supabase's server-side key).
     pub role: String,
     /// The SQL that lets it in, to run as the owner (what
-    /// [`grant_application`](crate::grant_application) runs).
+    /// [`grant_application`] runs).
     pub sql: String,
 }
 

@@ -5,7 +5,7 @@
 #[non_exhaustive]
 pub enum WritePath {
     /// One SQL statement that writes the tables directly (the default, and the
-    /// fastest: one round trip on a [`crate::pool`] connection).
+    /// fastest: one round trip on a [`crate::pool()`] connection).
     #[default]
     Statement,
     /// Through the SQL function `machine_state_transition`, so that a role

@@ -10,10 +10,10 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{BigInt, Text};
-use machine_state::{
-    AnyMachine, MIGRATIONS, Side, State, Violation, WritePath, audit, history, repair,
-    revert_all_migrations, run_migrations,
-};
+use machine_state::audit::{Side, Violation, audit, repair};
+use machine_state::history::history;
+use machine_state::migrations::MIGRATIONS;
+use machine_state::{AnyMachine, State, WritePath, revert_all_migrations, run_migrations};
 use uuid::Uuid;
 
 use crate::support::{

@@ -312,7 +312,7 @@ fn public_tables(conn: &mut PgConnection) -> i64 {
 
 /// How many migrations the crate has.
 fn migrations() -> usize {
-    MigrationSource::<Pg>::migrations(&machine_state::MIGRATIONS)
+    MigrationSource::<Pg>::migrations(&machine_state::migrations::MIGRATIONS)
         .unwrap()
         .len()
 }

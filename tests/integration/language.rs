@@ -6,7 +6,8 @@
 //! tests fail when one reads the English message instead.
 
 use diesel::connection::SimpleConnection;
-use machine_state::{Error, Machine, Offline, RetryPolicy, WritePath, history, telemetry};
+use machine_state::history::history;
+use machine_state::{Error, Machine, Offline, RetryPolicy, WritePath, telemetry};
 use uuid::Uuid;
 
 use crate::adoption::LEGACY_FIXTURE;

@@ -12,7 +12,7 @@ use std::thread;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use machine_state::Manager;
+use machine_state::pool::Manager;
 use machine_state::telemetry::{
     FALLBACKS, RETRIES, TRANSACTION_RACES, TRANSITION_DURATION, TRANSITIONS_TOTAL,
 };
@@ -241,7 +241,7 @@ fn lose_a_race_in(
 ) -> (Result<(), Error>, Recorded, Vec<SeenSpan>) {
     let db = TestDb::new();
     let admin = &mut db.conn();
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(1)
         .build(Manager::new(&db.url).unwrap())
         .unwrap();
@@ -374,7 +374,7 @@ fn a_lost_reply_is_counted_as_an_unknown_outcome() {
     let db = TestDb::new();
     let admin = &mut db.conn();
     let proxy = Proxy::start(server().socket_dir().join(".s.PGSQL.5432"));
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(1)
         .build(Manager::new(&proxy.url(&db.name)).unwrap())
         .unwrap();

@@ -10,9 +10,9 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::Text;
+use machine_state::history::history;
 use machine_state::{
-    Action, AnyMachine, Error, Machine, Offline, RecipeRun, RetryPolicy, State, history,
-    transaction,
+    Action, AnyMachine, Error, Machine, Offline, RecipeRun, RetryPolicy, State, transaction,
 };
 use uuid::Uuid;
 

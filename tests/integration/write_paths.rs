@@ -2,7 +2,8 @@
 //! statement path.
 
 use diesel::connection::SimpleConnection;
-use machine_state::{AnyMachine, Error, Machine, Offline, State, WritePath, history, telemetry};
+use machine_state::history::history;
+use machine_state::{AnyMachine, Error, Machine, Offline, State, WritePath, telemetry};
 use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent, snapshot};

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use machine_state::{ConnectionMode, MAX_DESCRIPTION_CHARS, validate_description};
+use machine_state::pool::ConnectionMode;
+use machine_state::{MAX_DESCRIPTION_CHARS, validate_description};
 use uuid::Uuid;
 
 use super::error::CliError;
@@ -398,7 +399,7 @@ pub(crate) enum Command {
         older_than: Duration,
         /// At most this many entries per statement (each its own
         /// transaction); defaults to 10000.
-        #[arg(long, default_value_t = machine_state::DEFAULT_BATCH,
+        #[arg(long, default_value_t = machine_state::history::DEFAULT_BATCH,
               value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,
     },

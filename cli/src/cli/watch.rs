@@ -29,8 +29,9 @@ use chrono::Utc;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
+use machine_state::audit::AuditReport;
 use machine_state::schema::machine_state_transitions;
-use machine_state::{AuditReport, Error, telemetry};
+use machine_state::{Error, telemetry};
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -212,8 +213,8 @@ impl Watcher<'_> {
                 .repeatable_read()
                 .read_only()
                 .run(|conn| {
-                    let report = machine_state::audit(conn)?;
-                    let stuck = machine_state::stuck(conn, stuck_after)?.len();
+                    let report = machine_state::audit::audit(conn)?;
+                    let stuck = machine_state::audit::stuck(conn, stuck_after)?.len();
                     let enforced =
                         diesel::select(sql::<Bool>("machine_state_invariants_enforced()"))
                             .get_result::<bool>(conn)?;

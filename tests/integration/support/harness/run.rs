@@ -54,9 +54,9 @@ impl HarnessDb {
     /// A fresh migrated database and its two pools.
     pub(crate) fn new() -> HarnessDb {
         let db = TestDb::new();
-        let repeatable_read = machine_state::pool_builder()
+        let repeatable_read = machine_state::pool::pool_builder()
             .max_size(MAX_WORKERS as u32)
-            .build(machine_state::Manager::new(&db.url).unwrap())
+            .build(machine_state::pool::Manager::new(&db.url).unwrap())
             .unwrap();
         let read_committed = Pool::builder()
             .max_size(MAX_WORKERS as u32)
@@ -64,9 +64,9 @@ impl HarnessDb {
             .test_on_check_out(false)
             // No startup option: the server's default isolation.
             .build(
-                machine_state::Manager::new(&db.url)
+                machine_state::pool::Manager::new(&db.url)
                     .unwrap()
-                    .mode(machine_state::ConnectionMode::TransactionPooler),
+                    .mode(machine_state::pool::ConnectionMode::TransactionPooler),
             )
             .unwrap();
         HarnessDb {
