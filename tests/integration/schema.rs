@@ -373,20 +373,18 @@ fn schema_rs_docs_are_the_database_comments() {
 fn the_last_migration_reverts_to_exactly_the_schema_before_it() {
     use diesel::migration::MigrationSource;
     use diesel_migrations::MigrationHarness;
+    use machine_state::migrations::MIGRATIONS;
 
     let db = TestDb::empty();
     let mut conn = db.conn();
-    let last = MigrationSource::<diesel::pg::Pg>::migrations(&machine_state::MIGRATIONS)
+    let last = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
         .unwrap()
         .len();
     for _ in 1..last {
-        conn.run_next_migration(machine_state::MIGRATIONS).unwrap();
+        conn.run_next_migration(MIGRATIONS).unwrap();
     }
     let before = crate::support::schema_dump(&db);
-    let applied = conn
-        .run_next_migration(machine_state::MIGRATIONS)
-        .unwrap()
-        .to_string();
+    let applied = conn.run_next_migration(MIGRATIONS).unwrap().to_string();
     assert_ne!(
         crate::support::schema_dump(&db),
         before,
