@@ -31,7 +31,6 @@
 mod create;
 mod function;
 mod repair;
-mod sql_file;
 mod statement;
 
 use std::sync::atomic::{AtomicU64, Ordering};
