@@ -114,6 +114,7 @@ pub mod pool;
 mod recipe;
 mod retention;
 mod retry;
+mod sql_file;
 /// The diesel schema of the three tables (as `diesel print-schema` writes
 /// it, each table and column documented by its `COMMENT ON`), with the
 /// `testing` feature: for tests and benches that query the tables directly.

@@ -187,17 +187,12 @@ struct Enforced {
 /// [`Error::NotMigrated`] on a database without this crate's tables (or whose
 /// migrations are not all applied); [`Error::Database`] when a query fails.
 pub fn doctor(conn: &mut PgConnection) -> Result<SecurityReport, Error> {
-    let migrated = sql_query(
-        "SELECT to_regclass('machines') IS NOT NULL
-                AND to_regclass('machine_state_private.application_grants') IS NOT NULL
-                AS enforced",
-    )
-    .get_result::<Enforced>(conn)?;
+    let migrated = sql_query(include_str!("migrated.sql")).get_result::<Enforced>(conn)?;
     if migrated.enforced != Some(true) {
         return Err(Error::NotMigrated("machines"));
     }
     let exposures = exposures(conn)?;
-    let enforcement = sql_query("SELECT machine_state_invariants_enforced() AS enforced")
+    let enforcement = sql_query(include_str!("enforcement.sql"))
         .get_result::<Enforced>(conn)
         .ok()
         .and_then(|row| row.enforced);

@@ -336,7 +336,15 @@ fn run_worker<W: Writer>(
 /// another.
 fn reconnect(conn: &mut Result<PooledConnection, String>, pool: &Pool) {
     drop(std::mem::replace(conn, Err("reconnecting".into())));
-    *conn = pool.get().map_err(|error| error.to_string());
+    // A checkout waits at most the pool's 0.6 s; while backends are being
+    // killed (and the machine is loaded) a new connection can be killed too:
+    // try a few times, as a service would, before calling it a failure.
+    for _ in 0..10 {
+        *conn = pool.get().map_err(|error| error.to_string());
+        if conn.is_ok() {
+            return;
+        }
+    }
 }
 
 /// Terminate a random active client backend of the database, again and
