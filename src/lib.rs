@@ -129,7 +129,7 @@ pub use pool::{
     CHECKOUT_TIMEOUT, ConnectionMode, Manager, Pool, PooledConnection, connect, pool, pool_builder,
 };
 pub use recipe::RecipeRun;
-pub use retention::{DEFAULT_BATCH, MIN_RETENTION, prune_history};
+pub use retention::{DEFAULT_BATCH, MIN_RETENTION, prepare_history, prune_history};
 pub use retry::RetryPolicy;
 pub use state::{Edge, State, Status, TRANSITIONS, Verb};
 pub use transaction::transaction;

@@ -90,38 +90,64 @@ fn current_lsn(admin: &mut PgConnection) -> Result<String, String> {
 
 /// Pre-fill `rows` old transitions (rounded up to whole idle → processing →
 /// idle cycles of every machine), 10 ms apart, ending now, each machine's
-/// chain unbroken and ending idle, as the machine is. Foreign-key triggers
-/// are off for the insert (`session_replication_role = replica`); every
-/// machine exists.
+/// chain unbroken (each entry names the previous one, `history_head` the
+/// latest) and ending idle, as the machine is. The daily partitions of that
+/// time are created first, and filled one `INSERT … SELECT generate_series`
+/// each, with `synchronous_commit = off`; foreign-key and link triggers are
+/// off for the insert (`session_replication_role = replica`); every machine
+/// exists. Operation ids are UUIDv7 of the entry's time, their last 64 bits
+/// the entry's number, so that an entry's previous one is computed.
 fn prefill(conn: &mut PgConnection, rows: u64, machines: u32) -> Result<(), String> {
     if rows == 0 {
         return Ok(());
     }
     let per_cycle = 2 * u64::from(machines);
     let rows = rows.div_ceil(per_cycle) * per_cycle;
+    let op = |g: &str, at: &str| {
+        format!("(lpad(to_hex({at}), 12, '0') || '7000' || lpad(to_hex({g}), 16, '0'))::uuid")
+    };
+    let days = (rows * 10).div_ceil(86_400_000) + 1;
     conn.batch_execute(&format!(
-        "SET session_replication_role = replica;
-         INSERT INTO machine_state_transitions
-             (machine_id, from_state, to_state, process_id, operation_id, kind,
-              transitioned_at, isolation_level)
-         SELECT lpad(to_hex(g % {machines} + 1), 32, '0')::uuid,
-                CASE WHEN (g / {machines}) % 2 = 0 THEN 'idle' ELSE 'processing' END,
-                CASE WHEN (g / {machines}) % 2 = 0 THEN 'processing' ELSE 'idle' END,
-                ('2' || lpad(to_hex(g / {per_cycle}), 15, '0')
-                     || lpad(to_hex(g % {machines} + 1), 16, '0'))::uuid,
-                encode(set_bit(set_bit(
-                    overlay(uuid_send(gen_random_uuid())
-                            PLACING substring(int8send(at_ms) FROM 3) FROM 1 FOR 6),
-                    52, 1), 53, 1), 'hex')::uuid,
-                'transition', to_timestamp(at_ms / 1000.0), 'repeatable read'
-         FROM (SELECT g, (SELECT (extract(epoch FROM now()) * 1000)::bigint) - ({rows} - g) * 10
-                         AS at_ms
-               FROM generate_series(0::bigint, {rows} - 1) g) t;
-         SET session_replication_role = DEFAULT;"
+        "SET synchronous_commit = off;
+         SELECT count(*) FROM machine_state_prepare_history({days}::integer, now() - interval '{days} days');
+         CREATE TEMPORARY TABLE prefill_now AS SELECT (extract(epoch FROM now()) * 1000)::bigint AS now_ms;"
     ))
-    .map_err(|e| format!("cannot pre-fill {rows} history rows: {e}"))?;
-    conn.batch_execute("VACUUM ANALYZE machine_state_transitions")
-        .map_err(|e| format!("cannot vacuum: {e}"))
+    .map_err(|e| format!("cannot prepare the partitions: {e}"))?;
+    // One statement per day of entries: each fills one partition.
+    let per_day = 8_640_000u64;
+    let mut first = 0;
+    while first < rows {
+        let last = (first + per_day).min(rows) - 1;
+        conn.batch_execute(&format!(
+            "SET session_replication_role = replica;
+             INSERT INTO machine_state_transitions
+                 (machine_id, from_state, to_state, process_id, operation_id, kind,
+                  transitioned_at, isolation_level, previous_operation_id)
+             SELECT lpad(to_hex(g % {machines} + 1), 32, '0')::uuid,
+                    CASE WHEN (g / {machines}) % 2 = 0 THEN 'idle' ELSE 'processing' END,
+                    CASE WHEN (g / {machines}) % 2 = 0 THEN 'processing' ELSE 'idle' END,
+                    ('2' || lpad(to_hex(g / {per_cycle}), 15, '0')
+                         || lpad(to_hex(g % {machines} + 1), 16, '0'))::uuid,
+                    {this}, 'transition', to_timestamp(at_ms / 1000.0), 'repeatable read',
+                    CASE WHEN g >= {machines} THEN {previous} END
+             FROM (SELECT g, now_ms - ({rows} - g) * 10 AS at_ms
+                   FROM prefill_now, generate_series({first}::bigint, {last}) g) t;
+             SET session_replication_role = DEFAULT;",
+            this = op("g", "at_ms"),
+            previous = op(&format!("(g - {machines})"), "(at_ms - 10 * {machines})"),
+        ))
+        .map_err(|e| format!("cannot pre-fill history rows {first}..={last}: {e}"))?;
+        first = last + 1;
+    }
+    conn.batch_execute(&format!(
+        "UPDATE machine_state s SET history_head = {head}
+         FROM prefill_now, generate_series({rows} - {machines}, {rows} - 1) g
+         WHERE s.machine_id = lpad(to_hex(g % {machines} + 1), 32, '0')::uuid;
+         SET synchronous_commit = DEFAULT;
+         VACUUM ANALYZE machine_state_transitions",
+        head = op("g", &format!("(now_ms - ({rows} - g) * 10)")),
+    ))
+    .map_err(|e| format!("cannot link the pre-filled history: {e}"))
 }
 
 pub fn run(

@@ -17,6 +17,13 @@ pub(crate) struct Repaired<'a> {
     pub description: Option<&'a str>,
 }
 
+/// The state a machine's history ends in (`last_state.sql`).
+#[derive(QueryableByName)]
+struct LastState {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    to_state: Option<String>,
+}
+
 /// Write a repaired pair (see [`crate::repair`] for the policy): both rows and
 /// a `repair` history entry, in one REPEATABLE READ transaction, only if the
 /// pair still holds what the audit read. Returns whether it was written.
@@ -31,12 +38,10 @@ pub(crate) fn repair(
         if Pair::load(conn, id)?.as_ref() != Some(read) {
             return Ok(false);
         }
-        let last_state: Option<String> = machine_state_transitions::table
-            .filter(machine_state_transitions::machine_id.eq(id))
-            .order(machine_state_transitions::id.desc())
-            .select(machine_state_transitions::to_state)
-            .first(conn)
-            .optional()?;
+        let last_state = diesel::sql_query(include_str!("last_state.sql"))
+            .bind::<diesel::sql_types::Uuid, _>(id)
+            .get_result::<LastState>(conn)?
+            .to_state;
         let state = repaired.state.as_str();
         diesel::update(machines::table.find(id))
             .set((
