@@ -20,6 +20,13 @@ BEGIN
 END
 $$;
 
+DO $$
+BEGIN
+    EXECUTE replace(pg_get_functiondef('machine_state_grant_application(regrole)'::regprocedure),
+                    $q$c.relkind IN ('r', 'p')$q$, $q$c.relkind = 'r'$q$);
+END
+$$;
+
 DROP FUNCTION machine_state_prune_history(interval, integer);
 DROP FUNCTION machine_state_prepare_history(integer, timestamptz);
 DROP FUNCTION machine_state_private.uuid_v7_bound(timestamptz);

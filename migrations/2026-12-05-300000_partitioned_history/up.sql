@@ -330,6 +330,21 @@ BEGIN
 END
 $$;
 
+-- machine_state_grant_application grants SELECT on the three tables it finds
+-- as ordinary tables (relkind 'r'): the history is now a partitioned one
+-- ('p'). Its definition, with that one test widened (CREATE OR REPLACE keeps
+-- its owner, grants and comment).
+DO $$
+DECLARE
+    v_definition text := pg_get_functiondef('machine_state_grant_application(regrole)'::regprocedure);
+BEGIN
+    IF strpos(v_definition, $q$c.relkind = 'r'$q$) = 0 THEN
+        RAISE EXCEPTION 'machine_state_grant_application no longer reads c.relkind = ''r''';
+    END IF;
+    EXECUTE replace(v_definition, $q$c.relkind = 'r'$q$, $q$c.relkind IN ('r', 'p')$q$);
+END
+$$;
+
 -- 6. The next week's partitions, from tomorrow (UTC) on: today's entries, like
 -- every entry of the table as it was, stay in the default partition, so no
 -- row moves. Schedule `SELECT machine_state_prepare_history();` daily.
