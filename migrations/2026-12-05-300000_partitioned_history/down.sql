@@ -22,10 +22,16 @@ $$;
 
 DO $$
 BEGIN
-    EXECUTE replace(pg_get_functiondef('machine_state_grant_application(regrole)'::regprocedure),
-                    $q$c.relkind IN ('r', 'p')$q$, $q$c.relkind = 'r'$q$);
+    EXECUTE replace(replace(pg_get_functiondef('machine_state_grant_application(regrole)'::regprocedure),
+                            $q$c.relkind IN ('r', 'p')$q$, $q$c.relkind = 'r'$q$),
+                    $q$'machine_state_transitions', 'machine_state_transitions_default',$q$,
+                    $q$'machine_state_transitions',$q$);
 END
 $$;
+-- The default partition becomes the table again: its grants are the table's,
+-- recorded under its name.
+DELETE FROM machine_state_private.application_grants
+WHERE object = 'machine_state_transitions_default';
 
 DROP FUNCTION machine_state_prune_history(interval, integer);
 DROP FUNCTION machine_state_prepare_history(integer, timestamptz);

@@ -165,9 +165,8 @@ LANGUAGE plpgsql
 AS $fn$
 DECLARE
     -- The history's schema (the pinned search_path starts with pg_catalog).
-    v_schema text := (SELECT relnamespace::regnamespace::text FROM pg_class
-                      WHERE oid = 'machine_state_transitions'::regclass);
-    v_offset integer;
+    v_schema name := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.oid = 'machine_state_transitions'::regclass);
     v_day date;
     v_low uuid;
     v_high uuid;
@@ -179,15 +178,18 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MS005',
             MESSAGE = format('days ahead must be between 0 and 366, got %s', coalesce(p_days_ahead::text, 'NULL'));
     END IF;
+    -- One at a time (a scheduled run and the command, say); neither reads
+    -- nor writes of the history wait for it.
+    LOCK TABLE machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
     FOR v_offset IN 0..p_days_ahead LOOP
         v_day := (p_from AT TIME ZONE 'UTC')::date + v_offset;
         v_name := 'machine_state_transitions_p' || to_char(v_day, 'YYYYMMDD');
-        CONTINUE WHEN to_regclass(format('%s.%I', v_schema, v_name)) IS NOT NULL;
+        CONTINUE WHEN to_regclass(format('%I.%I', v_schema, v_name)) IS NOT NULL;
         v_low := machine_state_private.uuid_v7_bound(v_day::timestamp AT TIME ZONE 'UTC');
         v_high := machine_state_private.uuid_v7_bound((v_day + 1)::timestamp AT TIME ZONE 'UTC');
-        EXECUTE format('CREATE TABLE %s.%I (LIKE machine_state_transitions INCLUDING DEFAULTS)',
+        EXECUTE format('CREATE TABLE %I.%I (LIKE machine_state_transitions INCLUDING DEFAULTS)',
                        v_schema, v_name);
-        v_table := format('%s.%I', v_schema, v_name)::regclass;
+        v_table := format('%I.%I', v_schema, v_name)::regclass;
         -- Entries of that day already in the default partition (a random id
         -- that happens to fall in it) move to the new one, linked.
         EXECUTE format(
@@ -223,7 +225,7 @@ DECLARE
     v_bound uuid := machine_state_private.uuid_v7_bound(now() - p_older_than);
     v_part record;
     v_kept bigint;
-    v_removed bigint := 0;
+    v_removed bigint := 0::bigint;
     v_count bigint;
 BEGIN
     IF p_older_than IS NULL OR p_older_than < interval '1 day' THEN
@@ -247,8 +249,10 @@ BEGIN
     LOOP
         EXIT WHEN v_part.high > v_bound;
         EXECUTE format('ALTER TABLE machine_state_transitions DETACH PARTITION %s', v_part.part);
-        EXECUTE format('INSERT INTO machine_state_transitions SELECT d.* FROM %s d
-                        WHERE d.operation_id IN (SELECT history_head FROM machine_state)', v_part.part);
+        -- found from the heads (one probe of the partition's unique index
+        -- each), not by reading the partition
+        EXECUTE format('INSERT INTO machine_state_transitions SELECT d.* FROM machine_state s
+                        JOIN %s d ON d.operation_id = s.history_head', v_part.part);
         GET DIAGNOSTICS v_kept = ROW_COUNT;
         EXECUTE format('SELECT count(*) FROM %s', v_part.part) INTO v_count;
         EXECUTE format('DROP TABLE %s', v_part.part);
@@ -332,18 +336,31 @@ $$;
 
 -- machine_state_grant_application grants SELECT on the three tables it finds
 -- as ordinary tables (relkind 'r'): the history is now a partitioned one
--- ('p'). Its definition, with that one test widened (CREATE OR REPLACE keeps
--- its owner, grants and comment).
+-- ('p'), and its default partition is read by name (`history`, the entries
+-- written before the partitioning: its index on (machine_id, id)), so the
+-- role reads it too; the daily partitions are read through the parent only.
+-- Its definition, with those two tests widened (CREATE OR REPLACE keeps its
+-- owner, grants and comment).
 DO $$
 DECLARE
     v_definition text := pg_get_functiondef('machine_state_grant_application(regrole)'::regprocedure);
 BEGIN
-    IF strpos(v_definition, $q$c.relkind = 'r'$q$) = 0 THEN
-        RAISE EXCEPTION 'machine_state_grant_application no longer reads c.relkind = ''r''';
+    IF strpos(v_definition, $q$c.relkind = 'r'$q$) = 0
+       OR strpos(v_definition, $q$'machine_state_transitions',$q$) = 0 THEN
+        RAISE EXCEPTION 'machine_state_grant_application no longer reads c.relkind = ''r'' and ''machine_state_transitions''';
     END IF;
-    EXECUTE replace(v_definition, $q$c.relkind = 'r'$q$, $q$c.relkind IN ('r', 'p')$q$);
+    EXECUTE replace(replace(v_definition, $q$c.relkind = 'r'$q$, $q$c.relkind IN ('r', 'p')$q$),
+                    $q$'machine_state_transitions',$q$,
+                    $q$'machine_state_transitions', 'machine_state_transitions_default',$q$);
 END
 $$;
+-- The roles granted the history through it hold SELECT on the table that is
+-- now the default partition: recorded, so that revoking takes it back too.
+INSERT INTO machine_state_private.application_grants
+SELECT grantee, privilege, object_type, 'machine_state_transitions_default'
+FROM machine_state_private.application_grants
+WHERE object_type = 'TABLE' AND object = 'machine_state_transitions'
+ON CONFLICT DO NOTHING;
 
 -- 6. The next week's partitions, from tomorrow (UTC) on: today's entries, like
 -- every entry of the table as it was, stay in the default partition, so no
