@@ -20,7 +20,7 @@ fn main() -> Result<(), Error> {
     let machine_id = machine.id();
 
     // A run that succeeds: start -> steps -> complete.
-    let run = RecipeRun::new(machine_id, Uuid::new_v4());
+    let run = RecipeRun::on(machine_id).run(Uuid::new_v4());
     transaction(conn, &retry, |conn| {
         run.start(conn, Uuid::new_v4())?;
         common::record_start(conn, machine_id, run.process_id)
@@ -37,7 +37,7 @@ fn main() -> Result<(), Error> {
     println!("completed: machine {} is {}", idle.id(), idle.state());
 
     // A run that fails: start -> step -> fail with a message.
-    let run = RecipeRun::new(machine_id, Uuid::new_v4());
+    let run = RecipeRun::on(machine_id).run(Uuid::new_v4());
     transaction(conn, &retry, |conn| {
         run.start(conn, Uuid::new_v4())?;
         common::record_start(conn, machine_id, run.process_id)

@@ -16,12 +16,12 @@ fn main() -> Result<(), Error> {
     let machine = Machine::<Offline>::create(conn, Uuid::new_v4())?.bring_online(conn)?;
     println!("machine {} is {}", machine.id(), machine.state());
 
-    let run = RecipeRun::new(machine.id(), Uuid::new_v4());
+    let run = RecipeRun::on(machine.id()).run(Uuid::new_v4());
     let operation = Uuid::new_v4(); // reuse it to retry this very start safely
     let processing = transaction(conn, &RetryPolicy::default(), |conn| {
         let processing = run.start(conn, operation)?;
         common::record_start(conn, run.machine_id, run.process_id)?;
-        Ok(processing)
+        Ok::<_, machine_state::Error>(processing)
     })?;
     println!(
         "started run {} at {}",
@@ -29,7 +29,7 @@ fn main() -> Result<(), Error> {
         processing.since()
     );
 
-    let rival = RecipeRun::new(machine.id(), Uuid::new_v4());
+    let rival = RecipeRun::on(machine.id()).run(Uuid::new_v4());
     match rival.start(conn, Uuid::new_v4()) {
         Err(Error::Conflict { found, .. }) => {
             println!("a second starter is refused: the machine is already {found}");

@@ -17,7 +17,7 @@ fn main() -> Result<(), Error> {
     let retry = RetryPolicy::default();
     let machine = Machine::<Offline>::create(conn, Uuid::new_v4())?.bring_online(conn)?;
 
-    let run = RecipeRun::new(machine.id(), Uuid::new_v4());
+    let run = RecipeRun::on(machine.id()).run(Uuid::new_v4());
     transaction(conn, &retry, |conn| {
         run.start(conn, Uuid::new_v4())?;
         common::record_start(conn, run.machine_id, run.process_id)
@@ -31,7 +31,7 @@ fn main() -> Result<(), Error> {
     println!("stopped by the user: machine is {}", idle.state());
 
     // The next run starts; then the first run's executor reports completion.
-    let next = RecipeRun::new(machine.id(), Uuid::new_v4());
+    let next = RecipeRun::on(machine.id()).run(Uuid::new_v4());
     next.start(conn, Uuid::new_v4())?;
     let late = transaction(conn, &retry, |conn| {
         common::record_end(conn, run.process_id, "completed", None)?;

@@ -127,38 +127,74 @@ pub enum Error {
         blocker: Option<Blocker>,
     },
 
-    /// The connection broke while the transition was in flight, so whether it
-    /// committed is unknown. Look the operation up with
-    /// [`find_operation`](crate::find_operation), or retry the transition with
-    /// the same operation id: it applies at most once.
-    #[error("connection lost before the outcome of operation `{operation_id}` was known")]
+    /// The connection broke while a COMMIT was in flight (a transition's
+    /// own, or the one ending [`transaction()`](crate::transaction())), so
+    /// whether it committed is unknown. Look the operations up with
+    /// [`find_operation`](crate::find_operation), or retry them with the same
+    /// operation ids: each applies at most once.
+    #[error(
+        "connection lost before the outcome of operation(s) {} was known",
+        crate::error::ids(.operation_ids)
+    )]
     OutcomeUnknown {
-        /// The operation whose outcome is unknown.
-        operation_id: Uuid,
+        /// The operations whose outcome is unknown (the transitions of the
+        /// transaction; empty when it held none).
+        operation_ids: Vec<Uuid>,
         /// What the connection reported.
         #[source]
         source: diesel::result::Error,
     },
 
+    /// The connection broke before anything was committed (inside an open
+    /// transaction, whose COMMIT was never sent): nothing was written, and
+    /// the work may be run again on a new connection.
+    #[error("connection lost before anything was committed: {0}")]
+    ConnectionLost(diesel::result::Error),
+
     /// The database lacks this crate's tables: run the migrations.
-    #[error("the database has no `{0}` table: run `machine-state migrate` first")]
+    #[error("the database has no `{0}` table: run the migrations first")]
     NotMigrated(&'static str),
 
     /// Any other database error.
-    #[error("database error")]
-    Database(#[from] diesel::result::Error),
+    #[error("database error: {0}")]
+    Database(diesel::result::Error),
 
     /// Connecting failed.
-    #[error("could not connect to the database")]
-    Connection(#[from] diesel::ConnectionError),
+    #[error("could not connect to the database: {0}")]
+    Connection(diesel::ConnectionError),
 
     /// The pool could not hand out a connection.
-    #[error("could not get a connection from the pool")]
-    Pool(#[from] diesel::r2d2::PoolError),
+    #[error("could not get a connection from the pool: {0}")]
+    Pool(diesel::r2d2::PoolError),
 
     /// Applying or reverting migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),
+
+    /// Other sessions held a lock that a migration (or its revert) needs on
+    /// every attempt until the budget was spent
+    /// ([`MigrationOptions`](crate::MigrationOptions)). That migration was
+    /// rolled back whole: nothing of it is applied (or reverted); the ones
+    /// before it in the same run stay done. Retry once the sessions are
+    /// gone (or ended: `pg_terminate_backend(pid)`).
+    #[error(
+        "{} migration `{migration}` gave up after {attempts} attempt(s) in {:.1?}, blocked by {}",
+        if *reverting { "reverting" } else { "applying" },
+        waited,
+        crate::migrations::describe_blockers(blockers)
+    )]
+    MigrationBlocked {
+        /// The migration (its directory name).
+        migration: String,
+        /// Whether it was being reverted rather than applied.
+        reverting: bool,
+        /// How many times it was tried.
+        attempts: u32,
+        /// How long it kept trying.
+        waited: Duration,
+        /// The sessions that held the locks, as far as the role may see them.
+        blockers: Vec<crate::BlockingSession>,
+    },
 
     /// The embedded PostgreSQL server could not be started or stopped.
     #[error("embedded PostgreSQL: {0}")]
@@ -168,18 +204,55 @@ pub enum Error {
 impl Error {
     /// Whether running the same operation again (with the same operation
     /// id) may succeed: a lost race past the retry budget, a lock held too
-    /// long, an unknown outcome (a repeat applies at most once), or no
-    /// connection.
+    /// long (a transition's, or a migration's past its budget), an unknown
+    /// outcome (a repeat applies at most once), or no connection.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             Error::RetriesExhausted { .. }
                 | Error::LockTimeout { .. }
+                | Error::MigrationBlocked { .. }
                 | Error::OutcomeUnknown { .. }
+                | Error::ConnectionLost(_)
                 | Error::Connection(_)
                 | Error::Pool(_)
         )
     }
+}
+
+impl From<diesel::result::Error> for Error {
+    /// [`Error::Database`]; a lost race (40001, 40P01) is also noted for a
+    /// [`transaction()`](crate::transaction()) running on this thread, so
+    /// that it runs its body again whatever error type the body returns.
+    fn from(error: diesel::result::Error) -> Self {
+        if crate::connection::lost_race(&error) {
+            crate::transaction::note_lost_race();
+        }
+        Error::Database(error)
+    }
+}
+
+impl From<diesel::ConnectionError> for Error {
+    fn from(error: diesel::ConnectionError) -> Self {
+        Error::Connection(error)
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for Error {
+    fn from(error: diesel::r2d2::PoolError) -> Self {
+        Error::Pool(error)
+    }
+}
+
+/// Operation ids in backticks, separated by commas.
+pub(crate) fn ids(ids: &[Uuid]) -> String {
+    if ids.is_empty() {
+        return "(none)".to_owned();
+    }
+    ids.iter()
+        .map(|id| format!("`{id}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A transition that did not happen, with the machine it was called on, so
@@ -224,5 +297,50 @@ impl<M: fmt::Debug> std::error::Error for TransitionError<M> {
 impl<M> From<TransitionError<M>> for Error {
     fn from(error: TransitionError<M>) -> Self {
         error.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    use super::*;
+
+    #[test]
+    fn a_database_error_says_what_the_database_said() {
+        let error = Error::from(DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("relation \"no_such_table\" does not exist".to_owned()),
+        ));
+        assert_eq!(
+            error.to_string(),
+            "database error: relation \"no_such_table\" does not exist"
+        );
+        // The cause is in the message, so not a source as well.
+        assert!(std::error::Error::source(&error).is_none());
+    }
+
+    #[test]
+    fn an_unknown_outcome_names_every_operation() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let error = Error::OutcomeUnknown {
+            operation_ids: vec![a, b],
+            source: DieselError::BrokenTransactionManager,
+        };
+        assert_eq!(
+            error.to_string(),
+            format!("connection lost before the outcome of operation(s) `{a}`, `{b}` was known")
+        );
+    }
+
+    #[test]
+    fn the_error_is_small_enough_for_clippys_default_result_large_err() {
+        // clippy's `result_large_err` fires at 128 bytes by default: a
+        // user's `Result<T, Error>` must stay below it.
+        assert!(
+            std::mem::size_of::<Error>() < 128,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
     }
 }

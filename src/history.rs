@@ -32,6 +32,12 @@ pub struct HistoryEntry {
     pub transitioned_at: DateTime<Utc>,
     /// The isolation level the transition ran under.
     pub isolation_level: String,
+    /// Which transition this is: a [`Verb`](crate::Verb) (`start`,
+    /// `complete`, `stop`, ...), or `create` or `repair` for those kinds;
+    /// `None` on entries written before the history kept verbs (migration
+    /// `2026-12-05-100000`). `processing -> idle` is a `complete` or a
+    /// `stop`: only this field tells them apart.
+    pub verb: Option<String>,
 }
 
 /// A fresh operation id, as the crate makes one when none is given: a UUIDv7,

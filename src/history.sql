@@ -17,7 +17,7 @@ WITH RECURSIVE chain AS (
     WHERE t.machine_id = $1
 )
 SELECT id, machine_id, from_state, to_state, process_id, description, operation_id, kind,
-       transitioned_at, isolation_level
+       transitioned_at, isolation_level, verb
 FROM (
     SELECT * FROM chain
     UNION ALL

@@ -32,6 +32,9 @@
 //!   legacy names for non-Rust callers; [`WritePath::SqlFunction`] runs the
 //!   crate through them for a role that may not write the tables; [`audit`]
 //!   and [`repair`] bring a legacy database to 0% divergence.
+//!   [`run_migrations_with`] applies them on a live database: each migration
+//!   waits at most a short lock timeout for any lock, retried within a budget
+//!   ([`MigrationOptions`]), so writers never queue behind it for long.
 //!
 //! Library functions take a diesel [`PgConnection`](diesel::PgConnection);
 //! [`pool`] builds an r2d2 pool whose sessions need a single round trip per
@@ -42,7 +45,7 @@
 //! # Features
 //!
 //! `cli` (default) builds the `machine-state` command (with `serde` and
-//! `embedded`); `testing` (default) adds [`testing`], what an executor's own
+//! `embedded`); `testing` (default) adds `machine_state::testing`, what an executor's own
 //! tests need; `serde` derives `Serialize` for the report and history types;
 //! `embedded` adds `EmbeddedPostgres`.
 //! With `default-features = false` the library depends on diesel, r2d2,
@@ -80,6 +83,7 @@
               moving it costs nothing next to the database round trip"
 )]
 
+mod application_role;
 mod audit;
 mod connection;
 mod doctor;
@@ -112,8 +116,19 @@ pub mod testing;
 mod transaction;
 mod write;
 
+/// The diesel this crate is built on (2.4): its `PgConnection` is the
+/// argument of every call. Use it as `machine_state::diesel` to be sure of
+/// the same major version.
+pub use diesel;
+/// The uuid crate of the ids in the API (machine, process and operation ids).
+pub use uuid;
+
+pub use application_role::{grant_application, revoke_application};
 pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, pairs, repair, stuck};
-pub use doctor::{Exposure, ExposureKind, SecurityReport, doctor};
+pub use doctor::{
+    AppliedFix, Exposure, ExposureKind, LockedOut, SERVICE_ROLE, SecurityReport, doctor,
+    fix_exposures, undo_fixes,
+};
 #[cfg(feature = "embedded")]
 pub use embedded::{Builder as EmbeddedPostgresBuilder, EmbeddedPostgres};
 pub use error::{Error, TransitionError};
@@ -123,14 +138,19 @@ pub use machine::{
     Action, AnyMachine, Errored, Idle, InitialState, MAX_DESCRIPTION_CHARS, Machine, MachineState,
     Offline, Processing, Transition, validate_description,
 };
-pub use migrations::{MIGRATIONS, revert_all_migrations, revert_last_migration, run_migrations};
+pub use migrations::{
+    BlockingSession, MIGRATIONS, MigrationOptions, pending_migrations_script,
+    revert_all_migrations, revert_all_migrations_with, revert_last_migration,
+    revert_last_migration_from, revert_last_migration_with, run_migrations, run_migrations_from,
+    run_migrations_with,
+};
 pub use pair::{Pair, StateRow, Violation};
 pub use pool::{
     CHECKOUT_TIMEOUT, ConnectionMode, Manager, Pool, PooledConnection, connect, pool, pool_builder,
 };
-pub use recipe::RecipeRun;
+pub use recipe::{RecipeRun, RecipeRunOn};
 pub use retention::{DEFAULT_BATCH, MIN_RETENTION, prepare_history, prune_history};
 pub use retry::RetryPolicy;
-pub use state::{Edge, State, Status, TRANSITIONS, Verb};
+pub use state::{Edge, State, Status, StoredState, TRANSITIONS, Verb};
 pub use transaction::transaction;
 pub use write::{WritePath, sql_function_fallbacks};

@@ -4,7 +4,8 @@
 //! `--database-url`, or an embedded server whose data persists in
 //! `.machine-state/pgdata`), prints its result, and ends with a documented
 //! exit code: 0 success, 1 a refused transition or an inconsistency found,
-//! 2 bad usage, bad input or no usable database.
+//! 2 bad usage, bad input or no usable database (nothing applied), 3 the
+//! outcome of a transition unknown (its operation id resolves it).
 
 mod cli;
 
@@ -15,7 +16,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse_with_exit_codes();
-    init_logging(args.verbose, matches!(args.command, cli::Command::Demo(_)));
+    let quiet = match args.command {
+        cli::Command::Demo(_) => Quiet::Demo,
+        cli::Command::Migrate(_) | cli::Command::Rollback { .. } => Quiet::Migrating,
+        _ => Quiet::Default,
+    };
+    init_logging(args.verbose, quiet);
     let exit = match cli::run(args) {
         Ok(exit) => exit,
         Err(error) => {
@@ -26,14 +32,25 @@ fn main() -> ExitCode {
     exit.into()
 }
 
-/// Logs on stderr: warnings by default, `-v` info (each transition), `-vv`
-/// debug, `-vvv` trace; `RUST_LOG` overrides.
-///
-/// The demo refuses stale transitions by the hundred, on purpose, and counts
-/// them: at the default level their warnings are left out.
-fn init_logging(verbose: u8, demo: bool) {
+/// What the default log level leaves out, or adds, for a command.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quiet {
+    /// Warnings only.
+    Default,
+    /// The demo refuses stale transitions by the hundred, on purpose, and
+    /// counts them: at the default level their warnings are left out.
+    Demo,
+    /// `migrate` and `rollback` show their progress (which migration,
+    /// waiting on whom, retry n of m) at the default level.
+    Migrating,
+}
+
+/// Logs on stderr: warnings by default (see [`Quiet`]), `-v` info (each
+/// transition), `-vv` debug, `-vvv` trace; `RUST_LOG` overrides.
+fn init_logging(verbose: u8, quiet: Quiet) {
     let filter = match verbose {
-        0 if demo => "warn,machine_state::machine=error",
+        0 if quiet == Quiet::Demo => "warn,machine_state::machine=error",
+        0 if quiet == Quiet::Migrating => "warn,machine_state::migrations=info",
         0 => "warn",
         1 => "info",
         2 => "debug",

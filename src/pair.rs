@@ -130,18 +130,14 @@ impl Pair {
 
     /// What `machines` says.
     pub fn machines_status(&self) -> Status {
-        Status {
-            state: self.status.clone(),
-            process_id: self.current_process_id,
-        }
+        Status::stored(&self.status, self.current_process_id)
     }
 
     /// What `machine_state` says, if the row exists.
     pub fn machine_state_status(&self) -> Option<Status> {
-        self.state.as_ref().map(|s| Status {
-            state: s.current_state.clone(),
-            process_id: s.process_id,
-        })
+        self.state
+            .as_ref()
+            .map(|s| Status::stored(&s.current_state, s.process_id))
     }
 
     /// Every invariant among I1–I5 that this pair breaks; empty when it is

@@ -1,13 +1,17 @@
 //! The three call sites of the legacy system — starter, executor, stopper —
 //! as one small API around a recipe run.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use diesel::PgConnection;
 use uuid::Uuid;
 
 use crate::error::Error;
 use crate::machine::{Errored, Idle, Machine, Offline, Processing};
+use crate::retry::RetryPolicy;
 use crate::state::State;
+use crate::write::{Settings, WritePath};
 
 /// A recipe run on a machine, as the starter, executor and stopper know it.
 ///
@@ -24,6 +28,12 @@ use crate::state::State;
 /// in one round trip on a [`crate::pool`] connection. Inside
 /// [`crate::transaction`] they join the caller's transaction, so the caller's
 /// own writes commit with them.
+///
+/// Built in two named steps, so that the two ids cannot be swapped by
+/// accident: `RecipeRun::on(machine_id).run(process_id)`. It takes the same
+/// knobs as [`Machine`]: [`with_retry_policy`](Self::with_retry_policy),
+/// [`with_write_path`](Self::with_write_path),
+/// [`with_lock_timeout`](Self::with_lock_timeout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RecipeRun {
@@ -31,15 +41,55 @@ pub struct RecipeRun {
     pub machine_id: Uuid,
     /// The run.
     pub process_id: Uuid,
+    #[cfg_attr(feature = "serde", serde(skip))]
+    settings: Settings,
+}
+
+/// The first step of a [`RecipeRun`]: the machine, not yet the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecipeRunOn {
+    machine_id: Uuid,
+}
+
+impl RecipeRunOn {
+    /// The run `process_id` (the `process_executions` row's id) on this
+    /// machine.
+    pub fn run(self, process_id: Uuid) -> RecipeRun {
+        RecipeRun {
+            machine_id: self.machine_id,
+            process_id,
+            settings: Settings::default(),
+        }
+    }
 }
 
 impl RecipeRun {
-    /// The run `process_id` on the machine `machine_id`.
-    pub fn new(machine_id: Uuid, process_id: Uuid) -> Self {
-        RecipeRun {
-            machine_id,
-            process_id,
-        }
+    /// A run on the machine `machine_id`; name the run with
+    /// [`RecipeRunOn::run`].
+    pub fn on(machine_id: Uuid) -> RecipeRunOn {
+        RecipeRunOn { machine_id }
+    }
+
+    /// Use `policy` for this run's transitions (defaults to
+    /// [`RetryPolicy::default`]), as [`Machine::with_retry_policy`].
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.settings.retry = policy;
+        self
+    }
+
+    /// Use `path` for this run's transitions (defaults to
+    /// [`WritePath::Statement`]), as [`Machine::with_write_path`].
+    pub fn with_write_path(mut self, path: WritePath) -> Self {
+        self.settings.write_path = path;
+        self
+    }
+
+    /// Wait at most `limit` for another session's row lock (defaults to
+    /// [`DEFAULT_LOCK_TIMEOUT`](crate::DEFAULT_LOCK_TIMEOUT), 5 s), as
+    /// [`Machine::with_lock_timeout`].
+    pub fn with_lock_timeout(mut self, limit: Duration) -> Self {
+        self.settings.lock_timeout = limit;
+        self
     }
 
     /// The starter: `idle` (or `offline`) `-> processing` with this run.
@@ -57,18 +107,18 @@ impl RecipeRun {
         conn: &mut PgConnection,
         operation_id: Uuid,
     ) -> Result<Machine<Processing>, Error> {
-        let from_idle = claim(self.machine_id, Idle)
+        let from_idle = self
+            .claim_as(Idle)
             .with_operation_id(operation_id)
             .start(conn, self.process_id);
         match from_idle {
             Ok(machine) => Ok(machine),
             // Offline machines may be started too; a repeat of a start that
             // began offline is recorded with `from = offline`.
-            Err(refused) if refused_as_offline(&refused.error) => {
-                Ok(claim(self.machine_id, Offline)
-                    .with_operation_id(operation_id)
-                    .start(conn, self.process_id)?)
-            }
+            Err(refused) if refused_as_offline(&refused.error) => Ok(self
+                .claim_as(Offline)
+                .with_operation_id(operation_id)
+                .start(conn, self.process_id)?),
             Err(refused) => Err(refused.error),
         }
     }
@@ -122,25 +172,24 @@ impl RecipeRun {
     }
 
     fn claim(&self) -> Machine<Processing> {
-        claim(
-            self.machine_id,
-            Processing {
-                process_id: self.process_id,
-            },
-        )
+        self.claim_as(Processing {
+            process_id: self.process_id,
+        })
     }
-}
 
-/// A typed machine built from what the caller claims, not from a load: the
-/// guarded write verifies the claim. Its `since` is never shown to anyone:
-/// only the machine a successful transition returns leaves this module.
-fn claim<S: crate::MachineState>(machine_id: Uuid, state: S) -> Machine<S> {
-    Machine::from_parts(machine_id, state, DateTime::<Utc>::UNIX_EPOCH)
+    /// A typed machine built from what the caller claims, not from a load:
+    /// the guarded write verifies the claim. Its `since` is never shown to
+    /// anyone: only the machine a successful transition returns leaves this
+    /// module.
+    fn claim_as<S: crate::MachineState>(&self, state: S) -> Machine<S> {
+        Machine::from_parts(self.machine_id, state, DateTime::<Utc>::UNIX_EPOCH)
+            .with_settings(self.settings)
+    }
 }
 
 fn refused_as_offline(error: &Error) -> bool {
     match error {
-        Error::Conflict { found, .. } => found.state == State::Offline.as_str(),
+        Error::Conflict { found, .. } => found.state == State::Offline,
         Error::OperationReused(_) => true,
         _ => false,
     }

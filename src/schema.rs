@@ -25,6 +25,7 @@ diesel::table! {
         kind -> Text,
         transitioned_at -> Timestamptz,
         isolation_level -> Text,
+        verb -> Nullable<Text>,
     }
 }
 

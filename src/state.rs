@@ -93,6 +93,12 @@ pub enum Verb {
 }
 
 impl Verb {
+    /// The name as the history records it (`machine_state_transitions.verb`),
+    /// e.g. `"take_offline"`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
     /// The state this transition leads to, whichever state it leaves.
     pub fn target(self) -> State {
         // Every verb has one target: the first entry names it.
@@ -189,13 +195,76 @@ mod tests {
     }
 }
 
+/// A state as a row holds it: one of the four [`State`]s, or a string this
+/// crate does not know (the legacy system wrote `running` and upper-case
+/// `IDLE`). Compares equal to the [`State`] it holds, so
+/// `status.state == State::Processing` reads as it should.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum StoredState {
+    /// One of the four states.
+    Known(State),
+    /// A string that is none of them, as stored.
+    Unknown(Box<str>),
+}
+
+impl StoredState {
+    /// The state a stored string names, or [`StoredState::Unknown`].
+    pub fn parse(stored: &str) -> StoredState {
+        stored
+            .parse()
+            .map_or_else(|_| StoredState::Unknown(stored.into()), StoredState::Known)
+    }
+
+    /// The stored string.
+    pub fn as_str(&self) -> &str {
+        match self {
+            StoredState::Known(state) => state.as_str(),
+            StoredState::Unknown(stored) => stored,
+        }
+    }
+
+    /// The state, when it is one of the four.
+    pub fn known(&self) -> Option<State> {
+        match self {
+            StoredState::Known(state) => Some(*state),
+            StoredState::Unknown(_) => None,
+        }
+    }
+}
+
+impl From<State> for StoredState {
+    fn from(state: State) -> Self {
+        StoredState::Known(state)
+    }
+}
+
+impl PartialEq<State> for StoredState {
+    fn eq(&self, other: &State) -> bool {
+        self.known() == Some(*other)
+    }
+}
+
+impl fmt::Display for StoredState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for StoredState {
+    /// As the stored string.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// A state together with the process it runs, as found in (or expected of) a
 /// row: the unit a guarded write compares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Status {
-    /// The state string as stored; not necessarily one of [`State`]'s.
-    pub state: String,
+    /// The state as stored; not necessarily one of [`State`]'s.
+    pub state: StoredState,
     /// The process id stored beside it.
     pub process_id: Option<Uuid>,
 }
@@ -204,7 +273,16 @@ impl Status {
     /// A status made of a known state and its process id.
     pub fn new(state: State, process_id: Option<Uuid>) -> Self {
         Status {
-            state: state.as_str().to_owned(),
+            state: StoredState::Known(state),
+            process_id,
+        }
+    }
+
+    /// A status as a row stores it (`state` parsed with
+    /// [`StoredState::parse`]).
+    pub fn stored(state: &str, process_id: Option<Uuid>) -> Self {
+        Status {
+            state: StoredState::parse(state),
             process_id,
         }
     }

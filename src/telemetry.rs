@@ -70,11 +70,22 @@
 //!   `machine_state_transaction_races_total` tells whether
 //!   [`transaction()`](crate::transaction()) ran it again or gave up.
 //!
+//! # Logs
+//!
+//! One line per transition (target `machine_state::machine`, as the typed
+//! API logs it), with the
+//! fields `machine_id`, `verb`, `transition`, `operation_id` and `outcome`
+//! (the label above): `INFO` "completed machine state transition
+//! atomically"; `WARN` "machine state transition not applied" for a refusal
+//! or a failure that committed nothing; `WARN` "machine state transition
+//! outcome unknown" for `unknown_outcome`, which may have applied: resolve it
+//! by its operation id.
+//!
 //! # Spans
 //!
 //! Each transition through the write path runs in one span named
 //! `machine_state.transition` (target `machine_state::telemetry`, level
-//! `INFO`), with the fields `machine_id`, `transition` (`idle -> processing`),
+//! `INFO`), with the fields `machine_id`, `verb`, `transition` (`idle -> processing`),
 //! `operation_id` and `path`, and, recorded when known, `attempts` and
 //! `outcome` (a label value above). The write path's own events (a lost race
 //! retried, a fallback) are inside it; `tracing-opentelemetry` turns it into
@@ -87,7 +98,7 @@ use tracing::Span;
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::state::State;
+use crate::state::{State, Verb};
 use crate::write::WritePath;
 
 /// Every transition asked for, by `from`, `to`, `path` and `outcome`.
@@ -181,12 +192,16 @@ pub fn outcome_label(error: &Error) -> &'static str {
         Error::NotRepeatableRead(_) => "not_repeatable_read",
         Error::InvalidInput(_) => "invalid_input",
         Error::OutcomeUnknown { .. } => "unknown_outcome",
+        Error::ConnectionLost(_) => "connection_lost",
         Error::RetriesExhausted { .. } => "retries_exhausted",
         Error::LockTimeout { .. } => "lock_timeout",
         Error::NotMigrated(_) => "not_migrated",
         Error::Connection(_) | Error::Pool(_) => "connection_error",
         Error::Database(_) => "database_error",
-        Error::AlreadyExists(_) | Error::Migration(_) | Error::Server(_) => "other",
+        Error::AlreadyExists(_)
+        | Error::Migration(_)
+        | Error::MigrationBlocked { .. }
+        | Error::Server(_) => "other",
     }
 }
 
@@ -214,6 +229,7 @@ impl Observation {
     /// Open the span of a transition from `from` to `to` of `machine_id`.
     pub(crate) fn begin(
         machine_id: Uuid,
+        verb: Verb,
         from: State,
         to: State,
         operation_id: Uuid,
@@ -222,6 +238,7 @@ impl Observation {
         let span = tracing::info_span!(
             "machine_state.transition",
             %machine_id,
+            verb = verb.as_str(),
             transition = %format_args!("{from} -> {to}"),
             %operation_id,
             path = path_label(path),
@@ -292,6 +309,48 @@ impl Observation {
         .increment(1);
         histogram!(TRANSITION_DURATION, "from" => self.from, "to" => self.to, "path" => path)
             .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The target of a transition's log line: the typed API's module, whose
+/// transitions it reports (`RUST_LOG=machine_state::machine=warn`).
+const LOG_TARGET: &str = "machine_state::machine";
+
+/// The log line of a transition's outcome, with the fields `machine_id`,
+/// `verb`, `transition`, `operation_id`, `outcome` (a label value, as the
+/// counter's) and, unless it applied, `error`:
+///
+/// - applied: at `INFO`, "completed machine state transition atomically";
+/// - [`Error::OutcomeUnknown`]: at `WARN`, "machine state transition outcome
+///   unknown": it may have committed or not, and only its operation id
+///   (here in the message too) tells which: never "not applied";
+/// - any other error: at `WARN`, "machine state transition not applied"
+///   (refused, or failed before anything committed).
+pub(crate) fn log_outcome<T>(
+    machine_id: Uuid,
+    verb: Verb,
+    from: State,
+    to: State,
+    operation_id: Uuid,
+    result: &Result<T, Error>,
+) {
+    let transition = format_args!("{from} -> {to}");
+    let verb = verb.as_str();
+    match result {
+        Ok(_) => tracing::info!(
+            target: LOG_TARGET, %machine_id, verb, %transition, %operation_id, outcome = "applied",
+            "completed machine state transition atomically"
+        ),
+        Err(error @ Error::OutcomeUnknown { .. }) => tracing::warn!(
+            target: LOG_TARGET, %machine_id, verb, %transition, %operation_id, outcome = outcome_label(error), %error,
+            "machine state transition outcome unknown: it may have applied; resolve operation \
+             `{operation_id}` by its id (`find_operation`), or retry it with the same id \
+             (applied at most once)"
+        ),
+        Err(error) => tracing::warn!(
+            target: LOG_TARGET, %machine_id, verb, %transition, %operation_id, outcome = outcome_label(error), %error,
+            "machine state transition not applied"
+        ),
     }
 }
 

@@ -174,13 +174,14 @@ fn prefill(conn: &mut PgConnection, rows: u64, machines: u32) -> Result<(), Stri
             "SET session_replication_role = replica;
              INSERT INTO machine_state_transitions
                  (machine_id, from_state, to_state, process_id, operation_id, kind,
-                  transitioned_at, isolation_level, previous_operation_id)
+                  transitioned_at, isolation_level, verb, previous_operation_id)
              SELECT lpad(to_hex(g % {machines} + 1), 32, '0')::uuid,
                     CASE WHEN (g / {machines}) % 2 = 0 THEN 'idle' ELSE 'processing' END,
                     CASE WHEN (g / {machines}) % 2 = 0 THEN 'processing' ELSE 'idle' END,
                     ('2' || lpad(to_hex(g / {per_cycle}), 15, '0')
                          || lpad(to_hex(g % {machines} + 1), 16, '0'))::uuid,
                     {this}, 'transition', to_timestamp({at} / 1000.0), 'repeatable read',
+                    CASE WHEN (g / {machines}) % 2 = 0 THEN 'start' ELSE 'complete' END,
                     CASE WHEN g >= {machines} THEN {previous} END
              FROM prefill_now, generate_series({first}::bigint, {last}) g;
              SET session_replication_role = DEFAULT;",

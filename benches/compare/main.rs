@@ -239,7 +239,7 @@ impl Plan {
     /// Whether a client's `k`-th transaction (from 0) starts a recipe (or
     /// completes one).
     pub fn starts(&self, k: u32) -> bool {
-        (k / self.window + self.first_sweep) % 2 == 0
+        (k / self.window + self.first_sweep).is_multiple_of(2)
     }
 
     pub fn transactions(&self) -> usize {

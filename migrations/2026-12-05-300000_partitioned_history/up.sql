@@ -201,7 +201,9 @@ BEGIN
         EXECUTE format('ALTER TABLE machine_state_transitions ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
                        v_table, v_low, v_high);
         -- Read through the parent only: no privileges of its own (default
-        -- privileges, as on Supabase, taken back), row level security on.
+        -- privileges, as on Supabase, taken back), row level security on,
+        -- with the parent's read policy (whoever could read it directly
+        -- reads every row, as of the other tables; no policy allows a write).
         FOR g IN SELECT DISTINCT a.grantee
                  FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
                  WHERE c.oid = v_table AND a.grantee <> c.relowner LOOP
@@ -209,6 +211,7 @@ BEGIN
                            CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END);
         END LOOP;
         EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', v_table);
+        EXECUTE format('CREATE POLICY machine_state_read ON %s FOR SELECT USING (true)', v_table);
         RETURN NEXT v_name;
     END LOOP;
 END

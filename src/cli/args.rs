@@ -17,9 +17,16 @@ Exit codes:
   0  success
   1  a transition was refused (illegal from the current state, or another
      transition got there first), or an inconsistency was found (`audit`,
-     `repair`, an inconsistent or unknown state in the database)
+     `repair`, an inconsistent or unknown state in the database), or
+     `migrate`/`rollback` gave up because other sessions held the locks a
+     migration needs past its budget (that migration is not applied; the
+     message names the sessions)
   2  bad usage or input (malformed id, unknown machine, invalid message),
-     or no usable database (unreachable, not migrated)";
+     or no usable database (unreachable, not migrated): nothing was applied
+  3  the outcome of a transition is unknown (the connection broke while it
+     ran: it may have applied); the error names its operation id: run
+     `machine-state operation <id>`, or retry the same command once with
+     `--operation-id <id>` (it applies at most once)";
 
 /// Move machines through their states without ever letting `machines` and
 /// `machine_state` disagree.
@@ -116,6 +123,43 @@ pub(crate) struct DatabaseArgs {
     pub(crate) lock_timeout: Duration,
 }
 
+/// How `migrate` and `rollback` wait for locks other sessions hold.
+#[derive(Clone, Copy, Debug, Args)]
+pub(crate) struct MigrationArgs {
+    /// How long one attempt of a migration waits for any one lock before it
+    /// steps out of the lock queue and tries again later, e.g. `200ms`,
+    /// `2s`. (The global `--lock-timeout` is the transitions'.)
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "MACHINE_STATE_MIGRATION_LOCK_TIMEOUT",
+        default_value = "500ms",
+        value_parser = humantime::parse_duration
+    )]
+    pub(crate) migration_lock_timeout: Duration,
+
+    /// How long the command keeps trying in all before it gives up (exit
+    /// code 1, naming the sessions in its way; the migration it waited for
+    /// is not applied, the ones before it are).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "MACHINE_STATE_MIGRATION_BUDGET",
+        default_value = "60s",
+        value_parser = humantime::parse_duration
+    )]
+    pub(crate) budget: Duration,
+}
+
+impl MigrationArgs {
+    /// The library's options.
+    pub(crate) fn options(&self) -> machine_state::MigrationOptions {
+        machine_state::MigrationOptions::default()
+            .with_lock_timeout(self.migration_lock_timeout)
+            .with_budget(self.budget)
+    }
+}
+
 /// `--pooler`'s value.
 fn parse_pooler(value: &str) -> Result<ConnectionMode, String> {
     value
@@ -126,14 +170,51 @@ fn parse_pooler(value: &str) -> Result<ConnectionMode, String> {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Apply every pending migration.
-    Migrate,
+    /// Apply every pending migration, safely on a live database: each
+    /// migration waits at most `--migration-lock-timeout` for any one lock
+    /// (so writers queued behind it stall at most about that long), and is
+    /// retried with jittered backoff until `--budget` is spent; progress is
+    /// printed on stderr.
+    ///
+    /// Where Supabase's API roles exist, ends by saying what to run for the
+    /// services' role when it may not run the transitions yet.
+    Migrate(#[command(flatten)] MigrationArgs),
 
-    /// Revert the most recent migration (or all of them).
+    /// Print the pending migrations as one SQL script, for the Supabase CLI
+    /// (`supabase/migrations/`) or its SQL editor.
+    ///
+    /// The script is one transaction that applies each pending migration and
+    /// records it in `__diesel_schema_migrations`, so that `migrate` then has
+    /// nothing to do. Run it as the role that will own the tables (on
+    /// Supabase, `postgres`). Prints nothing when nothing is pending.
+    ExportMigrations,
+
+    /// Let a role read the tables and run the transitions through the SQL
+    /// functions, and nothing else (`machine_state_grant_application`).
+    ///
+    /// On Supabase the services' key is `service_role`: `machine-state grant
+    /// service_role`. Never `anon` or `authenticated`. Prints the grants made.
+    Grant {
+        /// The role (it must exist).
+        role: String,
+    },
+
+    /// Take back from a role exactly what `grant` granted it
+    /// (`machine_state_revoke_application`).
+    Revoke {
+        /// The role.
+        role: String,
+    },
+
+    /// Revert the most recent migration of this crate (or all of them),
+    /// waiting for locks as `migrate` does.
     Rollback {
         /// Revert every migration of this crate, newest first.
         #[arg(long)]
         all: bool,
+        /// How to wait for locks.
+        #[command(flatten)]
+        wait: MigrationArgs,
     },
 
     /// Register a machine and print its id.
@@ -155,6 +236,20 @@ pub(crate) enum Command {
         json: bool,
     },
 
+    /// Look an operation up by its id: whether it applied, and what.
+    ///
+    /// Resolves an unknown outcome (exit code 3): prints the history entry
+    /// the operation wrote (exit code 0), or says that it did not apply
+    /// (exit code 1). An operation older than the history's retention
+    /// (`prune-history`) is not found either.
+    Operation {
+        /// The operation id, as the failed command printed it.
+        id: Uuid,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// List every machine, flagging diverged ones.
     List {
         /// Print JSON instead of text.
@@ -169,18 +264,36 @@ pub(crate) enum Command {
         /// The recipe run's process id [default: a new random id].
         #[arg(long, value_name = "UUID")]
         process: Option<Uuid>,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `processing -> idle`: the recipe run finished.
     Complete {
         /// The machine's id.
         id: Uuid,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `processing -> idle`: abort the recipe run.
     Stop {
         /// The machine's id.
         id: Uuid,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `processing -> error`: the recipe run failed.
@@ -190,24 +303,48 @@ pub(crate) enum Command {
         /// The failure description.
         #[command(flatten)]
         message: MessageArgs,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `error -> idle`: clear the failure.
     Reset {
         /// The machine's id.
         id: Uuid,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `offline -> idle`: bring the machine online.
     Online {
         /// The machine's id.
         id: Uuid,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// `idle|error -> offline`: take the machine offline.
     Offline {
         /// The machine's id.
         id: Uuid,
+        /// The operation's id [default: a new one]. After an unknown outcome
+        /// (exit code 3), run the same command again with the id it printed:
+        /// it applies at most once, and reports an operation that already
+        /// applied as done.
+        #[arg(long, value_name = "UUID")]
+        operation_id: Option<Uuid>,
     },
 
     /// Find diverged machines (the legacy "0% inconsistency" check).
@@ -272,12 +409,24 @@ pub(crate) enum Command {
     /// function executable by a role not granted it through
     /// `machine_state_grant_application`, tables without row level security
     /// in a schema the API (PostgREST, Supabase) exposes, functions without a
-    /// pinned `search_path`, and whether enforcement is on. Exits with 1 when
-    /// anything is exposed.
+    /// pinned `search_path`, and whether enforcement is on; on a project with
+    /// Supabase's API roles, whether the services are locked out of the
+    /// transitions. Each finding comes with the SQL that closes it. Exits
+    /// with 1 when anything is found.
     Doctor {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+
+        /// Apply the fixes, in one transaction, as the owner; recorded, so
+        /// that `--undo-fix` puts back exactly what they changed. The
+        /// services' access is not a fix: grant it with `grant`.
+        #[arg(long, conflicts_with = "undo_fix")]
+        fix: bool,
+
+        /// Undo every fix `--fix` applied, newest first.
+        #[arg(long)]
+        undo_fix: bool,
     },
 
     /// Reproduce the legacy race next to this crate, and compare them.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use diesel::PgConnection;
-use machine_state::{AuditReport, Finding};
+use machine_state::{AppliedFix, AuditReport, Finding, SecurityReport};
 use serde::Serialize;
 
 use super::error::{CliError, Exit};
@@ -139,15 +139,59 @@ pub(crate) fn stuck(
     Ok(Exit::Success)
 }
 
-/// `doctor`: everything that exposes the tables and functions, and whether
-/// enforcement is on; [`Exit::Refused`] when anything is exposed.
-pub(crate) fn doctor(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
+/// `doctor`: everything that exposes the tables and functions, each with its
+/// fix, whether the services are locked out, and whether enforcement is on;
+/// [`Exit::Refused`] when anything is found. With `fix`, the fixes are applied
+/// first (and the report is of what is left); with `undo_fix`, they are
+/// undone first.
+pub(crate) fn doctor(
+    conn: &mut PgConnection,
+    json: bool,
+    fix: bool,
+    undo_fix: bool,
+) -> Result<Exit, CliError> {
+    let applied = if fix {
+        machine_state::fix_exposures(conn)?
+    } else {
+        Vec::new()
+    };
+    let undone = if undo_fix {
+        machine_state::undo_fixes(conn)?
+    } else {
+        Vec::new()
+    };
     let report = machine_state::doctor(conn)?;
     if json {
-        output::json(&report)?;
+        output::json(&DoctorView {
+            report: &report,
+            applied: &applied,
+            undone: &undone,
+        })?;
     } else {
+        for fix in &applied {
+            output::line(format_args!("fixed: {}", fix.finding))?;
+            for statement in &fix.statements {
+                output::line(format_args!("  {statement};"))?;
+            }
+        }
+        for statement in &undone {
+            output::line(format_args!("undone: {statement};"))?;
+        }
+        if undo_fix && undone.is_empty() {
+            output::line("no fix to undo")?;
+        }
         for exposure in &report.exposures {
             output::line(format_args!("exposed: {exposure}"))?;
+            for statement in &exposure.fix {
+                output::line(format_args!("  fix: {statement};"))?;
+            }
+        }
+        if let Some(locked_out) = &report.locked_out {
+            output::line(format_args!("locked out: {locked_out}"))?;
+            output::line(format_args!(
+                "  fix: `{}` (or, as the owner, `{}`)",
+                locked_out.command, locked_out.sql
+            ))?;
         }
         let enforcement = match report.enforcement {
             Some(true) => "on",
@@ -158,16 +202,55 @@ pub(crate) fn doctor(conn: &mut PgConnection, json: bool) -> Result<Exit, CliErr
         };
         output::line(format_args!("enforcement: {enforcement}"))?;
         output::line(if report.is_exposed() {
-            format!("{} exposure(s) found", report.exposures.len())
+            format!(
+                "{} exposure(s) found: `machine-state doctor --fix` applies the fixes above",
+                report.exposures.len()
+            )
         } else {
             "nothing exposed".to_owned()
         })?;
     }
-    Ok(if report.is_exposed() {
-        Exit::Refused
-    } else {
+    Ok(if report.is_clean() {
         Exit::Success
+    } else {
+        Exit::Refused
     })
+}
+
+/// `doctor --json`: the report, and what `--fix` / `--undo-fix` ran.
+#[derive(Serialize)]
+struct DoctorView<'a> {
+    #[serde(flatten)]
+    report: &'a SecurityReport,
+    applied: &'a [AppliedFix],
+    undone: &'a [String],
+}
+
+/// `grant ROLE`: `machine_state_grant_application`, printing what it granted.
+pub(crate) fn grant(conn: &mut PgConnection, role: &str) -> Result<Exit, CliError> {
+    let statements = machine_state::grant_application(conn, role)?;
+    for statement in &statements {
+        output::line(format_args!("{statement};"))?;
+    }
+    if statements.is_empty() {
+        output::line(format_args!("`{role}` had every grant already"))?;
+    }
+    Ok(Exit::Success)
+}
+
+/// `revoke ROLE`: `machine_state_revoke_application`, printing what it took
+/// back.
+pub(crate) fn revoke(conn: &mut PgConnection, role: &str) -> Result<Exit, CliError> {
+    let statements = machine_state::revoke_application(conn, role)?;
+    for statement in &statements {
+        output::line(format_args!("{statement};"))?;
+    }
+    if statements.is_empty() {
+        output::line(format_args!(
+            "nothing was granted to `{role}` through `grant`"
+        ))?;
+    }
+    Ok(Exit::Success)
 }
 
 /// `prune-history`: the retention of the history.

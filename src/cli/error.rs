@@ -12,10 +12,14 @@ use uuid::Uuid;
 pub(crate) enum Exit {
     /// 0: done.
     Success = 0,
-    /// 1: a transition was refused, or an inconsistency was found.
+    /// 1: a transition was refused, an inconsistency was found, or a
+    /// migration gave up on the locks it needs (nothing of it applied).
     Refused = 1,
-    /// 2: bad usage or input, or no usable database.
+    /// 2: bad usage or input, or no usable database: nothing was applied.
     BadInput = 2,
+    /// 3: the outcome of a transition is unknown (its operation id resolves
+    /// it).
+    OutcomeUnknown = 3,
 }
 
 impl From<Exit> for ExitCode {
@@ -102,7 +106,9 @@ impl CliError {
                 | Error::UnknownState { .. }
                 | Error::ProcessInUse(_)
                 | Error::RetriesExhausted { .. }
-                | Error::LockTimeout { .. } => Exit::Refused,
+                | Error::LockTimeout { .. }
+                | Error::MigrationBlocked { .. } => Exit::Refused,
+                Error::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
                 _ => Exit::BadInput,
             },
             CliError::NotMigrated { .. }
@@ -114,9 +120,23 @@ impl CliError {
         }
     }
 
-    /// The error and its causes on one line (see [`one_line`]).
+    /// The error and its causes on one line (see [`one_line`]); for an
+    /// unknown outcome, followed by how to resolve it.
     pub(crate) fn one_line(&self) -> String {
-        one_line(self)
+        let line = one_line(self);
+        match self {
+            CliError::Library(Error::OutcomeUnknown { operation_ids, .. }) => {
+                match operation_ids.as_slice() {
+                    [operation_id] => format!(
+                        "{line}: it may have applied; run `machine-state operation \
+                         {operation_id}`, or the same command once more with \
+                         `--operation-id {operation_id}`"
+                    ),
+                    _ => line,
+                }
+            }
+            _ => line,
+        }
     }
 }
 
@@ -146,9 +166,44 @@ mod tests {
         };
         assert_eq!(CliError::from(conflict).exit(), Exit::Refused);
         assert_eq!(CliError::from(Error::NotFound(id)).exit(), Exit::BadInput);
+        let blocked = Error::MigrationBlocked {
+            migration: "2026-11-26-000001_create_machine_tables".into(),
+            reverting: false,
+            attempts: 3,
+            waited: std::time::Duration::from_secs(2),
+            blockers: Vec::new(),
+        };
+        assert_eq!(CliError::from(blocked).exit(), Exit::Refused);
+        assert_eq!(
+            CliError::from(Error::Migration("syntax error".into())).exit(),
+            Exit::BadInput
+        );
         assert_eq!(
             CliError::from(Error::NotMigrated("machines")).exit(),
             Exit::BadInput
+        );
+        assert_eq!(
+            CliError::from(Error::OperationReused(id)).exit(),
+            Exit::BadInput
+        );
+    }
+
+    #[test]
+    fn an_unknown_outcome_exits_with_3_naming_its_operation() {
+        let operation_id = Uuid::nil();
+        let error = CliError::from(Error::OutcomeUnknown {
+            operation_ids: vec![operation_id],
+            source: diesel::result::Error::BrokenTransactionManager,
+        });
+        assert_eq!(error.exit(), Exit::OutcomeUnknown);
+        let line = error.one_line();
+        assert!(
+            line.contains(&format!("machine-state operation {operation_id}")),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("--operation-id {operation_id}")),
+            "{line}"
         );
     }
 

@@ -1,5 +1,6 @@
-//! The commands on machines: `add`, `show`, `list`, and the transitions
-//! (`start`, `complete`, `stop`, `fail`, `reset`, `online`, `offline`).
+//! The commands on machines: `add`, `show`, `list`, the transitions
+//! (`start`, `complete`, `stop`, `fail`, `reset`, `online`, `offline`), and
+//! `operation`, which resolves an unknown outcome.
 
 use std::time::Duration;
 
@@ -76,10 +77,12 @@ pub(crate) fn show(conn: &mut PgConnection, id: Uuid, json: bool) -> Result<Exit
             .process_id
             .map(|p| format!(" process {p}"))
             .unwrap_or_default();
+        // The verb tells a stop from a completion; entries written before
+        // the history kept verbs show their kind.
+        let verb = entry.verb.as_deref().unwrap_or(&entry.kind);
         output::line(format_args!(
-            "  {}  {:<10}  {from} -> {}{process}",
+            "  {}  {verb:<12}  {from} -> {}{process}",
             output::time(entry.transitioned_at),
-            entry.kind,
             entry.to_state,
         ))?;
     }
@@ -137,24 +140,67 @@ pub(crate) fn list(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError
     Ok(Exit::Success)
 }
 
+/// A transition command: which machine, what to do, and under which
+/// operation id (a new one when `None`).
+pub(crate) struct Transition {
+    /// The machine.
+    pub(crate) id: Uuid,
+    /// The transition, with its argument.
+    pub(crate) action: Action,
+    /// The operation id the caller gave (`--operation-id`), to retry an
+    /// unknown outcome.
+    pub(crate) operation_id: Option<Uuid>,
+}
+
 /// A transition command: load the machine, run the typed transition that
-/// `action` names, print `id: from -> to`.
+/// the action names, print `id: from -> to`.
+///
+/// With an operation id that already applied this very transition (a
+/// retry after an unknown outcome), nothing is run: it prints what that
+/// operation did, `(already applied)`, and succeeds.
 ///
 /// # Errors
 ///
 /// [`CliError::Illegal`] naming the current state when the transition does
-/// not exist from it; the library's errors otherwise (unknown id,
-/// inconsistent or unknown state, a concurrent transition).
+/// not exist from it; [`Error::OperationReused`] when the operation id named
+/// another transition; the library's errors otherwise (unknown id,
+/// inconsistent or unknown state, a concurrent transition, an unknown
+/// outcome).
 pub(crate) fn transition(
     conn: &mut PgConnection,
     lock_timeout: Duration,
-    id: Uuid,
-    action: Action,
+    transition: Transition,
 ) -> Result<Exit, CliError> {
+    let Transition {
+        id,
+        action,
+        operation_id,
+    } = transition;
+    let operation_id = operation_id.unwrap_or_else(machine_state::new_operation_id);
+    if let Some(entry) = machine_state::find_operation(conn, operation_id)? {
+        let same = entry.machine_id == id
+            && entry
+                .verb
+                .as_deref()
+                .map_or(entry.to_state == action.target().as_str(), |verb| {
+                    verb == action.verb().as_str()
+                });
+        if !same {
+            return Err(Error::OperationReused(operation_id).into());
+        }
+        let from = entry.from_state.as_deref().unwrap_or("(new)");
+        output::line(format_args!(
+            "{id}: {from} -> {}{} (already applied, operation {operation_id})",
+            entry.to_state,
+            process_note(entry.process_id.filter(|_| entry.to_state == "processing")),
+        ))?;
+        return Ok(Exit::Success);
+    }
     let machine = AnyMachine::load(conn, id)?;
     let from = machine.state();
     let machine = machine
         .with_lock_timeout(lock_timeout)
+        .with_operation_id(operation_id)
         .perform(conn, &action)
         .map_err(|refused| match refused.error {
             Error::IllegalTransition {
@@ -162,12 +208,55 @@ pub(crate) fn transition(
             } => illegal(machine_id, from, &action),
             error => CliError::Library(error),
         })?;
-    let process = machine
-        .process_id()
-        .map(|p| format!(" (process {p})"))
-        .unwrap_or_default();
-    output::line(format_args!("{id}: {from} -> {}{process}", machine.state()))?;
+    output::line(format_args!(
+        "{id}: {from} -> {}{}",
+        machine.state(),
+        process_note(machine.process_id())
+    ))?;
     Ok(Exit::Success)
+}
+
+/// ` (process …)`, or nothing.
+fn process_note(process: Option<Uuid>) -> String {
+    process
+        .map(|p| format!(" (process {p})"))
+        .unwrap_or_default()
+}
+
+/// `operation`: what an operation did, if it applied; exit code 1 when it
+/// did not (it is not in the history).
+pub(crate) fn operation(
+    conn: &mut PgConnection,
+    operation_id: Uuid,
+    json: bool,
+) -> Result<Exit, CliError> {
+    let entry = machine_state::find_operation(conn, operation_id)?;
+    if json {
+        output::json(&serde_json::json!({
+            "operation_id": operation_id,
+            "applied": entry.is_some(),
+            "entry": entry,
+        }))?;
+    } else if let Some(entry) = &entry {
+        let from = entry.from_state.as_deref().unwrap_or("(new)");
+        let verb = entry.verb.as_deref().unwrap_or(&entry.kind);
+        output::line(format_args!(
+            "operation {operation_id} applied: {verb} of machine {}, {from} -> {}{} at {}",
+            entry.machine_id,
+            entry.to_state,
+            process_note(entry.process_id),
+            output::time(entry.transitioned_at),
+        ))?;
+    } else {
+        output::line(format_args!(
+            "operation {operation_id} did not apply (not in the history)"
+        ))?;
+    }
+    Ok(if entry.is_some() {
+        Exit::Success
+    } else {
+        Exit::Refused
+    })
 }
 
 /// The refusal of an illegal transition, in words: which state the machine is

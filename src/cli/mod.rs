@@ -40,7 +40,10 @@ pub(crate) fn run(cli: Cli) -> Result<Exit, CliError> {
         return watch::run(&cli.database, args);
     }
     let schema = match cli.command {
-        Command::Migrate | Command::Rollback { .. } | Command::Demo(_) => Schema::AsIs,
+        Command::Migrate(_)
+        | Command::Rollback { .. }
+        | Command::Demo(_)
+        | Command::ExportMigrations => Schema::AsIs,
         _ => Schema::Current,
     };
     let embedded = match cli.command {
@@ -65,56 +68,66 @@ fn dispatch(
     let connect = || database.connect();
     match command {
         Command::Demo(args) => demo::run(database, &args, show_progress),
-        Command::Migrate => migrations::migrate(&mut connect()?),
-        Command::Rollback { all } => migrations::rollback(&mut connect()?, all),
+        Command::Migrate(wait) => migrations::migrate(&mut connect()?, &wait.options()),
+        Command::ExportMigrations => migrations::export(&mut connect()?),
+        Command::Grant { role } => consistency::grant(&mut connect()?, &role),
+        Command::Revoke { role } => consistency::revoke(&mut connect()?, &role),
+        Command::Rollback { all, wait } => {
+            migrations::rollback(&mut connect()?, all, &wait.options())
+        }
         Command::Add { id, state } => machines::add(&mut connect()?, id, state),
         Command::Show { id, json } => machines::show(&mut connect()?, id, json),
         Command::List { json } => machines::list(&mut connect()?, json),
-        Command::Start { id, process } => {
+        Command::Operation { id, json } => machines::operation(&mut connect()?, id, json),
+        Command::Start {
+            id,
+            process,
+            operation_id,
+        } => {
             let process = process.unwrap_or_else(uuid::Uuid::new_v4);
-            machines::transition(
-                &mut connect()?,
-                database.lock_timeout(),
+            let transition = machines::Transition {
                 id,
-                Action::Start(process),
-            )
+                action: Action::Start(process),
+                operation_id,
+            };
+            machines::transition(&mut connect()?, database.lock_timeout(), transition)
         }
-        Command::Complete { id } => machines::transition(
-            &mut connect()?,
-            database.lock_timeout(),
-            id,
-            Action::Complete,
-        ),
-        Command::Stop { id } => {
-            machines::transition(&mut connect()?, database.lock_timeout(), id, Action::Stop)
-        }
-        Command::Fail { id, .. } => {
-            let message = message.unwrap_or_default();
-            machines::transition(
-                &mut connect()?,
-                database.lock_timeout(),
+        Command::Fail {
+            id, operation_id, ..
+        } => {
+            let transition = machines::Transition {
                 id,
-                Action::Fail(message),
-            )
+                action: Action::Fail(message.unwrap_or_default()),
+                operation_id,
+            };
+            machines::transition(&mut connect()?, database.lock_timeout(), transition)
         }
-        Command::Reset { id } => {
-            machines::transition(&mut connect()?, database.lock_timeout(), id, Action::Reset)
+        Command::Complete { id, operation_id }
+        | Command::Stop { id, operation_id }
+        | Command::Reset { id, operation_id }
+        | Command::Online { id, operation_id }
+        | Command::Offline { id, operation_id } => {
+            let action = match command {
+                Command::Complete { .. } => Action::Complete,
+                Command::Stop { .. } => Action::Stop,
+                Command::Reset { .. } => Action::Reset,
+                Command::Online { .. } => Action::BringOnline,
+                _ => Action::TakeOffline,
+            };
+            let transition = machines::Transition {
+                id,
+                action,
+                operation_id,
+            };
+            machines::transition(&mut connect()?, database.lock_timeout(), transition)
         }
-        Command::Online { id } => machines::transition(
-            &mut connect()?,
-            database.lock_timeout(),
-            id,
-            Action::BringOnline,
-        ),
-        Command::Offline { id } => machines::transition(
-            &mut connect()?,
-            database.lock_timeout(),
-            id,
-            Action::TakeOffline,
-        ),
         Command::Audit { json } => consistency::audit(&mut connect()?, json),
         Command::Repair { dry_run, json } => consistency::repair(&mut connect()?, dry_run, json),
-        Command::Doctor { json } => consistency::doctor(&mut connect()?, json),
+        Command::Doctor {
+            json,
+            fix,
+            undo_fix,
+        } => consistency::doctor(&mut connect()?, json, fix, undo_fix),
         Command::PruneHistory { older_than, batch } => {
             consistency::prune_history(&mut connect()?, older_than, batch)
         }

@@ -7,11 +7,21 @@
 //! history directly; SECURITY DEFINER functions executable by a role not
 //! granted through `machine_state_grant_application`; tables without row level
 //! security in a schema PostgREST exposes; functions without a pinned
-//! `search_path`. Whether enforcement is on is reported beside them.
+//! `search_path`. Whether enforcement is on is reported beside them, and,
+//! on a project with Supabase's API roles, whether the services are locked
+//! out of the transitions (`locked_out.sql`).
+//!
+//! Each exposure carries the SQL that closes it and the SQL that undoes
+//! that; [`fix_exposures`] (`fix.rs`) applies them, recorded, and [`undo_fixes`] takes
+//! them back.
+
+mod fix;
+
+pub use fix::{AppliedFix, fix_exposures, undo_fixes};
 
 use diesel::prelude::*;
 use diesel::sql_query;
-use diesel::sql_types::{Bool, Nullable, Text};
+use diesel::sql_types::{Array, Bool, Nullable, Text};
 use strum::{Display, EnumString, IntoStaticStr};
 
 use crate::error::Error;
@@ -49,6 +59,13 @@ pub struct Exposure {
     pub role: Option<String>,
     /// What exactly: the write privileges held, the exposed schema, ...
     pub detail: String,
+    /// The statements that close it, in order ([`fix_exposures`] runs them as the
+    /// owner). A role that may update `machines`' descriptive columns keeps
+    /// exactly that (column privileges), unless it is `anon` or PUBLIC.
+    pub fix: Vec<String>,
+    /// The statements that put back exactly what [`fix`](Self::fix) changed,
+    /// in order (what [`undo_fixes`] runs).
+    pub undo: Vec<String>,
 }
 
 impl std::fmt::Display for Exposure {
@@ -78,12 +95,44 @@ impl std::fmt::Display for Exposure {
     }
 }
 
+/// On a project with Supabase's API roles, no role but the owner may run the
+/// transitions: the services' key is refused every RPC, and the legacy
+/// executor falls back to its two separate writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct LockedOut {
+    /// The role the services use (Supabase's server-side key).
+    pub role: String,
+    /// The command that lets it in: `machine-state grant service_role`.
+    pub command: String,
+    /// The same, in SQL, to run as the owner.
+    pub sql: String,
+}
+
+impl std::fmt::Display for LockedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no role but the owner may run the transitions: the services' `{}` is refused \
+             every RPC",
+            self.role
+        )
+    }
+}
+
+/// The role Supabase's server-side key (the services') switches to.
+pub const SERVICE_ROLE: &str = "service_role";
+
 /// What [`doctor`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SecurityReport {
     /// Everything found exposed, ordered by kind and object.
     pub exposures: Vec<Exposure>,
+    /// Set when the project has Supabase's roles and the services may not
+    /// run the transitions ([`LockedOut`]); `doctor --fix` leaves it, the
+    /// fix is a grant to the role the operator chooses.
+    pub locked_out: Option<LockedOut>,
     /// Whether the pair invariants are enforced at COMMIT
     /// (`machine_state_enforce_invariants()`); `None` when the role may not ask.
     pub enforcement: Option<bool>,
@@ -93,6 +142,11 @@ impl SecurityReport {
     /// Whether anything is exposed.
     pub fn is_exposed(&self) -> bool {
         !self.exposures.is_empty()
+    }
+
+    /// Whether nothing is exposed and no one is locked out.
+    pub fn is_clean(&self) -> bool {
+        !self.is_exposed() && self.locked_out.is_none()
     }
 }
 
@@ -106,6 +160,16 @@ struct Row {
     role: Option<String>,
     #[diesel(sql_type = Text)]
     detail: String,
+    #[diesel(sql_type = Array<Text>)]
+    fix: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    undo: Vec<String>,
+}
+
+#[derive(QueryableByName)]
+struct LockedOutRow {
+    #[diesel(sql_type = Bool)]
+    locked_out: bool,
 }
 
 #[derive(QueryableByName)]
@@ -132,7 +196,29 @@ pub fn doctor(conn: &mut PgConnection) -> Result<SecurityReport, Error> {
     if migrated.enforced != Some(true) {
         return Err(Error::NotMigrated("machines"));
     }
-    let exposures = sql_query(include_str!("exposures.sql"))
+    let exposures = exposures(conn)?;
+    let enforcement = sql_query("SELECT machine_state_invariants_enforced() AS enforced")
+        .get_result::<Enforced>(conn)
+        .ok()
+        .and_then(|row| row.enforced);
+    let locked_out = sql_query(include_str!("locked_out.sql"))
+        .get_result::<LockedOutRow>(conn)?
+        .locked_out
+        .then(|| LockedOut {
+            role: SERVICE_ROLE.to_owned(),
+            command: format!("machine-state grant {SERVICE_ROLE}"),
+            sql: format!("SELECT * FROM machine_state_grant_application('{SERVICE_ROLE}');"),
+        });
+    Ok(SecurityReport {
+        exposures,
+        locked_out,
+        enforcement,
+    })
+}
+
+/// The exposures alone (`exposures.sql`), for [`doctor`] and [`fix_exposures`].
+fn exposures(conn: &mut PgConnection) -> Result<Vec<Exposure>, Error> {
+    sql_query(include_str!("exposures.sql"))
         .load::<Row>(conn)?
         .into_iter()
         .map(|row| {
@@ -147,15 +233,9 @@ pub fn doctor(conn: &mut PgConnection) -> Result<SecurityReport, Error> {
                 object: row.object,
                 role: row.role,
                 detail: row.detail,
+                fix: row.fix,
+                undo: row.undo,
             })
         })
-        .collect::<Result<Vec<_>, Error>>()?;
-    let enforcement = sql_query("SELECT machine_state_invariants_enforced() AS enforced")
-        .get_result::<Enforced>(conn)
-        .ok()
-        .and_then(|row| row.enforced);
-    Ok(SecurityReport {
-        exposures,
-        enforcement,
-    })
+        .collect()
 }

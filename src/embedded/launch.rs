@@ -8,8 +8,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nix::unistd::{Gid, Uid, User};
-
 use crate::error::Error;
 
 use super::*;
@@ -18,7 +16,7 @@ use super::*;
 pub(super) struct Launch {
     pub(super) program: PathBuf,
     pub(super) args: Vec<OsString>,
-    pub(super) run_as: Option<(Uid, Gid)>,
+    pub(super) run_as: Option<ServerUser>,
     pub(super) socket_dir: PathBuf,
     pub(super) log_path: PathBuf,
 }
@@ -49,7 +47,7 @@ impl Launch {
 pub(super) fn init_cluster(
     bin_dir: &Path,
     data_dir: &Path,
-    run_as: Option<(Uid, Gid)>,
+    run_as: Option<ServerUser>,
     durable: bool,
 ) -> Result<(), Error> {
     fs::create_dir_all(data_dir)
@@ -88,7 +86,7 @@ pub(super) fn base_backup(
     bin_dir: &Path,
     data_dir: &Path,
     primary_socket: &Path,
-    run_as: Option<(Uid, Gid)>,
+    run_as: Option<ServerUser>,
 ) -> Result<(), Error> {
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(parent).map_err(|e| server_error("cannot create the data directory", e))?;
@@ -169,14 +167,42 @@ pub(super) fn find_bin_dir() -> Result<PathBuf, Error> {
     })
 }
 
+/// The user and group ids the server runs as.
+pub(super) type ServerUser = (u32, u32);
+
+/// Whether this process runs as root (effective user id 0, as
+/// `/proc/self/status` says).
+pub(super) fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// The user and group ids of the user `name` (`getent passwd`).
+fn lookup_user(name: &str) -> Option<ServerUser> {
+    let out = Command::new("getent")
+        .args(["passwd", name])
+        .output()
+        .ok()?;
+    let entry = String::from_utf8(out.stdout).ok()?;
+    let mut fields = entry.trim_end().split(':').skip(2);
+    let uid = fields.next()?.parse().ok()?;
+    let gid = fields.next()?.parse().ok()?;
+    Some((uid, gid))
+}
+
 /// The user to run the server as: `None` (ourselves) unless we are root.
-pub(super) fn unprivileged_user() -> Result<Option<(Uid, Gid)>, Error> {
-    if !Uid::effective().is_root() {
+pub(super) fn unprivileged_user() -> Result<Option<ServerUser>, Error> {
+    if !running_as_root() {
         return Ok(None);
     }
     for name in ["postgres", "nobody"] {
-        if let Ok(Some(user)) = User::from_name(name) {
-            return Ok(Some((user.uid, user.gid)));
+        if let Some(user) = lookup_user(name) {
+            return Ok(Some(user));
         }
     }
     Err(Error::Server(
@@ -186,16 +212,16 @@ pub(super) fn unprivileged_user() -> Result<Option<(Uid, Gid)>, Error> {
     ))
 }
 
-pub(super) fn as_user(command: &mut Command, run_as: Option<(Uid, Gid)>) {
+pub(super) fn as_user(command: &mut Command, run_as: Option<ServerUser>) {
     if let Some((uid, gid)) = run_as {
-        command.uid(uid.as_raw()).gid(gid.as_raw());
+        command.uid(uid).gid(gid);
     }
 }
 
 /// Give a directory to the server's user.
-pub(super) fn give_to_server_user(dir: &Path, run_as: Option<(Uid, Gid)>) -> Result<(), Error> {
+pub(super) fn give_to_server_user(dir: &Path, run_as: Option<ServerUser>) -> Result<(), Error> {
     if let Some((uid, gid)) = run_as {
-        std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw())).map_err(|e| {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
             server_error(
                 &format!("cannot hand {} to the server's user", dir.display()),
                 e,

@@ -7,10 +7,12 @@
 //!   user `postgres` (or `nobody` when there is none).
 //! - It listens on a unix socket in a private directory of its own and on no
 //!   TCP port, so it never meets another server on this machine.
-//! - It stops on [`EmbeddedPostgres::stop`] or drop; should this process die
-//!   without stopping it, the kernel tells it to shut down (parent-death
-//!   signal), so no server is left behind.
+//! - It stops on [`EmbeddedPostgres::stop`] or drop; should this process end
+//!   without stopping it (a server kept in a `static`, a crash), a janitor
+//!   process stops it and removes its throwaway directory, so neither a
+//!   server nor a directory is left behind.
 
+mod janitor;
 mod launch;
 mod supervise;
 
@@ -26,14 +28,13 @@ use std::thread::{self};
 use std::time::{Duration, Instant};
 
 use diesel::{Connection, PgConnection};
-use nix::sys::signal::Signal;
-use nix::unistd::Uid;
 
 use crate::error::Error;
+use janitor::Janitor;
 use launch::{
     Launch, base_backup, find_bin_dir, give_to_server_user, init_cluster, unprivileged_user,
 };
-use supervise::{Supervisor, spawn_owner};
+use supervise::{Signal, Supervisor, spawn_owner};
 
 /// The port number in the socket's file name. The server has no TCP
 /// listener, and the socket lives in a directory of its own, so this number
@@ -71,6 +72,8 @@ pub struct EmbeddedPostgres {
     /// The throwaway directory (data and socket), or the socket directory of
     /// a persistent server; removed once the server has stopped.
     scratch: Mutex<Option<tempfile::TempDir>>,
+    /// Stops the server and removes `scratch` if this process ends first.
+    janitor: Mutex<Option<Janitor>>,
 }
 
 /// Options for [`EmbeddedPostgres`]; start with [`EmbeddedPostgres::builder`].
@@ -186,6 +189,7 @@ impl EmbeddedPostgres {
             socket_dir: socket_dir.clone(),
         };
         File::create(&launch.log_path).map_err(|e| server_error("cannot create the log", e))?;
+        let janitor = Janitor::start(scratch.path(), &data_dir)?;
         let exited = Arc::new(Mutex::new(None));
         let owner = spawn_owner(launch.command()?, Arc::clone(&exited))?;
         let server = EmbeddedPostgres {
@@ -195,6 +199,7 @@ impl EmbeddedPostgres {
             launch,
             owner: Mutex::new(Some(owner)),
             scratch: Mutex::new(Some(scratch)),
+            janitor: Mutex::new(Some(janitor)),
         };
         server.wait_until_ready(&exited)?;
         Ok(server)
@@ -277,7 +282,7 @@ impl EmbeddedPostgres {
     /// existing ancestor of `path` that others cannot search, which keeps the
     /// server from using `path`. `None` when there is none, or when not root.
     pub fn blocked_by(path: &Path) -> Option<PathBuf> {
-        if !Uid::effective().is_root() {
+        if !launch::running_as_root() {
             return None;
         }
         path.ancestors()
@@ -322,7 +327,7 @@ impl EmbeddedPostgres {
     pub fn stop(&self) -> Result<(), Error> {
         let owner = self.owner.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(owner) = owner {
-            let _ = owner.stop.send(Signal::SIGINT);
+            let _ = owner.stop.send(Signal::Interrupt);
             let _ = owner.thread.join();
         }
         let scratch = self
@@ -330,12 +335,20 @@ impl EmbeddedPostgres {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(scratch) = scratch {
+        let removed = scratch.map_or(Ok(()), |scratch| {
             scratch
                 .close()
-                .map_err(|e| server_error("cannot remove the server's directory", e))?;
+                .map_err(|e| server_error("cannot remove the server's directory", e))
+        });
+        let janitor = self
+            .janitor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(janitor) = janitor {
+            janitor.dismiss();
         }
-        Ok(())
+        removed
     }
 }
 
@@ -354,7 +367,7 @@ impl EmbeddedPostgres {
     /// [`Error::Server`] when the server was stopped, or does not come back
     /// (quoting its log).
     pub fn restart(&self) -> Result<(), Error> {
-        self.crash(Signal::SIGQUIT)?;
+        self.crash(Signal::Quit)?;
         self.start_again()
     }
 
@@ -366,7 +379,7 @@ impl EmbeddedPostgres {
     ///
     /// [`Error::Server`] when the server was not running.
     pub fn stop_immediately(&self) -> Result<(), Error> {
-        self.crash(Signal::SIGQUIT)
+        self.crash(Signal::Quit)
     }
 
     /// Kill the postmaster (SIGKILL), as the kernel's OOM killer would,
@@ -377,7 +390,7 @@ impl EmbeddedPostgres {
     ///
     /// [`Error::Server`] when the server was not running.
     pub fn kill(&self) -> Result<(), Error> {
-        self.crash(Signal::SIGKILL)
+        self.crash(Signal::Kill)
     }
 
     fn crash(&self, signal: Signal) -> Result<(), Error> {
@@ -425,7 +438,7 @@ impl EmbeddedPostgres {
                 Ready::Yes => return Ok(()),
                 Ready::Exited if Instant::now() < deadline => {
                     // Reap the exited owner before trying again.
-                    let _ = self.crash(Signal::SIGINT);
+                    let _ = self.crash(Signal::Interrupt);
                     thread::sleep(Duration::from_millis(50));
                 }
                 _ => return self.failed_to_start(&exited),

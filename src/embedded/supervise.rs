@@ -1,15 +1,12 @@
-//! The thread that owns the server process: it spawns it (with the
-//! parent-death signal), waits for it, and shuts it down.
+//! The thread that owns the server process: it spawns it, waits for it, and
+//! shuts it down. (Should this process die without stopping it, the janitor
+//! does: `janitor.rs`.)
 
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 use crate::error::Error;
 
@@ -22,9 +19,37 @@ pub(super) struct Supervisor {
     pub(super) thread: JoinHandle<()>,
 }
 
-/// Spawn the server from a thread that lives exactly as long as the server
-/// should: the parent-death signal fires when the *thread* that spawned a
-/// child ends, so it must not be whatever short-lived thread called us.
+/// A signal to the server's postmaster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Signal {
+    /// Fast shutdown: sessions are disconnected, a checkpoint is written.
+    Interrupt,
+    /// Immediate shutdown, as a crash: crash recovery at the next start.
+    Quit,
+    /// The kernel's OOM killer: the backends notice later, on their own.
+    Kill,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "INT",
+            Signal::Quit => "QUIT",
+            Signal::Kill => "KILL",
+        }
+    }
+}
+
+/// Send `signal` to process `pid` (with the shell's `kill`: as root, to a
+/// server running as the unprivileged user too).
+fn kill(pid: u32, signal: Signal) {
+    let _ = Command::new("sh")
+        .args(["-c", "kill -\"$0\" \"$1\" 2>/dev/null", signal.name()])
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Spawn the server from a thread that owns it until it is stopped.
 pub(super) fn spawn_owner(
     mut command: Command,
     exited: Arc<Mutex<Option<ExitStatus>>>,
@@ -34,17 +59,6 @@ pub(super) fn spawn_owner(
     let thread = thread::Builder::new()
         .name("embedded-postgres".into())
         .spawn(move || {
-            // SAFETY: `prctl` is async-signal-safe; the closure allocates
-            // nothing and touches no locks.
-            #[expect(
-                unsafe_code,
-                reason = "the parent-death signal is set in the child, between fork and exec"
-            )]
-            unsafe {
-                command.pre_exec(|| {
-                    nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)
-                });
-            }
             let mut child = match command.spawn() {
                 Ok(child) => {
                     let _ = spawned.send(Ok(()));
@@ -69,7 +83,7 @@ pub(super) fn spawn_owner(
                         return;
                     }
                     Err(RecvTimeoutError::Disconnected) => {
-                        shut_down(&mut child, Signal::SIGINT);
+                        shut_down(&mut child, Signal::Interrupt);
                         return;
                     }
                 }
@@ -86,11 +100,11 @@ pub(super) fn spawn_owner(
 /// Shut down starting with `first` (SIGINT: fast, SIGQUIT: immediate), then
 /// immediate shutdown, then kill: never leave it running.
 pub(super) fn shut_down(child: &mut Child, first: Signal) {
-    let pid = Pid::from_raw(child.id() as i32);
-    let escalation = [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGKILL];
+    let pid = child.id();
+    let escalation = [Signal::Interrupt, Signal::Quit, Signal::Kill];
     let from = escalation.iter().position(|&s| s == first).unwrap_or(0);
     for &signal in &escalation[from..] {
-        let _ = kill(pid, signal);
+        kill(pid, signal);
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {

@@ -10,8 +10,13 @@ use crate::pair::{Pair, Violation};
 use crate::state::{State, Verb};
 
 /// A machine whose state is known only at run time: loaded from the
-/// database, it hands out the typed [`Machine`] for its state.
-#[derive(Clone, Debug)]
+/// database, it hands out the typed [`Machine`] for its state (by `match`,
+/// or `Machine::<Idle>::try_from(any)`, which hands the `AnyMachine` back
+/// when it is in another state).
+///
+/// Not `Clone`, as [`Machine`] is not: a value stands for "the machine is
+/// in this state now" and is used once.
+#[derive(Debug)]
 pub enum AnyMachine {
     /// An offline machine.
     Offline(Machine<Offline>),
@@ -22,6 +27,25 @@ pub enum AnyMachine {
     /// A machine in error.
     Errored(Machine<Errored>),
 }
+
+macro_rules! typed_from_any {
+    ($($state:ident),*) => {$(
+        impl TryFrom<AnyMachine> for Machine<$state> {
+            type Error = AnyMachine;
+
+            /// The typed machine, or the `AnyMachine` back when it is in
+            /// another state.
+            fn try_from(any: AnyMachine) -> Result<Self, AnyMachine> {
+                match any {
+                    AnyMachine::$state(machine) => Ok(machine),
+                    other => Err(other),
+                }
+            }
+        }
+    )*};
+}
+
+typed_from_any!(Offline, Idle, Processing, Errored);
 
 /// A transition named at run time (from a command line, a queue, a test).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +122,7 @@ impl AnyMachine {
             }
             (Ok(state), Some(row)) if violations.is_empty() => (state, row),
             _ if violations == [Violation::UnknownState] => {
-                let state = pair.machine_state_status().map(|s| s.state);
+                let state = pair.state.as_ref().map(|row| row.current_state.clone());
                 return Err(Error::UnknownState {
                     machine_id: id,
                     state: state.unwrap_or_default(),

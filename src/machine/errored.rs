@@ -3,6 +3,7 @@
 use diesel::PgConnection;
 
 use super::{Errored, Idle, Machine, Offline, Transition};
+use crate::state::Verb;
 
 impl Machine<Errored> {
     /// What went wrong (`machine_state.failure_description`).
@@ -18,7 +19,7 @@ impl Machine<Errored> {
     /// if it is not in error any more, or any other [`Error`](crate::Error);
     /// nothing is written then.
     pub fn reset(self, conn: &mut PgConnection) -> Transition<Errored, Idle> {
-        self.transition(conn, Idle, None)
+        self.transition(conn, Verb::Reset, Idle, None)
     }
 
     /// `error -> offline`: the machine is taken out of service for repair.
@@ -27,6 +28,6 @@ impl Machine<Errored> {
     ///
     /// As [`reset`](Self::reset).
     pub fn take_offline(self, conn: &mut PgConnection) -> Transition<Errored, Offline> {
-        self.transition(conn, Offline, None)
+        self.transition(conn, Verb::TakeOffline, Offline, None)
     }
 }

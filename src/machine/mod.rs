@@ -21,7 +21,7 @@ pub use any::{Action, AnyMachine};
 
 use crate::error::{Error, TransitionError};
 use crate::retry::RetryPolicy;
-use crate::state::State;
+use crate::state::{State, Verb};
 use crate::write::{self, Change, Settings, WritePath};
 
 /// The longest failure description accepted, in characters.
@@ -43,6 +43,11 @@ pub const MAX_DESCRIPTION_CHARS: usize = 4096;
 /// A transition that the database refuses (the machine moved on since it was
 /// loaded, say) returns a [`TransitionError`] holding this machine unchanged,
 /// and writes nothing.
+///
+/// Not `Clone`: a `Machine<S>` stands for "the machine is in `S` now", and a
+/// copy would walk around the typestate (the second use of a consumed state
+/// would compile). To act on the machine again, load it
+/// ([`AnyMachine::load`]).
 pub struct Machine<S: MachineState> {
     id: Uuid,
     state: S,
@@ -159,6 +164,12 @@ impl<S: MachineState> Machine<S> {
         }
     }
 
+    /// These settings for this machine's transitions.
+    pub(crate) fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
     /// The machine's id.
     pub fn id(&self) -> Uuid {
         self.id
@@ -235,6 +246,7 @@ impl<S: MachineState> Machine<S> {
     fn transition<T: MachineState>(
         mut self,
         conn: &mut PgConnection,
+        verb: Verb,
         to: T,
         description: Option<&str>,
     ) -> Transition<S, T> {
@@ -244,6 +256,7 @@ impl<S: MachineState> Machine<S> {
             .unwrap_or_else(crate::history::new_operation_id);
         let change = Change {
             machine_id: self.id,
+            verb,
             from: S::STATE,
             expected_process: self.state.process_id(),
             to: T::STATE,
@@ -253,7 +266,14 @@ impl<S: MachineState> Machine<S> {
             lock_limit: self.settings.lock_timeout,
         };
         let result = write::apply(conn, &change, &self.settings);
-        log_outcome(&change, &result);
+        crate::telemetry::log_outcome(
+            change.machine_id,
+            change.verb,
+            change.from,
+            change.to,
+            change.operation_id,
+            &result,
+        );
         match result {
             Ok(since) => Ok(Machine {
                 id: self.id,
@@ -267,20 +287,6 @@ impl<S: MachineState> Machine<S> {
                 error,
             }),
         }
-    }
-}
-
-fn log_outcome<T>(change: &Change<'_>, result: &Result<T, Error>) {
-    let transition = format_args!("{} -> {}", change.from, change.to);
-    match result {
-        Ok(_) => tracing::info!(
-            machine_id = %change.machine_id, %transition, operation_id = %change.operation_id,
-            outcome = "applied", "completed machine state transition atomically"
-        ),
-        Err(error) => tracing::warn!(
-            machine_id = %change.machine_id, %transition, operation_id = %change.operation_id,
-            outcome = "refused", %error, "machine state transition not applied"
-        ),
     }
 }
 
@@ -319,17 +325,5 @@ impl<S: MachineState> fmt::Debug for Machine<S> {
             .field("state", &self.state)
             .field("since", &self.since)
             .finish_non_exhaustive()
-    }
-}
-
-impl<S: MachineState> Clone for Machine<S> {
-    fn clone(&self) -> Self {
-        Machine {
-            id: self.id,
-            state: self.state.clone(),
-            since: self.since,
-            settings: self.settings,
-            operation_id: self.operation_id,
-        }
     }
 }

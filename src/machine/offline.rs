@@ -4,6 +4,7 @@ use diesel::PgConnection;
 use uuid::Uuid;
 
 use super::{Idle, Machine, Offline, Processing, Transition};
+use crate::state::Verb;
 
 impl Machine<Offline> {
     /// `offline -> idle`: the machine is powered up and ready.
@@ -14,7 +15,7 @@ impl Machine<Offline> {
     /// if it is not offline any more, or any other [`Error`](crate::Error);
     /// nothing is written then.
     pub fn bring_online(self, conn: &mut PgConnection) -> Transition<Offline, Idle> {
-        self.transition(conn, Idle, None)
+        self.transition(conn, Verb::BringOnline, Idle, None)
     }
 
     /// `offline -> processing`: start the recipe run `process_id` (the legacy
@@ -28,6 +29,6 @@ impl Machine<Offline> {
         conn: &mut PgConnection,
         process_id: Uuid,
     ) -> Transition<Offline, Processing> {
-        self.transition(conn, Processing { process_id }, None)
+        self.transition(conn, Verb::Start, Processing { process_id }, None)
     }
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{Errored, Idle, Machine, Processing, Transition, validate_description};
 use crate::error::TransitionError;
+use crate::state::Verb;
 
 impl Machine<Processing> {
     /// The recipe run this machine is processing.
@@ -24,7 +25,7 @@ impl Machine<Processing> {
     /// if it no longer runs this process, or any other
     /// [`Error`](crate::Error); nothing is written then.
     pub fn complete(self, conn: &mut PgConnection) -> Transition<Processing, Idle> {
-        self.transition(conn, Idle, None)
+        self.transition(conn, Verb::Complete, Idle, None)
     }
 
     /// `processing -> idle`: a user aborted the recipe.
@@ -33,7 +34,7 @@ impl Machine<Processing> {
     ///
     /// As [`complete`](Self::complete).
     pub fn stop(self, conn: &mut PgConnection) -> Transition<Processing, Idle> {
-        self.transition(conn, Idle, None)
+        self.transition(conn, Verb::Stop, Idle, None)
     }
 
     /// `processing -> error`: the recipe failed with `description`.
@@ -64,6 +65,6 @@ impl Machine<Processing> {
         let errored = Errored {
             description: description.to_owned(),
         };
-        self.transition(conn, errored, Some(description))
+        self.transition(conn, Verb::Fail, errored, Some(description))
     }
 }

@@ -24,6 +24,7 @@
 mod manager;
 mod url;
 
+use diesel::r2d2::ManageConnection;
 use std::time::Duration;
 
 pub use manager::Manager;
@@ -62,7 +63,7 @@ impl std::str::FromStr for ConnectionMode {
             "" | "direct" | "session" => Ok(ConnectionMode::Direct),
             "transaction" => Ok(ConnectionMode::TransactionPooler),
             other => Err(Error::InvalidInput(format!(
-                "unknown pooler mode `{other}`: expected `transaction` or `direct`"
+                "unknown pooler mode `{other}`: expected `transaction`, `session` or `direct`"
             ))),
         }
     }
@@ -81,10 +82,20 @@ pub const CHECKOUT_TIMEOUT: Duration = Duration::from_millis(600);
 ///
 /// # Errors
 ///
-/// [`Error::InvalidInput`] for an unknown pooler mode; [`Error::Pool`] when
-/// no connection can be made within the checkout timeout.
+/// [`Error::InvalidInput`] for an unknown pooler mode; [`Error::Connection`]
+/// when the first connection fails (a malformed URL, a refused login, no
+/// server), with libpq's reason; [`Error::Pool`] when no connection can be
+/// made within the checkout timeout.
 pub fn pool(database_url: &str) -> Result<Pool, Error> {
-    Ok(pool_builder().build(Manager::new(database_url)?)?)
+    let manager = Manager::new(database_url)?;
+    // One connection first, outside r2d2: its error says why at once, where
+    // the pool would wait out its checkout timeout and report a timeout.
+    match manager.connect() {
+        Ok(_) => {}
+        Err(diesel::r2d2::Error::ConnectionError(error)) => return Err(Error::Connection(error)),
+        Err(diesel::r2d2::Error::QueryError(error)) => return Err(Error::Database(error)),
+    }
+    Ok(pool_builder().build(manager)?)
 }
 
 /// An r2d2 builder with this crate's defaults, to adjust before `build`
@@ -119,4 +130,30 @@ pub fn pool_builder() -> diesel::r2d2::Builder<Manager> {
 /// when the database cannot be reached.
 pub fn connect(database_url: &str) -> Result<diesel::PgConnection, Error> {
     Manager::new(database_url)?.establish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn a_malformed_url_is_refused_at_once_with_libpqs_reason() {
+        let started = Instant::now();
+        let error = pool("host=localhost not a url")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            started.elapsed() < CHECKOUT_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+        let error = error.unwrap_or_default();
+        assert!(
+            error.starts_with("could not connect to the database: ")
+                && error.contains("missing \"=\" after \"not\""),
+            "{error}"
+        );
+    }
 }

@@ -15,8 +15,9 @@
 //! use machine_state::{Machine, Offline};
 //! use uuid::Uuid;
 //!
-//! /// One server for the whole test binary; it stops when the binary exits
-//! /// (the kernel's parent-death signal), however the tests end.
+//! /// One server for the whole test binary. A `static` is never dropped: when
+//! /// the binary exits, however the tests ended, the server's janitor stops it
+//! /// and removes its directory, so nothing is left behind.
 //! fn server() -> &'static TestServer {
 //!     static SERVER: OnceLock<TestServer> = OnceLock::new();
 //!     SERVER.get_or_init(|| TestServer::start().expect("a test server"))

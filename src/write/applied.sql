@@ -4,7 +4,7 @@
 -- (NULL when it wrote nothing) and the isolation level it ran under. Under
 -- REPEATABLE READ a concurrent change of either row makes it fail with 40001.
 -- Binds: 1 machine id, 2 from state, 3 expected process, 4 to state,
--- 5 new process, 6 description, 7 operation id, 8 lock timeout.
+-- 5 new process, 6 description, 7 operation id, 8 lock timeout, 9 verb.
 -- In psql: PREPARE applied AS <this file>; EXECUTE applied(...);
 WITH machine_row AS (
     UPDATE machines m
@@ -31,9 +31,9 @@ WITH machine_row AS (
 ), entry AS (
     INSERT INTO machine_state_transitions
         (machine_id, from_state, to_state, process_id, description, operation_id, kind,
-         transitioned_at, isolation_level)
+         transitioned_at, isolation_level, verb)
     SELECT r.machine_id, $2, $4, coalesce($5, $3), $6, $7, 'transition', now(),
-           current_setting('transaction_isolation')
+           current_setting('transaction_isolation'), $9
     FROM state_row r
     RETURNING transitioned_at
 )

@@ -25,24 +25,29 @@ pub(crate) fn create(
         state: state.as_str(),
         operation_id,
     };
-    let result = if in_transaction(conn) {
+    let inside = in_transaction(conn);
+    let result = if inside {
         statement.get_result(conn)
     } else {
         conn.build_transaction()
             .repeatable_read()
             .run(|conn| statement.get_result(conn))
     };
+    if inside && result.is_ok() {
+        crate::transaction::note_operation(operation_id);
+    }
     result.map_err(|error| match error {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, ref info)
             if info.constraint_name() == Some("machines_pkey") =>
         {
             Error::AlreadyExists(machine_id)
         }
+        error if connection_gone(conn, &error) && inside => Error::ConnectionLost(error),
         error if connection_gone(conn, &error) => Error::OutcomeUnknown {
-            operation_id,
+            operation_ids: vec![operation_id],
             source: error,
         },
-        error => Error::Database(error),
+        error => crate::migrations::explain_missing_tables(error),
     })
 }
 
@@ -64,9 +69,10 @@ const CREATE_SQL: &str = "
     RETURNING machine_id
 )
 INSERT INTO machine_state_transitions
-    (machine_id, from_state, to_state, operation_id, kind, transitioned_at, isolation_level)
+    (machine_id, from_state, to_state, operation_id, kind, transitioned_at, isolation_level,
+     verb)
 SELECT r.machine_id, NULL, p.state, p.operation_id, 'create', now(),
-       current_setting('transaction_isolation')
+       current_setting('transaction_isolation'), 'create'
 FROM state_row r, p
 RETURNING transitioned_at";
 

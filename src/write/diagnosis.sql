@@ -13,11 +13,11 @@ WITH p AS (
     FROM p JOIN machines m ON m.id = p.machine_id
     LEFT JOIN machine_state s ON s.machine_id = m.id
 ), prior AS (
-    SELECT t.machine_id, t.from_state, t.to_state, t.transitioned_at
+    SELECT t.machine_id, t.from_state, t.to_state, t.transitioned_at, t.verb
     FROM p JOIN machine_state_transitions t ON t.operation_id = p.operation_id
 )
 SELECT NULL::timestamptz,
-       prior.machine_id, prior.from_state, prior.to_state, prior.transitioned_at,
+       prior.machine_id, prior.from_state, prior.to_state, prior.transitioned_at, prior.verb,
        cur.status, cur.current_process_id, cur.current_state, cur.process_id,
        p.isolation
 FROM p LEFT JOIN cur ON true LEFT JOIN prior ON true

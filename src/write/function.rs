@@ -11,7 +11,7 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use super::{Change, RowsFound, Verdict, repeatable_read};
+use super::{Change, Prior, RowsFound, Verdict, repeatable_read};
 use crate::connection::{connection_gone, lost_race, sqlstate};
 use crate::error::Error;
 use crate::history::find_operation;
@@ -82,7 +82,13 @@ fn explain_refusal(conn: &mut PgConnection, change: &Change<'_>, error: DieselEr
     let found = RowsFound {
         machines: pair.as_ref().map(Pair::machines_status),
         machine_state: pair.as_ref().and_then(Pair::machine_state_status),
-        prior: prior.map(|e| (e.machine_id, e.from_state, e.to_state, e.transitioned_at)),
+        prior: prior.map(|e| Prior {
+            machine_id: e.machine_id,
+            from: e.from_state,
+            to: e.to_state,
+            verb: e.verb,
+            at: e.transitioned_at,
+        }),
         isolation: super::REPEATABLE_READ.to_owned(),
     };
     found.explain(change).unwrap_or(Err(Error::Database(error)))
@@ -99,6 +105,7 @@ struct FunctionCall<'a> {
     process_id: Option<Uuid>,
     description: Option<&'a str>,
     operation_id: Uuid,
+    verb: &'static str,
 }
 
 impl<'a> FunctionCall<'a> {
@@ -112,6 +119,7 @@ impl<'a> FunctionCall<'a> {
             process_id: change.new_process.or(change.expected_process),
             description: change.description,
             operation_id: change.operation_id,
+            verb: change.verb.as_str(),
         }
     }
 }
@@ -133,6 +141,8 @@ impl QueryFragment<Pg> for FunctionCall<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&self.description)?;
         out.push_sql(", ");
         out.push_bind_param::<SqlUuid, _>(&self.operation_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.verb)?;
         out.push_sql(")).transitioned_at END, current_setting('transaction_isolation')");
         Ok(())
     }

@@ -46,7 +46,7 @@ use crate::connection::{connection_gone, deadlocked, in_transaction, lost_race};
 use crate::error::Error;
 use crate::pair::Violation;
 use crate::retry::RetryPolicy;
-use crate::state::{State, Status};
+use crate::state::{State, Status, Verb};
 use crate::telemetry::Observation;
 
 pub(crate) use create::create;
@@ -100,6 +100,8 @@ pub fn sql_function_fallbacks() -> u64 {
 /// One transition, as the write path needs it.
 pub(crate) struct Change<'a> {
     pub machine_id: Uuid,
+    /// Which transition, as the history records it.
+    pub verb: Verb,
     pub from: State,
     /// The process the machine must be running now (`Some` exactly when
     /// leaving `processing`): the fencing token.
@@ -130,6 +132,7 @@ pub(crate) fn apply(
 ) -> Result<DateTime<Utc>, Error> {
     let mut observation = Observation::begin(
         change.machine_id,
+        change.verb,
         change.from,
         change.to,
         change.operation_id,
@@ -192,7 +195,12 @@ fn with_retries(
     loop {
         observation.attempt(in_callers_transaction);
         match attempt_once(conn, change, in_callers_transaction) {
-            Ok(verdict) => return verdict,
+            Ok(verdict) => {
+                if in_callers_transaction && verdict.is_ok() {
+                    crate::transaction::note_operation(change.operation_id);
+                }
+                return verdict;
+            }
             Err(error) if lost_race(&error) && schedule.retry() => {
                 tracing::debug!(
                     machine_id = %change.machine_id, attempt = schedule.attempt() - 1, %error,
@@ -200,7 +208,14 @@ fn with_retries(
                 );
                 observation.retry(deadlocked(&error));
             }
-            Err(error) => return Err(database_error(conn, error, change, schedule.attempt())),
+            Err(error) => {
+                let error = database_error(conn, error, change, schedule.attempt());
+                return Err(if in_callers_transaction {
+                    crate::transaction::inside(error)
+                } else {
+                    error
+                });
+            }
         }
     }
 }
@@ -229,16 +244,15 @@ fn database_error(
     }
     if connection_gone(conn, &error) {
         return Error::OutcomeUnknown {
-            operation_id: change.operation_id,
+            operation_ids: vec![change.operation_id],
             source: error,
         };
     }
-    if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &error {
-        if info.constraint_name() == Some(RUNNING_PROCESS_INDEX) {
-            if let Some(process_id) = change.new_process {
-                return Error::ProcessInUse(process_id);
-            }
-        }
+    if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &error
+        && info.constraint_name() == Some(RUNNING_PROCESS_INDEX)
+        && let Some(process_id) = change.new_process
+    {
+        return Error::ProcessInUse(process_id);
     }
     crate::migrations::explain_missing_tables(error)
 }
@@ -269,23 +283,43 @@ struct RowsFound {
     machines: Option<Status>,
     /// `machine_state`: state and process, if the row exists.
     machine_state: Option<Status>,
-    /// The transition already recorded under this operation id, if any:
-    /// (machine, from, to, when).
-    prior: Option<(Uuid, Option<String>, String, DateTime<Utc>)>,
+    /// The transition already recorded under this operation id, if any.
+    prior: Option<Prior>,
     /// The isolation level the attempt ran under.
     isolation: String,
+}
+
+/// The history entry an operation id already wrote.
+struct Prior {
+    machine_id: Uuid,
+    from: Option<String>,
+    to: String,
+    /// `None` on entries written before the history kept verbs.
+    verb: Option<String>,
+    at: DateTime<Utc>,
+}
+
+impl Prior {
+    /// Whether this entry is `change`, applied: the same machine, states and
+    /// verb (an entry without a verb matches on the states).
+    fn is(&self, change: &Change<'_>) -> bool {
+        self.machine_id == change.machine_id
+            && self.from.as_deref() == Some(change.from.as_str())
+            && self.to == change.to.as_str()
+            && self
+                .verb
+                .as_deref()
+                .is_none_or(|verb| verb == change.verb.as_str())
+    }
 }
 
 impl RowsFound {
     /// Why the transition did not apply, or `None` when what was found does
     /// not explain it.
     fn explain(self, change: &Change<'_>) -> Option<Verdict> {
-        if let Some((machine, from, to, at)) = self.prior {
-            let same = machine == change.machine_id
-                && from.as_deref() == Some(change.from.as_str())
-                && to == change.to.as_str();
-            return Some(if same {
-                Ok(at)
+        if let Some(prior) = self.prior {
+            return Some(if prior.is(change) {
+                Ok(prior.at)
             } else {
                 Err(Error::OperationReused(change.operation_id))
             });

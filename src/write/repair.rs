@@ -77,6 +77,7 @@ pub(crate) fn repair(
                 machine_state_transitions::description.eq(note),
                 machine_state_transitions::operation_id.eq(crate::history::new_operation_id()),
                 machine_state_transitions::kind.eq("repair"),
+                machine_state_transitions::verb.eq("repair"),
             ))
             .execute(conn)?;
         Ok(true)

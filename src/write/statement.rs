@@ -26,7 +26,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use super::{Change, REPEATABLE_READ, RowsFound, Verdict, repeatable_read, sql_file};
+use super::{Change, Prior, REPEATABLE_READ, RowsFound, Verdict, repeatable_read, sql_file};
 use crate::error::Error;
 use crate::state::Status;
 
@@ -140,6 +140,7 @@ pub(super) struct Outcome {
     prior_from: Option<String>,
     prior_to: Option<String>,
     prior_at: Option<DateTime<Utc>>,
+    prior_verb: Option<String>,
     status: Option<String>,
     machines_process: Option<Uuid>,
     current_state: Option<String>,
@@ -151,19 +152,23 @@ impl Outcome {
     /// What was found, as the write path's reasons see it.
     fn rows_found(self) -> RowsFound {
         RowsFound {
-            machines: self.status.map(|state| Status {
-                state,
-                process_id: self.machines_process,
-            }),
-            machine_state: self.current_state.map(|state| Status {
-                state,
-                process_id: self.state_process,
-            }),
+            machines: self
+                .status
+                .map(|state| Status::stored(&state, self.machines_process)),
+            machine_state: self
+                .current_state
+                .map(|state| Status::stored(&state, self.state_process)),
             prior: self
                 .prior_machine
                 .zip(self.prior_to)
                 .zip(self.prior_at)
-                .map(|((machine, to), at)| (machine, self.prior_from, to, at)),
+                .map(|((machine_id, to), at)| Prior {
+                    machine_id,
+                    from: self.prior_from,
+                    to,
+                    verb: self.prior_verb,
+                    at,
+                }),
             isolation: self.isolation,
         }
     }
@@ -203,6 +208,7 @@ struct TransitionStatement<'a> {
     new_process: Option<Uuid>,
     description: Option<&'a str>,
     operation_id: Uuid,
+    verb: &'static str,
     /// `lock_limit` as `set_config('lock_timeout', …)` takes it.
     lock_timeout: String,
 }
@@ -217,13 +223,14 @@ impl<'a> TransitionStatement<'a> {
             new_process: change.new_process,
             description: change.description,
             operation_id: change.operation_id,
+            verb: change.verb.as_str(),
             lock_timeout: crate::lock::setting(change.lock_limit),
         }
     }
 }
 
 impl TransitionStatement<'_> {
-    /// The value of bind `$n` of `applied.sql` and `transition.sql`.
+    /// The value of bind `$n` of `applied.sql` and `diagnosis.sql`.
     fn bind<'b>(&'b self, n: u8, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         match n {
             1 => out.push_bind_param::<SqlUuid, _>(&self.machine_id),
@@ -234,6 +241,7 @@ impl TransitionStatement<'_> {
             6 => out.push_bind_param::<Nullable<Text>, _>(&self.description),
             7 => out.push_bind_param::<SqlUuid, _>(&self.operation_id),
             8 => out.push_bind_param::<Text, _>(&self.lock_timeout),
+            9 => out.push_bind_param::<Text, _>(self.verb),
             n => Err(sql_file::no_such_bind(n)),
         }
     }
@@ -262,6 +270,7 @@ impl Query for DiagnosisStatement<'_, '_> {
         Nullable<Text>,
         Nullable<Text>,
         Nullable<Timestamptz>,
+        Nullable<Text>,
         Nullable<Text>,
         Nullable<SqlUuid>,
         Nullable<Text>,

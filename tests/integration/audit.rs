@@ -86,6 +86,7 @@ fn audit_finds_exactly_the_diverged_machines_and_repair_brings_them_to_zero() {
         assert_consistent(conn, id);
         let entries = history(conn, id).unwrap();
         assert_eq!(entries.last().unwrap().kind, "repair");
+        assert_eq!(entries.last().unwrap().verb.as_deref(), Some("repair"));
         AnyMachine::load(conn, id).unwrap();
     }
     assert_eq!(

@@ -426,6 +426,7 @@ fn audit_exits_1_on_divergence_and_repair_brings_it_back_to_zero() {
     assert_eq!(shown["state"], "offline");
     let history = shown["history"].as_array().unwrap();
     assert_eq!(history.last().unwrap()["kind"], "repair");
+    assert_eq!(history.last().unwrap()["verb"], "repair");
 }
 
 #[test]
@@ -527,8 +528,23 @@ fn logs_are_quiet_by_default_and_v_shows_each_transition() {
 fn help_documents_every_command_and_the_exit_codes() {
     let help = ok(bare().arg("--help"));
     for command in [
-        "migrate", "rollback", "add", "show", "list", "start", "complete", "stop", "fail", "reset",
-        "online", "offline", "audit", "repair", "stuck", "demo",
+        "migrate",
+        "rollback",
+        "add",
+        "show",
+        "list",
+        "start",
+        "complete",
+        "stop",
+        "fail",
+        "reset",
+        "online",
+        "offline",
+        "operation",
+        "audit",
+        "repair",
+        "stuck",
+        "demo",
     ] {
         assert!(
             help.contains(&format!("\n  {command} ")),
@@ -538,6 +554,12 @@ fn help_documents_every_command_and_the_exit_codes() {
         assert!(sub.contains("Exit codes:"), "{command}: {sub}");
     }
     assert!(help.contains("Exit codes:\n  0  success\n  1  a transition was refused"));
+    assert!(
+        help.contains("\n  3  the outcome of a transition is unknown"),
+        "{help}"
+    );
+    let start = ok(bare().args(["start", "--help"]));
+    assert!(start.contains("--operation-id <UUID>"), "{start}");
     bare()
         .assert()
         .code(2)
@@ -772,4 +794,48 @@ fn as_root_a_private_directory_gets_its_data_where_the_server_can_reach_it() {
         "0.3",
     ]));
     assert!(out.contains("on a throwaway embedded server"), "{out}");
+}
+
+#[test]
+fn show_tells_a_stop_from_a_completion() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let machine = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
+    let id = machine.id();
+    let idle = machine
+        .start(conn, Uuid::new_v4())
+        .unwrap()
+        .complete(conn)
+        .unwrap();
+    idle.start(conn, Uuid::new_v4())
+        .unwrap()
+        .stop(conn)
+        .unwrap();
+
+    let text = ok(cli(&db).args(["show", &id.to_string()]));
+    let verbs: Vec<&str> = text
+        .lines()
+        .skip_while(|line| *line != "history")
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        verbs,
+        ["create", "start", "complete", "start", "stop"],
+        "{text}"
+    );
+
+    let json: Value =
+        serde_json::from_str(&ok(cli(&db).args(["show", &id.to_string(), "--json"]))).unwrap();
+    let verbs: Vec<&str> = json["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["verb"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verbs,
+        ["create", "start", "complete", "start", "stop"],
+        "{json}"
+    );
 }

@@ -157,11 +157,11 @@ fn with_enforcement_on_every_legal_transition_commits_through_every_write_path()
 
     // Several transitions and the caller's own writes in one transaction.
     let id = idle_machine(conn);
-    let run = RecipeRun::new(id, Uuid::new_v4());
+    let run = RecipeRun::on(id).run(Uuid::new_v4());
     transaction(conn, &RetryPolicy::default(), |conn| {
         run.start(conn, Uuid::new_v4())?;
         run.complete(conn, Uuid::new_v4())?;
-        Ok(())
+        Ok::<_, machine_state::Error>(())
     })
     .unwrap();
     assert_consistent(conn, id);

@@ -21,11 +21,12 @@ fn repeat_an_operation(path: WritePath) {
     let id = offline.id();
     let operation = Uuid::new_v4();
 
+    let stale = crate::support::load_as::<Offline>(conn, id).with_write_path(path);
     let first = offline
-        .clone()
         .with_operation_id(operation)
         .bring_online(conn)
         .unwrap();
+    let offline = stale;
     let before = snapshot(conn);
     let again = offline
         .with_operation_id(operation)
@@ -84,11 +85,12 @@ fn an_operation_is_not_applied_again_when_the_machine_came_back_to_its_source_st
     let offline = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
     let id = offline.id();
     let operation = Uuid::new_v4();
+    let stale = crate::support::load_as::<Offline>(conn, id);
     let first = offline
-        .clone()
         .with_operation_id(operation)
         .bring_online(conn)
         .unwrap();
+    let offline = stale;
     first.take_offline(conn).unwrap();
     let before = snapshot(conn);
 
@@ -144,4 +146,54 @@ fn operation_ids_made_for_callers_are_time_ordered_in_rust_and_in_sql() {
     offline.with_operation_id(own).bring_online(conn).unwrap();
     assert!(find_operation(conn, own).unwrap().is_some());
     assert_consistent(conn, id);
+}
+
+#[test]
+fn a_stop_retried_under_a_completes_operation_id_is_refused_not_already_applied() {
+    for path in [WritePath::Statement, WritePath::SqlFunction] {
+        let db = TestDb::new();
+        let pool = db.pool();
+        let conn = &mut pool.get().unwrap();
+        let processing = Machine::<Offline>::create(conn, Uuid::new_v4())
+            .unwrap()
+            .with_write_path(path)
+            .start(conn, Uuid::new_v4())
+            .unwrap();
+        let id = processing.id();
+        let operation = Uuid::new_v4();
+        let [stale, again] = [(); 2].map(|()| {
+            crate::support::load_as::<machine_state::Processing>(conn, id).with_write_path(path)
+        });
+        processing
+            .with_operation_id(operation)
+            .complete(conn)
+            .unwrap();
+        let before = snapshot(conn);
+
+        // `processing -> idle` both: only the verb tells them apart.
+        let refused = stale.with_operation_id(operation).stop(conn).unwrap_err();
+        assert!(
+            matches!(refused.error, Error::OperationReused(op) if op == operation),
+            "{path:?}: {:?}",
+            refused.error
+        );
+        assert_eq!(snapshot(conn), before, "{path:?}: nothing is written");
+        // The same verb again is the same operation, already applied.
+        again.with_operation_id(operation).complete(conn).unwrap();
+        assert_eq!(snapshot(conn), before, "{path:?}");
+
+        let entry = find_operation(conn, operation).unwrap().unwrap();
+        assert_eq!(entry.verb.as_deref(), Some("complete"), "{path:?}");
+        let verbs: Vec<Option<String>> = history(conn, id)
+            .unwrap()
+            .into_iter()
+            .map(|entry| entry.verb)
+            .collect();
+        assert_eq!(
+            verbs,
+            [Some("create"), Some("start"), Some("complete")].map(|v| v.map(str::to_owned)),
+            "{path:?}"
+        );
+        assert_consistent(conn, id);
+    }
 }

@@ -41,8 +41,11 @@ fn a_diverged_pair_loads_as_inconsistent() {
                 panic!("expected inconsistent, got {error:?}");
             };
             assert_eq!(machine_id, id);
-            assert_eq!(machines.state, "idle");
-            assert_eq!(machine_state.map(|s| s.state), Some("offline".to_owned()));
+            assert_eq!(machines.state, machine_state::State::Idle);
+            assert_eq!(
+                machine_state.map(|s| s.state),
+                Some(machine_state::State::Offline.into())
+            );
             assert_eq!(violations, [machine_state::Violation::StateMismatch]);
             assert!(
                 message.contains("`machines` says `idle`, `machine_state` says `offline`"),

@@ -3,6 +3,7 @@
 mod support;
 
 mod adoption;
+mod app_migrations;
 mod audit;
 mod cli;
 mod compile_fail;
@@ -11,6 +12,8 @@ mod enforcement;
 mod failover;
 mod faults;
 mod idempotency;
+mod language;
+mod live_deploy;
 mod load;
 mod metrics;
 mod migrations;
@@ -24,6 +27,10 @@ mod retention;
 mod sql_functions;
 mod stalls;
 mod supabase;
+mod supabase_lint;
+mod supabase_walk;
+mod testing_kit;
 mod transitions;
+mod under_the_lock;
 mod watch;
 mod write_paths;

@@ -145,7 +145,7 @@ fn applied_and_refused_transitions_are_counted_by_outcome() {
     assert_eq!(m.counter(RETRIES, &[]), 0);
 
     // Conflict: a second start from the same (now stale) idle machine.
-    let stale = idle.clone();
+    let stale = crate::support::load_as::<machine_state::Idle>(conn, idle.id());
     let processing = idle.start(conn, Uuid::new_v4()).unwrap();
     let (refused, m) = recorded(|| stale.start(conn, Uuid::new_v4()).unwrap_err());
     assert!(
@@ -268,7 +268,10 @@ fn lose_a_race_in(
                 let process = Uuid::new_v4();
                 if in_transaction {
                     machine_state::transaction(&mut conn, &policy, |conn| {
-                        idle.clone().start(conn, process).map(|_| ())?;
+                        crate::support::load_as::<machine_state::Idle>(conn, id)
+                            .with_retry_policy(policy)
+                            .start(conn, process)
+                            .map(|_| ())?;
                         Ok(())
                     })
                 } else {
@@ -517,7 +520,7 @@ fn each_transition_runs_in_one_span_with_its_ids_attempts_and_outcome() {
     let conn = &mut db.conn();
     let id = idle_machine(conn);
     let idle = load_idle(conn, id);
-    let stale = idle.clone();
+    let stale = load_idle(conn, id);
     let operation = Uuid::new_v4();
     let (_, spans) = traced(|| {
         idle.with_operation_id(operation)
@@ -532,6 +535,7 @@ fn each_transition_runs_in_one_span_with_its_ids_attempts_and_outcome() {
     assert_eq!(field("machine_id"), Some(id.to_string().as_str()));
     assert_eq!(field("operation_id"), Some(operation.to_string().as_str()));
     assert_eq!(field("transition"), Some("idle -> processing"));
+    assert_eq!(field("verb"), Some("start"));
     assert_eq!(field("path"), Some("statement"));
     assert_eq!(field("attempts"), Some("1"));
     assert_eq!(field("outcome"), Some("applied"));

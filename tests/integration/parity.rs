@@ -152,6 +152,66 @@ fn the_sql_function_applies_exactly_the_table_and_refuses_the_rest_with_ms001() 
     }
 }
 
+/// The verb the history holds for the latest entry of `id`.
+fn latest_verb(conn: &mut PgConnection, id: Uuid) -> Option<String> {
+    machine_state::history(conn, id)
+        .unwrap()
+        .pop()
+        .and_then(|entry| entry.verb)
+}
+
+#[test]
+fn the_sql_function_knows_exactly_the_verbs_of_the_table_and_records_them() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let table: BTreeSet<(State, Verb, State)> =
+        TRANSITIONS.iter().map(|t| (t.from, t.verb, t.to)).collect();
+    for from in State::iter() {
+        // Illegal triples write nothing, so one machine serves them all.
+        let shared = machine_in(conn, from);
+        for verb in Verb::iter() {
+            for to in State::iter() {
+                let legal = table.contains(&(from, verb, to));
+                let machine = if legal {
+                    machine_in(conn, from)
+                } else {
+                    AnyMachine::load(conn, shared.id()).unwrap()
+                };
+                let id = machine.id();
+                let process = match (machine.process_id(), to) {
+                    (Some(running), _) => format!("'{running}'"),
+                    (None, State::Processing) => format!("'{}'", Uuid::new_v4()),
+                    (None, _) => "NULL".to_owned(),
+                };
+                let before = snapshot(conn);
+                let sqlstate = sqlstate_of(
+                    conn,
+                    &format!(
+                        "SELECT machine_state_transition('{id}', '{from}', '{to}', {process},
+                                                         'failed on purpose', NULL, '{verb}')"
+                    ),
+                );
+                if legal {
+                    assert_eq!(sqlstate, "00000", "{from} {verb} {to}");
+                    assert_eq!(latest_verb(conn, id).as_deref(), Some(verb.as_str()));
+                } else {
+                    assert_eq!(sqlstate, "MS001", "{from} {verb} {to}");
+                    assert_eq!(snapshot(conn), before, "{from} {verb} {to} wrote something");
+                }
+            }
+        }
+    }
+    // Without a verb, the one the table gives; `processing -> idle` is then
+    // a `complete` (a stop names itself).
+    let machine = machine_in(conn, State::Processing);
+    let (id, run) = (machine.id(), machine.process_id().unwrap());
+    conn.batch_execute(&format!(
+        "SELECT machine_state_transition('{id}', 'processing', 'idle', '{run}')"
+    ))
+    .unwrap();
+    assert_eq!(latest_verb(conn, id).as_deref(), Some("complete"));
+}
+
 /// The invariant each `machine_state_pair_violations` message reports.
 fn violation_of_sql(message: &str) -> Violation {
     match message.split(':').next() {

@@ -15,12 +15,13 @@ use uuid::Uuid;
 use crate::support::{TestDb, assert_consistent, create_role, snapshot, sqlstate_of};
 
 /// The functions the application role runs transitions through.
-const TRANSITION_FUNCTIONS: [&str; 5] = [
-    "machine_state_transition(uuid, text, text, uuid, text, uuid)",
+const TRANSITION_FUNCTIONS: [&str; 6] = [
+    "machine_state_transition(uuid, text, text, uuid, text, uuid, text)",
     "atomic_update_machine_state(uuid, text, uuid, text, uuid, boolean, text)",
     "atomic_complete_machine_state(uuid)",
     "atomic_error_machine_state(uuid, text)",
     "atomic_processing_machine_state(uuid, uuid)",
+    "atomic_stop_machine_state(uuid, uuid)",
 ];
 
 const TABLES: [&str; 3] = ["machines", "machine_state", "machine_state_transitions"];
@@ -96,11 +97,13 @@ fn every_function_pins_its_search_path_and_public_may_execute_none() {
             "atomic_complete_machine_state(uuid)",
             "atomic_error_machine_state(uuid,text)",
             "atomic_processing_machine_state(uuid,uuid)",
+            "atomic_stop_machine_state(uuid,uuid)",
             "atomic_update_machine_state(uuid,text,uuid,text,uuid,boolean,text)",
-            "machine_state_check_pair_invariant()",
-            "machine_state_transition(uuid,text,text,uuid,text,uuid)",
+            "machine_state_check_machine_state_pair()",
+            "machine_state_check_machines_pair()",
+            "machine_state_transition(uuid,text,text,uuid,text,uuid,text)",
         ],
-        "only the functions that write (and the trigger that only reads)"
+        "only the functions that write (and the triggers that only read)"
     );
 }
 
@@ -208,8 +211,11 @@ fn the_application_role_runs_transitions_through_the_sql_functions_and_the_crate
         "SELECT machine_state_transition('{sql_id}', 'idle', 'processing', '{run}');
          SELECT atomic_complete_machine_state('{sql_id}');
          SELECT atomic_processing_machine_state('{sql_id}', '{}');
+         SELECT atomic_stop_machine_state('{sql_id}');
+         SELECT atomic_processing_machine_state('{sql_id}', '{}');
          SELECT atomic_error_machine_state('{sql_id}', 'pump tripped');
          SELECT atomic_update_machine_state('{sql_id}', 'offline');",
+        Uuid::new_v4(),
         Uuid::new_v4(),
         run = Uuid::new_v4(),
     ))
@@ -302,9 +308,9 @@ fn revoking_the_application_role_takes_back_exactly_what_was_granted() {
     .map(|s| s.statement)
     .collect();
     // the schema, 3 tables and the history's default partition (read by name,
-    // migration 2026-12-05-300000), diesel's table, 5 functions: less the one
+    // migration 2026-12-05-300000), diesel's table, 6 functions: less the one
     // held before
-    assert_eq!(granted.len(), 10, "{granted:?}");
+    assert_eq!(granted.len(), 11, "{granted:?}");
     assert!(
         !granted.iter().any(|g| g.contains("ON TABLE machines ")),
         "{granted:?}"
@@ -324,7 +330,7 @@ fn revoking_the_application_role_takes_back_exactly_what_was_granted() {
     ))
     .load::<Statement>(conn)
     .unwrap();
-    assert_eq!(revoked.len(), 10);
+    assert_eq!(revoked.len(), 11);
     assert_eq!(acl(conn), before);
     assert!(holds(
         conn,
@@ -376,4 +382,76 @@ fn the_operator_script_creates_and_grants_the_application_role() {
             TRANSITION_FUNCTIONS[0]
         )
     ));
+}
+
+/// The migration that gave `machine_state_transition` its verb (a new
+/// signature) and added the stopper's function.
+const VERBS_MIGRATION: &str = "2026-12-05-100000";
+
+/// Revert migrations, newest first, up to and including [`VERBS_MIGRATION`].
+fn revert_through_the_verbs_migration(conn: &mut PgConnection) {
+    loop {
+        let reverted = machine_state::revert_last_migration(conn).unwrap();
+        if reverted
+            .replace('-', "")
+            .starts_with(&VERBS_MIGRATION.replace('-', ""))
+        {
+            return;
+        }
+    }
+}
+
+#[test]
+fn roles_granted_before_the_verbs_migration_keep_their_grants_through_it_and_back() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    revert_through_the_verbs_migration(conn);
+    let app = create_role(conn, "factory_app");
+    let stranger = create_role(conn, "stranger");
+    let granted = sql_query(format!(
+        "SELECT statement FROM machine_state_grant_application('{app}') AS statement"
+    ))
+    .execute(conn)
+    .unwrap();
+    let old = "machine_state_transition(uuid, text, text, uuid, text, uuid)";
+    let new = "machine_state_transition(uuid, text, text, uuid, text, uuid, text)";
+    let stop = "atomic_stop_machine_state(uuid, uuid)";
+    let may = |conn: &mut PgConnection, role: &str, function: &str| {
+        holds(
+            conn,
+            &format!("has_function_privilege('{role}', '{function}', 'EXECUTE')"),
+        )
+    };
+    assert!(may(conn, &app, old));
+
+    machine_state::run_migrations(conn).unwrap();
+    assert!(may(conn, &app, new), "the grant moves to the new signature");
+    assert!(
+        may(conn, &app, stop),
+        "the stopper's function is granted too"
+    );
+    assert!(!may(conn, &stranger, new) && !may(conn, &stranger, stop));
+    let id = Machine::<Idle>::create(conn, Uuid::new_v4())
+        .unwrap()
+        .start(conn, Uuid::new_v4())
+        .unwrap()
+        .id();
+    conn.batch_execute(&format!(
+        "SET ROLE {app}; SELECT atomic_stop_machine_state('{id}'); RESET ROLE;"
+    ))
+    .unwrap();
+    assert_eq!(
+        history(conn, id).unwrap().last().unwrap().verb.as_deref(),
+        Some("stop")
+    );
+
+    revert_through_the_verbs_migration(conn);
+    assert!(may(conn, &app, old), "and back to the old signature");
+    let revoked = sql_query(format!(
+        "SELECT statement FROM machine_state_revoke_application('{app}') AS statement"
+    ))
+    .execute(conn)
+    .unwrap();
+    assert_eq!(revoked, granted, "exactly what was granted, no more");
+    assert!(!may(conn, &app, old));
 }

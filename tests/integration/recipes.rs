@@ -23,10 +23,10 @@ fn a_late_complete_for_an_older_run_is_refused_and_changes_nothing() {
     let db = TestDb::new();
     let conn = &mut db.conn();
     let machine = idle_machine(conn);
-    let old = RecipeRun::new(machine, Uuid::new_v4());
+    let old = RecipeRun::on(machine).run(Uuid::new_v4());
     old.start(conn, Uuid::new_v4()).unwrap();
     old.stop(conn, Uuid::new_v4()).unwrap();
-    let new = RecipeRun::new(machine, Uuid::new_v4());
+    let new = RecipeRun::on(machine).run(Uuid::new_v4());
     new.start(conn, Uuid::new_v4()).unwrap();
     let before = snapshot(conn);
 
@@ -51,7 +51,7 @@ fn repeating_an_operation_reports_the_original_outcome() {
     let machine = Machine::<Offline>::create(conn, Uuid::new_v4())
         .unwrap()
         .id();
-    let run = RecipeRun::new(machine, Uuid::new_v4());
+    let run = RecipeRun::on(machine).run(Uuid::new_v4());
     let (start, complete) = (Uuid::new_v4(), Uuid::new_v4());
 
     let started = run.start(conn, start).unwrap(); // from offline
@@ -76,7 +76,7 @@ fn of_two_starters_racing_on_one_idle_machine_exactly_one_wins() {
                 let (pool, barrier) = (pool.clone(), Arc::clone(&barrier));
                 thread::spawn(move || {
                     let conn = &mut pool.get().unwrap();
-                    let run = RecipeRun::new(machine, Uuid::new_v4());
+                    let run = RecipeRun::on(machine).run(Uuid::new_v4());
                     barrier.wait();
                     (run, run.start(conn, Uuid::new_v4()))
                 })
@@ -106,11 +106,14 @@ fn one_run_cannot_be_started_on_two_machines() {
     let conn = &mut db.conn();
     let (first, second) = (idle_machine(conn), idle_machine(conn));
     let process = Uuid::new_v4();
-    RecipeRun::new(first, process)
+    RecipeRun::on(first)
+        .run(process)
         .start(conn, Uuid::new_v4())
         .unwrap();
     let before = snapshot(conn);
-    let refused = RecipeRun::new(second, process).start(conn, Uuid::new_v4());
+    let refused = RecipeRun::on(second)
+        .run(process)
+        .start(conn, Uuid::new_v4());
     assert!(
         matches!(refused, Err(Error::ProcessInUse(p)) if p == process),
         "{refused:?}"
@@ -155,7 +158,7 @@ fn the_callers_writes_commit_with_the_transition_and_roll_back_with_a_refusal() 
     let db = TestDb::new();
     let conn = &mut db.conn();
     let machine = idle_machine(conn);
-    let run = RecipeRun::new(machine, Uuid::new_v4());
+    let run = RecipeRun::on(machine).run(Uuid::new_v4());
     run.start(conn, Uuid::new_v4()).unwrap();
     process_executions(conn, run.process_id);
 
@@ -172,7 +175,7 @@ fn the_callers_writes_commit_with_the_transition_and_roll_back_with_a_refusal() 
     );
     assert_eq!(execution_status(conn, run.process_id), "running");
 
-    let next = RecipeRun::new(machine, Uuid::new_v4());
+    let next = RecipeRun::on(machine).run(Uuid::new_v4());
     next.start(conn, Uuid::new_v4()).unwrap();
     process_executions(conn, next.process_id);
     let idle = transaction(conn, &RetryPolicy::default(), |conn| {
@@ -190,7 +193,7 @@ fn a_transaction_that_loses_a_race_runs_the_callers_body_again() {
     let db = TestDb::new();
     let (conn, other) = (&mut db.conn(), &mut db.conn());
     let machine = idle_machine(conn);
-    let run = RecipeRun::new(machine, Uuid::new_v4());
+    let run = RecipeRun::on(machine).run(Uuid::new_v4());
     run.start(conn, Uuid::new_v4()).unwrap();
     process_executions(conn, run.process_id);
 
@@ -251,13 +254,14 @@ fn legacy_sql_callers_and_rust_transitions_racing_never_diverge_the_tables() {
 
 /// One legacy wrapper call, as the Python callers make them; 1 if it applied.
 fn legacy_sql_step(conn: &mut PgConnection, machine: Uuid) -> usize {
-    let call = match fastrand::u8(..4) {
+    let call = match fastrand::u8(..5) {
         0 => format!(
             "atomic_processing_machine_state('{machine}', '{}')",
             Uuid::new_v4()
         ),
         1 => format!("atomic_complete_machine_state('{machine}')"),
         2 => format!("atomic_error_machine_state('{machine}', 'legacy failure')"),
+        3 => format!("atomic_stop_machine_state('{machine}')"),
         _ => {
             format!(
                 "atomic_update_machine_state(p_machine_id => '{machine}', p_machine_status => 'idle')"

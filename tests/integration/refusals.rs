@@ -61,7 +61,7 @@ fn late_complete_of_an_old_run_cannot_close_a_newer_one() {
         .unwrap()
         .start(conn, Uuid::new_v4())
         .unwrap();
-    let late = old_run.clone();
+    let late = crate::support::load_as::<machine_state::Processing>(conn, old_run.id());
     let new_run = Uuid::new_v4();
     let current = old_run.stop(conn).unwrap().start(conn, new_run).unwrap();
     let before = snapshot(conn);
@@ -89,7 +89,7 @@ fn a_transition_that_lost_the_race_inside_a_snapshot_is_refused_and_changes_noth
         .bring_online(&mut a)
         .unwrap();
     let id = idle.id();
-    let on_b = idle.clone();
+    let on_b = crate::support::load_as::<machine_state::Idle>(&mut a, id);
 
     let refused = b
         .build_transaction()
@@ -122,7 +122,7 @@ fn a_transition_inside_a_read_committed_transaction_is_refused() {
     let offline = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
     let before = snapshot(conn);
     let result = conn.transaction(|conn| {
-        let refused = offline.clone().bring_online(conn).unwrap_err();
+        let refused = offline.bring_online(conn).unwrap_err();
         Ok::<_, diesel::result::Error>(refused.error)
     });
     assert!(
@@ -139,7 +139,7 @@ fn a_transition_inside_the_callers_repeatable_read_transaction_commits_with_it()
     let offline = Machine::<Offline>::create(conn, Uuid::new_v4()).unwrap();
     let id = offline.id();
     let rolled_back: Result<(), Error> = conn.build_transaction().repeatable_read().run(|conn| {
-        offline.clone().bring_online(conn)?;
+        offline.bring_online(conn)?;
         Err(Error::InvalidInput("the caller changed its mind".into()))
     });
     assert!(rolled_back.is_err());
@@ -150,7 +150,11 @@ fn a_transition_inside_the_callers_repeatable_read_transaction_commits_with_it()
 
     conn.build_transaction()
         .repeatable_read()
-        .run(|conn| offline.bring_online(conn).map_err(Error::from))
+        .run(|conn| {
+            crate::support::load_as::<Offline>(conn, id)
+                .bring_online(conn)
+                .map_err(Error::from)
+        })
         .unwrap();
     assert_eq!(
         AnyMachine::load(conn, id).unwrap().state(),

@@ -101,8 +101,8 @@ fn at_most_once_holds_for_operations_inside_the_window() {
     let id = machine.id();
     let operation = Uuid::new_v4();
     let run = Uuid::new_v4();
+    let stale = crate::support::load_as::<Idle>(conn, id);
     let running = machine
-        .clone()
         .with_operation_id(operation)
         .start(conn, run)
         .unwrap();
@@ -115,10 +115,7 @@ fn at_most_once_holds_for_operations_inside_the_window() {
     // outcome and writes nothing.
     assert!(find_operation(conn, operation).unwrap().is_some());
     let before = snapshot(conn);
-    let again = machine
-        .with_operation_id(operation)
-        .start(conn, run)
-        .unwrap();
+    let again = stale.with_operation_id(operation).start(conn, run).unwrap();
     assert_eq!(again.process_id(), run);
     assert_eq!(snapshot(conn), before);
 }

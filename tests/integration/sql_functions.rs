@@ -27,7 +27,7 @@ fn rows(conn: &mut PgConnection, id: Uuid) -> Vec<String> {
          UNION ALL
          SELECT * FROM (
              SELECT concat_ws(' | ', t.from_state, t.to_state, t.process_id, t.description,
-                              t.kind, t.isolation_level)
+                              t.kind, t.isolation_level, t.verb)
              FROM machine_state_transitions t WHERE t.machine_id = $1 ORDER BY t.id
          ) history",
     )
@@ -83,14 +83,20 @@ fn the_sql_function_and_the_rust_path_leave_identical_rows() {
             Action::Fail(d) => ("error", Some(d.clone())),
             other => (other.target().as_str(), None),
         };
-        sql_query("SELECT to_state AS value FROM machine_state_transition($1, $2, $3, $4, $5)")
-            .bind::<SqlUuid, _>(machine_id)
-            .bind::<Text, _>(&from)
-            .bind::<Text, _>(to)
-            .bind::<diesel::sql_types::Nullable<SqlUuid>, _>(process)
-            .bind::<diesel::sql_types::Nullable<Text>, _>(description)
-            .get_result::<Row>(conn)
-            .unwrap();
+        // The verb named, as the Rust path records it (`processing -> idle`
+        // is a `complete` or a `stop`).
+        sql_query(
+            "SELECT to_state AS value
+             FROM machine_state_transition($1, $2, $3, $4, $5, NULL, $6)",
+        )
+        .bind::<SqlUuid, _>(machine_id)
+        .bind::<Text, _>(&from)
+        .bind::<Text, _>(to)
+        .bind::<diesel::sql_types::Nullable<SqlUuid>, _>(process)
+        .bind::<diesel::sql_types::Nullable<Text>, _>(description)
+        .bind::<Text, _>(action.verb().as_str())
+        .get_result::<Row>(conn)
+        .unwrap();
         if from == "processing" {
             process = None;
         }
@@ -113,8 +119,19 @@ fn sql_refusals_keep_their_own_sqlstates_and_change_nothing() {
     let id = idle.id();
     let before = crate::support::snapshot(conn);
     let cases = [
+        // The legacy calls decide on the row they locked: from `idle`,
+        // completing or stopping is illegal (not a conflict); a stop that
+        // names its run claims `processing`, and that run: a conflict.
         (
             format!("SELECT atomic_complete_machine_state('{id}')"),
+            "MS001",
+        ),
+        (format!("SELECT atomic_stop_machine_state('{id}')"), "MS001"),
+        (
+            format!(
+                "SELECT atomic_stop_machine_state('{id}', '{}')",
+                Uuid::new_v4()
+            ),
             "MS002",
         ),
         (
@@ -176,10 +193,41 @@ fn the_legacy_rpc_names_work_as_the_python_wrappers_call_them() {
     assert_eq!(started["previous_state"], "idle");
     assert_eq!(started["new_state"], "processing");
     assert_eq!(started["process_id"], run.to_string());
+    assert_eq!(started["verb"], "start");
     assert_consistent(conn, id);
 
     let completed = call_json(conn, &format!("atomic_complete_machine_state('{id}')"));
     assert_eq!(completed["new_state"], "idle");
+    assert_eq!(completed["verb"], "complete");
+    assert_consistent(conn, id);
+
+    // The legacy stopper: the same states as a completion, told apart by
+    // the verb; fenced when it names the run.
+    let aborted = Uuid::new_v4();
+    call_json(
+        conn,
+        &format!("atomic_processing_machine_state('{id}', '{aborted}')"),
+    );
+    let stopped = call_json(
+        conn,
+        &format!(
+            r#"atomic_stop_machine_state("p_machine_id" := '{id}', "p_process_id" := '{aborted}')"#
+        ),
+    );
+    assert_eq!(stopped["previous_state"], "processing");
+    assert_eq!(stopped["new_state"], "idle");
+    assert_eq!(stopped["process_id"], aborted.to_string());
+    assert_eq!(stopped["verb"], "stop");
+    assert_consistent(conn, id);
+    call_json(
+        conn,
+        &format!(
+            "atomic_processing_machine_state('{id}', '{}')",
+            Uuid::new_v4()
+        ),
+    );
+    let stopped = call_json(conn, &format!("atomic_stop_machine_state('{id}')"));
+    assert_eq!(stopped["verb"], "stop");
     assert_consistent(conn, id);
 
     call_json(
@@ -194,6 +242,7 @@ fn the_legacy_rpc_names_work_as_the_python_wrappers_call_them() {
         &format!("atomic_error_machine_state('{id}', 'pump tripped')"),
     );
     assert_eq!(failed["new_state"], "error");
+    assert_eq!(failed["verb"], "fail");
     assert_consistent(conn, id);
 
     let reset = call_json(
@@ -205,10 +254,34 @@ fn the_legacy_rpc_names_work_as_the_python_wrappers_call_them() {
     );
     assert_eq!(reset["previous_state"], "error");
     assert_eq!(reset["new_state"], "idle");
+    assert_eq!(reset["verb"], "reset");
     assert_consistent(conn, id);
     assert_eq!(
         AnyMachine::load(conn, id).unwrap().state(),
         machine_state::State::Idle
+    );
+    let verbs: Vec<Option<String>> = machine_state::history(conn, id)
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.verb)
+        .collect();
+    let verbs: Vec<Option<&str>> = verbs.iter().map(Option::as_deref).collect();
+    assert_eq!(
+        verbs,
+        [
+            "create",
+            "bring_online",
+            "start",
+            "complete",
+            "start",
+            "stop",
+            "start",
+            "stop",
+            "start",
+            "fail",
+            "reset"
+        ]
+        .map(Some)
     );
 }
 
@@ -287,10 +360,23 @@ fn hostile_input_through_the_sql_functions_is_refused_with_its_sqlstate_and_chan
             "SELECT atomic_complete_machine_state('not-a-uuid')".to_owned(),
             "22P02",
         ),
-        // Wrong states, a stale run, states that do not exist.
+        // Wrong states, a stale run, states that do not exist. A legacy
+        // call names no source state: it decides on the row it locked, so a
+        // start of a processing machine is illegal from the state found.
         (
             format!("SELECT atomic_processing_machine_state('{id}', '{other_run}')"),
+            "MS001",
+        ),
+        (
+            format!("SELECT atomic_stop_machine_state('{id}', '{other_run}')"),
             "MS002",
+        ),
+        (
+            format!(
+                "SELECT machine_state_transition('{id}', 'processing', 'idle', '{run}',
+                                                     NULL, NULL, 'reset')"
+            ),
+            "MS001",
         ),
         (
             format!("SELECT machine_state_transition('{id}', 'idle', 'offline')"),

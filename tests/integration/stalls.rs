@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent, idle_machine, snapshot};
 
-const LIMIT: Duration = Duration::from_millis(300);
+pub(crate) const LIMIT: Duration = Duration::from_millis(300);
 
 /// Longer than any limit here: past it, the transition waited unboundedly.
 const HANG: Duration = Duration::from_secs(15);
@@ -36,7 +36,7 @@ struct Value {
 
 /// A session that locks `machine`'s row in `table` and sits idle in its
 /// transaction; its backend pid.
-fn stall(db: &TestDb, table: &str, machine: Uuid) -> (PgConnection, i32) {
+pub(crate) fn stall(db: &TestDb, table: &str, machine: Uuid) -> (PgConnection, i32) {
     let mut holder = db.conn();
     let column = if table == "machines" {
         "id"
@@ -58,7 +58,7 @@ fn stall(db: &TestDb, table: &str, machine: Uuid) -> (PgConnection, i32) {
 /// Run `transition` on another thread; its result and how long it took, or
 /// a panic if it is still waiting after [`HANG`] (then `release` ends the
 /// stall first, so nothing is left blocked).
-fn bounded<T: Send + 'static>(
+pub(crate) fn bounded<T: Send + 'static>(
     release: &mut PgConnection,
     transition: impl FnOnce() -> T + Send + 'static,
 ) -> (T, Duration) {
@@ -80,7 +80,7 @@ fn bounded<T: Send + 'static>(
     }
 }
 
-fn assert_names_holder(error: &Error, machine: Uuid, pid: i32, table: &str) {
+pub(crate) fn assert_names_holder(error: &Error, machine: Uuid, pid: i32, table: &str) {
     match error {
         Error::LockTimeout {
             machine_id,
@@ -107,18 +107,27 @@ fn assert_names_holder(error: &Error, machine: Uuid, pid: i32, table: &str) {
 
 #[test]
 fn a_transition_behind_a_stalled_lock_holder_is_refused_within_its_limit_naming_it() {
-    let db = TestDb::new();
-    let pool = db.pool();
     // Either row may be the stalled one; on a pool connection (one
     // autocommit statement) and on a plain one (explicit transaction).
-    for (table, pooled) in [
-        ("machines", true),
-        ("machine_state", true),
-        ("machines", false),
-        ("machine_state", false),
-    ] {
+    refused_behind_stalled_holders(
+        &TestDb::new(),
+        &[
+            ("machines", true),
+            ("machine_state", true),
+            ("machines", false),
+            ("machine_state", false),
+        ],
+    );
+}
+
+/// For each `(table, pooled)`: a transition behind a session holding the
+/// machine's row of `table` is refused within its limit naming the holder,
+/// writes nothing, leaks no setting, and applies once the holder is gone.
+pub(crate) fn refused_behind_stalled_holders(db: &TestDb, cases: &[(&str, bool)]) {
+    let pool = db.pool();
+    for &(table, pooled) in cases {
         let id = idle_machine(&mut db.conn());
-        let (mut holder, pid) = stall(&db, table, id);
+        let (mut holder, pid) = stall(db, table, id);
         let before = snapshot(&mut db.conn());
         let operation = Uuid::new_v4();
         let conn = if pooled { None } else { Some(db.conn()) };
@@ -191,7 +200,7 @@ fn the_sql_functions_give_up_on_a_stalled_lock_holder_after_their_own_limit() {
     admin
         .batch_execute(
             "ALTER FUNCTION atomic_processing_machine_state(uuid, uuid) SET lock_timeout = '300ms';
-             ALTER FUNCTION machine_state_transition(uuid, text, text, uuid, text, uuid)
+             ALTER FUNCTION machine_state_transition(uuid, text, text, uuid, text, uuid, text)
                  SET lock_timeout = '300ms';",
         )
         .unwrap();
@@ -231,7 +240,12 @@ fn the_sql_functions_give_up_on_a_stalled_lock_holder_after_their_own_limit() {
 
 #[test]
 fn the_command_line_gives_up_after_its_lock_timeout_with_exit_code_1() {
-    let db = TestDb::new();
+    command_line_gives_up_after_its_lock_timeout(TestDb::new());
+}
+
+/// The command behind a stalled lock holder on `db`: exit code 1, naming
+/// the holder, within its limit.
+pub(crate) fn command_line_gives_up_after_its_lock_timeout(db: TestDb) {
     let id = idle_machine(&mut db.conn());
     let (mut holder, pid) = stall(&db, "machine_state", id);
     let url = db.url.clone();

@@ -22,25 +22,40 @@ const SUPABASE_FIXTURE: &str = include_str!("../fixtures/supabase.sql");
 /// The API roles of anyone holding a project key.
 const API_ROLES: [&str; 3] = ["anon", "authenticated", "service_role"];
 
-/// A fresh database with Supabase's roles and default privileges, then
-/// `legacy` (a legacy schema, or nothing), not migrated.
-fn supabase_project(legacy: Option<&str>) -> TestDb {
+/// The role that plays Supabase's `postgres` (see tests/fixtures/supabase.sql):
+/// the migrations and every statement of these tests run as it.
+pub(crate) const OWNER: &str = "supabase_postgres";
+
+/// `url` (a test database's), as `role` instead (`postgres` is the test
+/// server's superuser).
+pub(crate) fn url_as(url: &str, role: &str) -> String {
+    let (_, rest) = url.split_once('@').unwrap();
+    format!("postgresql://{role}@{rest}")
+}
+
+/// A fresh database set up as Supabase sets one up (as the bootstrap
+/// superuser), then `legacy` (a legacy schema, or nothing) created by the
+/// project's owner, not migrated. The returned database's URL connects as
+/// [`OWNER`], a non-superuser.
+pub(crate) fn supabase_project(legacy: Option<&str>) -> TestDb {
     // The roles are cluster-wide: one fixture at a time creates them.
     static ROLES: Mutex<()> = Mutex::new(());
-    let db = TestDb::empty();
-    let conn = &mut db.conn();
-    let _one_at_a_time = ROLES
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    conn.batch_execute(SUPABASE_FIXTURE).unwrap();
+    let mut db = TestDb::empty();
+    {
+        let _one_at_a_time = ROLES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        db.conn().batch_execute(SUPABASE_FIXTURE).unwrap();
+    }
+    db.url = url_as(&db.url, OWNER);
     if let Some(legacy) = legacy {
-        conn.batch_execute(legacy).unwrap();
+        db.conn().batch_execute(legacy).unwrap();
     }
     db
 }
 
-/// [`supabase_project`], migrated.
-fn supabase_db(legacy: Option<&str>) -> TestDb {
+/// [`supabase_project`], migrated (as [`OWNER`]).
+pub(crate) fn supabase_db(legacy: Option<&str>) -> TestDb {
     let db = supabase_project(legacy);
     machine_state::run_migrations(&mut db.conn()).unwrap();
     db
@@ -125,7 +140,9 @@ fn the_public_api_roles_can_change_nothing_and_call_no_transition() {
         "SELECT machine_state_relax_invariants()".to_owned(),
         "SELECT machine_state_enforce_invariants()".to_owned(),
         "SELECT machine_state_grant_application('anon')".to_owned(),
-        "SELECT machine_state_check_pair_invariant()".to_owned(),
+        "SELECT machine_state_check_machines_pair()".to_owned(),
+        "SELECT machine_state_check_pairs(ARRAY[gen_random_uuid()], 'UPDATE', 'machines')"
+            .to_owned(),
     ];
     for role in API_ROLES {
         for statement in &statements {
@@ -233,13 +250,24 @@ fn parked_legacy_functions_do_not_look_live_and_come_back_exactly() {
     );
 }
 
+/// A connection as PostgREST's login role, `authenticator` (NOINHERIT: it
+/// holds nothing until it switches role).
+pub(crate) fn api_conn(db: &TestDb) -> PgConnection {
+    PgConnection::establish(&url_as(&db.url, "authenticator")).unwrap()
+}
+
 /// The legacy Python wrappers' calls, replayed as PostgREST sends them for
 /// `supabase.rpc(name, body)`: one transaction, the role switched with `SET
-/// LOCAL ROLE`, the function called with the body's keys as named arguments.
+/// LOCAL ROLE` and the JWT's claims in `request.jwt.claims`, the function
+/// called with the body's keys as named arguments. `conn` is PostgREST's own
+/// login role's, `authenticator` ([`api_conn`]).
 fn rpc(conn: &mut PgConnection, role: &str, call: &str) -> serde_json::Value {
     let text = conn
         .transaction(|conn| {
-            conn.batch_execute(&format!("SET LOCAL ROLE {role}"))?;
+            conn.batch_execute(&format!(
+                "SET LOCAL ROLE {role};
+                 SELECT set_config('request.jwt.claims', '{{\"role\": \"{role}\"}}', true);"
+            ))?;
             sql_query(format!("SELECT {call}::text AS value")).get_result::<Value>(conn)
         })
         .unwrap_or_else(|e| panic!("{call}: {e}"))
@@ -256,6 +284,8 @@ fn the_legacy_rpcs_work_exactly_as_the_python_wrappers_call_them() {
         .unwrap();
     let id = Machine::<Idle>::create(conn, Uuid::new_v4()).unwrap().id();
     let run = Uuid::new_v4();
+    let owner = conn;
+    let conn = &mut api_conn(&db);
 
     let started = rpc(
         conn,
@@ -270,7 +300,7 @@ fn the_legacy_rpcs_work_exactly_as_the_python_wrappers_call_them() {
     assert_eq!(started["machine_state"]["current_state"], "processing");
     assert_eq!(started["machine_state"]["process_id"], run.to_string());
     assert_eq!(started["updated_at"], started["machine"]["updated_at"]);
-    assert_consistent(conn, id);
+    assert_consistent(owner, id);
 
     let failed = rpc(
         conn,
@@ -285,7 +315,7 @@ fn the_legacy_rpcs_work_exactly_as_the_python_wrappers_call_them() {
         failed["machine_state"]["failure_description"],
         "Recipe execution error: pump tripped"
     );
-    assert_consistent(conn, id);
+    assert_consistent(owner, id);
 
     // The custom wrapper passes all seven parameters of the shipped function.
     let seven = |status: &str, process: Option<Uuid>, state: &str, failure: bool| {
@@ -302,7 +332,7 @@ fn the_legacy_rpcs_work_exactly_as_the_python_wrappers_call_them() {
     assert_eq!(reset["machine"]["status"], "idle");
     assert_eq!(reset["machine_state"]["current_state"], "idle");
     assert_eq!(reset["previous_state"], "error");
-    assert_consistent(conn, id);
+    assert_consistent(owner, id);
 
     let again = rpc(
         conn,
@@ -320,7 +350,7 @@ fn the_legacy_rpcs_work_exactly_as_the_python_wrappers_call_them() {
         completed["machine_state"]["process_id"],
         serde_json::Value::Null
     );
-    assert_consistent(conn, id);
+    assert_consistent(owner, id);
 
     // Positional notation, as SQL callers write it.
     let positional = rpc(
@@ -333,7 +363,7 @@ fn the_legacy_rpcs_work_exactly_as_the_python_wrappers_call_them() {
     assert_eq!(positional["machine"]["status"], "offline");
 
     // Halves that disagree are refused (MS005) and change nothing.
-    let before = snapshot(conn);
+    let before = snapshot(owner);
     let other = Uuid::new_v4();
     for call in [
         seven("idle", None, "processing", false),
@@ -350,7 +380,7 @@ fn the_legacy_rpcs_work_exactly_as_the_python_wrappers_call_them() {
             "{call}"
         );
     }
-    assert_eq!(snapshot(conn), before);
+    assert_eq!(snapshot(owner), before);
 }
 
 #[test]
@@ -365,7 +395,7 @@ fn doctor_reports_exposures_on_the_fixture_and_nothing_after_migrate() {
     // A stray grant of each kind is found.
     conn.batch_execute(
         "GRANT UPDATE ON machine_state TO anon;
-         GRANT EXECUTE ON FUNCTION machine_state_transition(uuid, text, text, uuid, text, uuid)
+         GRANT EXECUTE ON FUNCTION machine_state_transition(uuid, text, text, uuid, text, uuid, text)
              TO authenticated;
          ALTER TABLE machine_state_transitions DISABLE ROW LEVEL SECURITY;
          ALTER FUNCTION machine_state_relax_invariants() RESET search_path;",
@@ -435,10 +465,21 @@ fn doctor_as_a_command_exits_with_1_when_anything_is_exposed() {
             .output()
             .unwrap()
     };
+    // Fresh: nothing exposed, but the services are locked out until granted.
+    let locked = doctor(&db);
+    assert_eq!(locked.status.code(), Some(1), "{locked:?}");
+    let report: serde_json::Value = serde_json::from_slice(&locked.stdout).unwrap();
+    assert_eq!(report["exposures"], serde_json::json!([]));
+    assert_eq!(
+        report["locked_out"]["command"],
+        "machine-state grant service_role"
+    );
+    machine_state::grant_application(&mut db.conn(), "service_role").unwrap();
     let clean = doctor(&db);
     assert_eq!(clean.status.code(), Some(0), "{clean:?}");
     let report: serde_json::Value = serde_json::from_slice(&clean.stdout).unwrap();
     assert_eq!(report["exposures"], serde_json::json!([]));
+    assert_eq!(report["locked_out"], serde_json::Value::Null);
 
     db.conn()
         .batch_execute("GRANT DELETE ON machine_state_transitions TO anon")
@@ -451,5 +492,90 @@ fn doctor_as_a_command_exits_with_1_when_anything_is_exposed() {
     assert_eq!(
         report["exposures"][0]["object"],
         "public.machine_state_transitions"
+    );
+}
+
+#[test]
+fn the_fixture_is_the_platform_as_it_is() {
+    let db = supabase_project(None);
+    let conn = &mut db.conn();
+    let attributes = values(
+        conn,
+        "SELECT format('%s super=%s createdb=%s createrole=%s login=%s replication=%s \
+                        bypassrls=%s inherit=%s', rolname, rolsuper::text, rolcreatedb::text,
+                       rolcreaterole::text, rolcanlogin::text, rolreplication::text,
+                       rolbypassrls::text, rolinherit::text) AS value
+         FROM pg_roles
+         WHERE rolname IN ('supabase_postgres', 'anon', 'authenticated', 'service_role',
+                           'authenticator')
+         ORDER BY rolname",
+    );
+    assert_eq!(
+        attributes,
+        [
+            "anon super=false createdb=false createrole=false login=false replication=false \
+             bypassrls=false inherit=false",
+            "authenticated super=false createdb=false createrole=false login=false \
+             replication=false bypassrls=false inherit=false",
+            "authenticator super=false createdb=false createrole=false login=true \
+             replication=false bypassrls=false inherit=false",
+            "service_role super=false createdb=false createrole=false login=false \
+             replication=false bypassrls=true inherit=false",
+            "supabase_postgres super=false createdb=true createrole=true login=true \
+             replication=true bypassrls=true inherit=true",
+        ]
+    );
+    // The migrations run as the database's owner, not as a superuser, and
+    // what it creates in `public` is granted to the API roles by name.
+    assert_eq!(
+        values(
+            conn,
+            "SELECT format('%s owns %s', current_user, pg_get_userbyid(datdba)) AS value
+             FROM pg_database WHERE datname = current_database()"
+        ),
+        ["supabase_postgres owns supabase_postgres"]
+    );
+    conn.batch_execute("CREATE TABLE probe (x int)").unwrap();
+    assert_eq!(
+        values(
+            conn,
+            "SELECT string_agg(r, ',' ORDER BY r) AS value FROM unnest(ARRAY['anon',
+                 'authenticated', 'service_role']) r
+             WHERE has_table_privilege(r, 'probe', 'INSERT, UPDATE, DELETE, TRUNCATE')"
+        ),
+        ["anon,authenticated,service_role"]
+    );
+    for (role, member_of) in [
+        ("supabase_postgres", "anon"),
+        ("supabase_postgres", "service_role"),
+        ("authenticator", "authenticated"),
+    ] {
+        assert_eq!(
+            values(
+                conn,
+                &format!("SELECT pg_has_role('{role}', '{member_of}', 'MEMBER')::text AS value")
+            ),
+            ["true"]
+        );
+    }
+    assert_eq!(
+        values(
+            conn,
+            "SELECT string_agg(nspname, ',' ORDER BY nspname) AS value FROM pg_namespace
+             WHERE nspname IN ('auth', 'storage', 'extensions', 'realtime', 'graphql_public')"
+        ),
+        ["auth,extensions,graphql_public,realtime,storage"]
+    );
+    assert_eq!(
+        values(
+            conn,
+            "SELECT string_agg(pg_get_userbyid(s.setrole) || ':' || c, ' ' ORDER BY 1) AS value
+             FROM pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) c
+             WHERE pg_get_userbyid(s.setrole) IN ('anon', 'authenticated', 'authenticator')"
+        ),
+        [
+            "anon:statement_timeout=3s authenticated:statement_timeout=8s \
+          authenticator:pgrst.db_schemas=public, graphql_public"
+        ]
     );
 }

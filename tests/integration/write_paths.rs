@@ -18,7 +18,8 @@ fn a_stale_complete_through_the_sql_function_is_a_typed_conflict() {
         .with_write_path(WritePath::SqlFunction)
         .start(conn, Uuid::new_v4())
         .unwrap();
-    let stale = processing.clone();
+    let stale = crate::support::load_as::<machine_state::Processing>(conn, processing.id())
+        .with_write_path(WritePath::SqlFunction);
     let newer = Uuid::new_v4();
     processing.stop(conn).unwrap().start(conn, newer).unwrap();
     let before = snapshot(conn);

@@ -14,7 +14,7 @@ use super::*;
 
 /// Which race to force.
 #[derive(Clone, Copy, Debug)]
-enum Race {
+pub(crate) enum Race {
     /// Another transaction updates the row the transition waits for, then
     /// commits: 40001 under REPEATABLE READ.
     Serialization,
@@ -26,7 +26,11 @@ enum Race {
 /// Force `race` on one `idle -> processing` under `policy`; returns its
 /// result and leaves the database checked.
 fn forced(race: Race, policy: RetryPolicy) -> Result<(), Error> {
-    let db = TestDb::new();
+    forced_on(TestDb::new(), race, policy)
+}
+
+/// [`forced`] on `db` (a migrated database).
+pub(crate) fn forced_on(db: TestDb, race: Race, policy: RetryPolicy) -> Result<(), Error> {
     let admin = &mut db.conn();
     let pool = machine_state::pool_builder()
         .max_size(1)
@@ -79,7 +83,7 @@ fn forced(race: Race, policy: RetryPolicy) -> Result<(), Error> {
     result
 }
 
-fn assert_retries_exhausted(result: Result<(), Error>, race: &str) {
+pub(crate) fn assert_retries_exhausted(result: Result<(), Error>, race: &str) {
     match result {
         Err(Error::RetriesExhausted { attempts, source }) => {
             assert_eq!(attempts, 1);

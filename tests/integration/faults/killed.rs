@@ -38,9 +38,9 @@ fn start_killed_between_writes(
         .unwrap_err();
     match &refused.error {
         Error::OutcomeUnknown {
-            operation_id: reported,
+            operation_ids: reported,
             ..
-        } => assert_eq!(*reported, operation_id),
+        } => assert_eq!(*reported, [operation_id]),
         other => panic!("expected an unknown outcome, got: {}", describe(other)),
     }
     assert_eq!(snapshot(admin), before, "something was half-applied");

@@ -3,10 +3,11 @@
 //! serialization failures and deadlocks, an immediate server restart under
 //! load. Each ends with the same checks as the concurrency harness.
 
-mod forced;
+pub(crate) mod forced;
 mod killed;
 mod lost;
 mod restart;
+mod transaction;
 
 use std::thread;
 use std::time::{Duration, Instant};

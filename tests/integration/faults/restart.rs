@@ -180,8 +180,8 @@ fn an_immediate_restart_under_load_keeps_every_acknowledged_transition() {
 
     let admin = &mut PgConnection::establish(&url).unwrap();
     match in_flight_result {
-        Err(Error::OutcomeUnknown { operation_id, .. }) => {
-            assert_eq!(operation_id, in_flight_operation);
+        Err(Error::OutcomeUnknown { operation_ids, .. }) => {
+            assert_eq!(operation_ids, [in_flight_operation]);
         }
         other => panic!("the transition in flight at the crash: {other:?}"),
     }
@@ -245,7 +245,7 @@ fn a_transition_on_a_connection_whose_backend_died_while_idle_is_an_unknown_outc
         .start(&mut conn, Uuid::new_v4())
         .unwrap_err();
     assert!(
-        matches!(refused.error, Error::OutcomeUnknown { operation_id, .. } if operation_id == operation),
+        matches!(&refused.error, Error::OutcomeUnknown { operation_ids, .. } if *operation_ids == [operation]),
         "{:?}",
         refused.error
     );

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod harness;
+pub(crate) mod language;
 pub(crate) mod legacy_writer;
 pub(crate) mod pgbouncer;
 pub(crate) mod proxy;
@@ -43,14 +44,6 @@ pub(crate) fn pgbouncer(users: &[&str]) -> pgbouncer::PgBouncer {
         .unwrap_or_else(|e| panic!("cannot start pgbouncer: {e}"))
 }
 
-/// Stop the server when the test binary exits, however the tests ended.
-#[ctor::dtor]
-fn stop_server() {
-    if let Some(server) = SERVER.get() {
-        let _ = server.stop();
-    }
-}
-
 /// A database of its own for one test.
 pub(crate) struct TestDb {
     pub(crate) name: String,
@@ -73,6 +66,14 @@ impl TestDb {
             name: db.name().to_owned(),
             url: db.url().to_owned(),
         }
+    }
+
+    /// The same database, its sessions' messages in German (`lc_messages`,
+    /// as a German factory's own server is set up): what a test runs on it
+    /// must behave exactly as in English.
+    pub(crate) fn in_german(self) -> TestDb {
+        language::speak_german(&mut self.conn(), &self.name);
+        self
     }
 
     /// A plain connection (session default isolation: READ COMMITTED).
@@ -132,6 +133,22 @@ pub(crate) fn snapshot(conn: &mut PgConnection) -> Vec<String> {
 }
 
 /// A new machine, brought online (its history: create, then `offline -> idle`).
+/// Machine `id` as the database holds it now, typed (`Machine` is not
+/// `Clone`: a second value of the same machine comes from a second load,
+/// and goes stale once the first one moves on).
+pub(crate) fn load_as<S: machine_state::MachineState>(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> machine_state::Machine<S>
+where
+    machine_state::Machine<S>:
+        TryFrom<machine_state::AnyMachine, Error = machine_state::AnyMachine>,
+{
+    let any = machine_state::AnyMachine::load(conn, id).unwrap();
+    machine_state::Machine::<S>::try_from(any)
+        .unwrap_or_else(|other| panic!("machine `{id}` is {}", other.state()))
+}
+
 pub(crate) fn idle_machine(conn: &mut PgConnection) -> Uuid {
     machine_state::Machine::<machine_state::Offline>::create(conn, Uuid::new_v4())
         .unwrap()

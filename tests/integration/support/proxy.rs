@@ -26,6 +26,12 @@ pub(crate) enum At {
     /// the `Sync` after an `Execute`): on a session in autocommit, the
     /// statement is its own transaction and commits at that `Sync`.
     Statement,
+    /// The next such statement run after one whose text (its `Parse`
+    /// message) contains this was prepared on the connection: the one
+    /// statement of a transition (`applied.sql`) among the others a command
+    /// runs before it (libpq prepares in one request and executes in the
+    /// next).
+    StatementWith(&'static str),
     /// The next simple-protocol `COMMIT` (how diesel ends a transaction).
     Commit,
 }
@@ -181,19 +187,30 @@ fn serve(mut client: TcpStream, socket: &Path, shared: &Arc<Shared>) -> io::Resu
     // Messages held back while a `DropRequest` at a statement is armed,
     // until it is clear whether they belong to the statement.
     let mut held: Vec<Vec<u8>> = Vec::new();
+    // Whether the statement an `At::StatementWith` waits for was prepared.
+    let mut prepared = false;
     while let Some(message) = read_message(&mut client, true)? {
+        if let Some(At::StatementWith(text)) = shared.armed_at() {
+            prepared |=
+                message[0] == b'P' && message.windows(text.len()).any(|w| w == text.as_bytes());
+        }
         let tag = message[0];
         let is_commit = tag == b'Q' && message[5..].to_ascii_uppercase().starts_with(b"COMMIT");
         // Parse, Bind, Describe, Execute, Close: answered only at `Sync`.
         let extended = matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C');
         let hit = match shared.armed_at() {
             Some(At::Commit) if is_commit => shared.take(At::Commit),
-            Some(At::Statement) if extended => {
+            Some(At::Statement | At::StatementWith(_)) if extended => {
                 held.push(message);
                 continue;
             }
             Some(At::Statement) if tag == b'S' && held.iter().any(|m| m[0] == b'E') => {
                 shared.take(At::Statement)
+            }
+            Some(At::StatementWith(text))
+                if prepared && tag == b'S' && held.iter().any(|m| m[0] == b'E') =>
+            {
+                shared.take(At::StatementWith(text))
             }
             _ => None,
         };

@@ -102,9 +102,9 @@ impl Writer for CrateWriter {
                     (Outcome::Refused(Refusal::RetriesExhausted), None)
                 }
                 Error::OutcomeUnknown {
-                    operation_id: reported,
+                    operation_ids: reported,
                     ..
-                } if reported == operation_id => (Outcome::Unknown, None),
+                } if reported == [operation_id] => (Outcome::Unknown, None),
                 error => (Outcome::Failed(describe(&error)), None),
             },
         }

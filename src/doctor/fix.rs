@@ -1,0 +1,129 @@
+//! `doctor --fix` and `doctor --undo-fix`: the statements each exposure
+//! carries, applied in one transaction and recorded with their undo in
+//! `machine_state_private.doctor_fixes` (migration 2026-12-05-200000, whose
+//! down.sql undoes what is still recorded).
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::{Array, BigInt, Text};
+
+use super::{Exposure, ExposureKind, exposures};
+use crate::error::Error;
+
+/// One exposure closed by [`fix_exposures`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct AppliedFix {
+    /// What was found (the exposure, as `doctor` words it).
+    pub finding: String,
+    /// Which check found it.
+    pub kind: ExposureKind,
+    /// The statements run.
+    pub statements: Vec<String>,
+}
+
+/// Close every exposure [`doctor`](super::doctor) finds now, in one
+/// transaction: run each one's [`Exposure::fix`] and record it with its
+/// [`Exposure::undo`]. Idempotent: what is closed is no longer found, so a
+/// second run applies nothing. Nothing is taken from the tables' owner or
+/// its members (they are never a finding), and no grant made through
+/// `machine_state_grant_application` is touched; the services' access
+/// ([`super::LockedOut`]) is the operator's grant, not a fix.
+///
+/// Run it as the owner of the tables and functions (the role that ran the
+/// migrations).
+///
+/// # Errors
+///
+/// [`Error::NotMigrated`] before the migrations (or their bookkeeping) are
+/// applied; [`Error::Database`] when a statement fails (the role is not the
+/// owner: SQLSTATE 42501), and then nothing is changed.
+pub fn fix_exposures(conn: &mut PgConnection) -> Result<Vec<AppliedFix>, Error> {
+    require_bookkeeping(conn)?;
+    conn.transaction(|conn| {
+        let mut applied = Vec::new();
+        for exposure in exposures(conn)? {
+            if exposure.fix.is_empty() {
+                continue;
+            }
+            let Exposure {
+                kind, fix, undo, ..
+            } = &exposure;
+            for statement in fix {
+                conn.batch_execute(statement)?;
+            }
+            let finding = exposure.to_string();
+            sql_query(
+                "INSERT INTO machine_state_private.doctor_fixes (finding, statement, undo)
+                 VALUES ($1, $2, $3)",
+            )
+            .bind::<Text, _>(&finding)
+            .bind::<Text, _>(fix.join(";\n"))
+            .bind::<Array<Text>, _>(undo)
+            .execute(conn)?;
+            applied.push(AppliedFix {
+                finding,
+                kind: *kind,
+                statements: fix.clone(),
+            });
+        }
+        Ok(applied)
+    })
+}
+
+#[derive(QueryableByName)]
+struct Recorded {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Array<Text>)]
+    undo: Vec<String>,
+}
+
+/// Undo every fix [`fix_exposures`] recorded, newest first, in one transaction, and
+/// forget them; returns the statements run (none when nothing is recorded).
+///
+/// # Errors
+///
+/// [`Error::NotMigrated`] before the migrations are applied;
+/// [`Error::Database`] when a statement fails, and then nothing is changed.
+pub fn undo_fixes(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
+    require_bookkeeping(conn)?;
+    conn.transaction(|conn| {
+        let recorded = sql_query(
+            "SELECT id, undo FROM machine_state_private.doctor_fixes ORDER BY id DESC FOR UPDATE",
+        )
+        .load::<Recorded>(conn)?;
+        let mut run = Vec::new();
+        for fix in recorded {
+            for statement in fix.undo {
+                conn.batch_execute(&statement)?;
+                run.push(statement);
+            }
+            sql_query("DELETE FROM machine_state_private.doctor_fixes WHERE id = $1")
+                .bind::<BigInt, _>(fix.id)
+                .execute(conn)?;
+        }
+        Ok(run)
+    })
+}
+
+#[derive(QueryableByName)]
+struct Present {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    present: bool,
+}
+
+/// [`Error::NotMigrated`] unless `doctor_fixes` exists.
+fn require_bookkeeping(conn: &mut PgConnection) -> Result<(), Error> {
+    let present = sql_query(
+        "SELECT to_regclass('machine_state_private.doctor_fixes') IS NOT NULL AS present",
+    )
+    .get_result::<Present>(conn)?
+    .present;
+    if present {
+        Ok(())
+    } else {
+        Err(Error::NotMigrated("machine_state_private.doctor_fixes"))
+    }
+}
