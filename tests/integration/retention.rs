@@ -156,8 +156,17 @@ fn prune_history_as_a_command() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("deleted 1 history entries"), "{out:?}");
+    // the migration prepared tomorrow's partition on: today's is created
+    let today = format!(
+        "machine_state_transitions_p{}",
+        chrono::Utc::now().format("%Y%m%d")
+    );
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("deleted 1 history entries"),
+        stdout.contains(&format!(
+            "prepared 1 daily partitions up to 7 days ahead: {today}"
+        )),
         "{out:?}"
     );
     let refused = assert_cmd::Command::cargo_bin("machine-state")
