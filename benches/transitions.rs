@@ -46,10 +46,10 @@ fn main() {
             .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
         machine_state::run_migrations(conn).unwrap_or_else(|e| panic!("cannot migrate: {e}"));
     }
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(1)
         .min_idle(Some(1))
-        .build(machine_state::Manager::new(url.as_str()).unwrap())
+        .build(machine_state::pool::Manager::new(url.as_str()).unwrap())
         .unwrap_or_else(|e| panic!("cannot build the pool: {e}"));
 
     let mut criterion = Criterion::default()
@@ -124,13 +124,13 @@ fn define_default(c: &mut Criterion, pool: &Pool) {
         ),
         (
             "error_to_idle",
-            State::Error,
+            State::Errored,
             Action::Reset,
             vec![start(), fail()],
         ),
         (
             "error_to_offline",
-            State::Error,
+            State::Errored,
             Action::TakeOffline,
             vec![Action::BringOnline, start(), fail()],
         ),
@@ -278,7 +278,7 @@ fn machine_in(pool: &Pool, state: State) -> AnyMachine {
         State::Idle => &[],
         State::Offline => &[Action::TakeOffline],
         State::Processing => &[Action::Start(Uuid::nil())],
-        State::Error => &[
+        State::Errored => &[
             Action::Start(Uuid::nil()),
             Action::Fail("chamber pressure out of range".into()),
         ],

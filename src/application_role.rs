@@ -24,11 +24,7 @@ struct Statement {
 /// [`Error::Database`] when the role does not exist (SQLSTATE 42704) or this
 /// connection's role may not grant (42501: run it as the owner).
 pub fn grant_application(conn: &mut PgConnection, role: &str) -> Result<Vec<String>, Error> {
-    run(
-        conn,
-        "SELECT s AS statement FROM machine_state_grant_application(quote_ident($1)::regrole) s",
-        role,
-    )
+    run(conn, include_str!("grant_application.sql"), role)
 }
 
 /// Take back from `role` exactly what [`grant_application`] granted it
@@ -38,11 +34,7 @@ pub fn grant_application(conn: &mut PgConnection, role: &str) -> Result<Vec<Stri
 ///
 /// As [`grant_application`].
 pub fn revoke_application(conn: &mut PgConnection, role: &str) -> Result<Vec<String>, Error> {
-    run(
-        conn,
-        "SELECT s AS statement FROM machine_state_revoke_application(quote_ident($1)::regrole) s",
-        role,
-    )
+    run(conn, include_str!("revoke_application.sql"), role)
 }
 
 fn run(conn: &mut PgConnection, query: &str, role: &str) -> Result<Vec<String>, Error> {

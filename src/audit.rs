@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::pair::{Pair, Violation};
+pub use crate::pair::{Pair, StateRow, Violation};
 use crate::schema::{machine_state, machines};
 use crate::state::State;
 use crate::write;
@@ -51,7 +51,7 @@ impl AuditReport {
 }
 
 /// Every machine's two rows, read in one statement (one snapshot), ordered by
-/// machine id: what `machine-state list` prints. [`Pair::violations`] tells
+/// machine id (what a fleet listing shows). [`Pair::violations`] tells
 /// which of them are diverged.
 ///
 /// # Errors
@@ -214,7 +214,7 @@ fn decide(pair: &Pair) -> (Side, State, Option<Uuid>, Option<String>) {
         .into_iter()
         .find_map(|(side, value)| usable(value).map(|(state, process)| (side, state, process)))
         .unwrap_or((Side::Neither, State::Offline, None));
-    let description = (state == State::Error).then(|| {
+    let description = (state == State::Errored).then(|| {
         pair.state
             .as_ref()
             .and_then(|s| s.failure_description.clone())
@@ -261,4 +261,73 @@ pub fn stuck(conn: &mut PgConnection, older_than: Duration) -> Result<Vec<StuckM
         ))
         .load(conn)
         .map_err(crate::migrations::explain_missing_tables)
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::{LOST_DESCRIPTION, Side, decide};
+    use crate::pair::fixtures::{at, pair, row};
+    use crate::state::State;
+
+    const RUN: Uuid = Uuid::from_u128(7);
+
+    #[test]
+    fn the_row_written_last_wins_and_machines_on_a_tie() {
+        let mut p = pair("processing", Some(RUN));
+        row(&mut p).current_state = "idle".to_owned();
+        row(&mut p).process_id = None;
+        assert_eq!(
+            decide(&p),
+            (Side::Machines, State::Processing, Some(RUN), None)
+        );
+        row(&mut p).state_updated_at = at(1);
+        assert_eq!(decide(&p), (Side::MachineState, State::Idle, None, None));
+    }
+
+    #[test]
+    fn an_unusable_winner_gives_way_to_the_other_side() {
+        // `machine_state` is newer, but `processing` without a process is not
+        // usable.
+        let mut p = pair("idle", None);
+        row(&mut p).current_state = "processing".to_owned();
+        row(&mut p).state_updated_at = at(1);
+        assert_eq!(decide(&p), (Side::Machines, State::Idle, None, None));
+    }
+
+    #[test]
+    fn with_no_usable_side_the_machine_goes_offline() {
+        let mut p = pair("running", None);
+        p.state = None;
+        assert_eq!(decide(&p), (Side::Neither, State::Offline, None, None));
+    }
+
+    #[test]
+    fn a_process_id_is_kept_only_in_processing() {
+        assert_eq!(
+            decide(&pair("idle", Some(RUN))),
+            (Side::Machines, State::Idle, None, None)
+        );
+    }
+
+    #[test]
+    fn an_error_keeps_its_description_or_says_it_was_lost() {
+        let p = pair("error", None);
+        assert_eq!(
+            decide(&p),
+            (
+                Side::Machines,
+                State::Errored,
+                None,
+                Some("heater tripped".to_owned())
+            )
+        );
+        let mut p = pair("error", None);
+        row(&mut p).failure_description = Some(" ".to_owned());
+        assert_eq!(decide(&p).3.as_deref(), Some(LOST_DESCRIPTION));
+        let mut p = pair("error", None);
+        p.state = None;
+        assert_eq!(decide(&p).3.as_deref(), Some(LOST_DESCRIPTION));
+    }
 }

@@ -40,7 +40,7 @@ pub enum Error {
     },
 
     /// The two rows of the machine disagree (or break an invariant together),
-    /// so no state can be trusted; `machine-state audit` and `repair` deal
+    /// so no state can be trusted; [`audit`](crate::audit) and [`repair`](crate::audit::repair) deal
     /// with it. Nothing was written.
     #[error(
         "machine `{machine_id}` is inconsistent: {}",
@@ -181,7 +181,7 @@ pub enum Error {
         "{} migration `{migration}` gave up after {attempts} attempt(s) in {:.1?}, blocked by {}",
         if *reverting { "reverting" } else { "applying" },
         waited,
-        crate::migrations::describe_blockers(blockers)
+        crate::migrations::blockers::describe(blockers)
     )]
     MigrationBlocked {
         /// The migration (its directory name).
@@ -193,7 +193,7 @@ pub enum Error {
         /// How long it kept trying.
         waited: Duration,
         /// The sessions that held the locks, as far as the role may see them.
-        blockers: Vec<crate::BlockingSession>,
+        blockers: Vec<crate::migrations::BlockingSession>,
     },
 
     /// The embedded PostgreSQL server could not be started or stopped.
@@ -226,7 +226,7 @@ impl From<diesel::result::Error> for Error {
     /// that it runs its body again whatever error type the body returns.
     fn from(error: diesel::result::Error) -> Self {
         if crate::connection::lost_race(&error) {
-            crate::transaction::note_lost_race();
+            crate::transaction::scope::note_lost_race();
         }
         Error::Database(error)
     }

@@ -1,4 +1,6 @@
-//! The transition history: one append-only row per applied transition.
+//! The transition history: one append-only row per applied transition, how
+//! to read it ([`history`], [`find_operation`]) and how to keep it bounded
+//! ([`prune_history`]).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -6,6 +8,8 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::schema::machine_state_transitions;
+
+pub use crate::retention::{DEFAULT_BATCH, MIN_RETENTION, prepare_history, prune_history};
 
 /// One row of `machine_state_transitions`.
 #[derive(Clone, Debug, PartialEq, Eq, Queryable, QueryableByName, Selectable)]

@@ -30,26 +30,41 @@
 //!   caller's own writes (its `process_executions` row) with the transitions.
 //! - **The database side.** The migrations keep working SQL functions under the
 //!   legacy names for non-Rust callers; [`WritePath::SqlFunction`] runs the
-//!   crate through them for a role that may not write the tables; [`audit`]
-//!   and [`repair`] bring a legacy database to 0% divergence.
-//!   [`run_migrations_with`] applies them on a live database: each migration
+//!   crate through them for a role that may not write the tables;
+//!   [`audit::audit`] and [`audit::repair`] bring a legacy database to 0%
+//!   divergence. [`migrations::run_migrations_with`] applies the migrations
+//!   on a live database: each migration
 //!   waits at most a short lock timeout for any lock, retried within a budget
 //!   ([`MigrationOptions`]), so writers never queue behind it for long.
 //!
 //! Library functions take a diesel [`PgConnection`](diesel::PgConnection);
-//! [`pool`] builds an r2d2 pool whose sessions need a single round trip per
+//! [`pool()`] builds an r2d2 pool whose sessions need a single round trip per
 //! transition. With the `embedded` feature, `EmbeddedPostgres` starts a
 //! private server from the PostgreSQL binaries on the machine, for
 //! development and tests.
 //!
+//! # Where things are
+//!
+//! The root holds the core: the typed machines ([`Machine`], its markers,
+//! [`AnyMachine`]), the errors, [`RecipeRun`], [`transaction()`],
+//! [`pool()`]/[`connect`], [`run_migrations`], [`WritePath`] and
+//! [`RetryPolicy`], the states and the transition table. The rest is in
+//! topical modules: [`audit`] (divergence, repair, stuck machines),
+//! [`history`] (reading and pruning the history), [`doctor`] (who can reach
+//! the tables, and the fixes), [`migrations`] (on a live database; the
+//! export for the Supabase CLI), [`pool`](mod@pool) (the r2d2 manager and its modes),
+//! [`telemetry`] (the metrics and the span), and with features `embedded`
+//! and `testing` a private server and the kit for tests.
+//!
 //! # Features
 //!
-//! `cli` (default) builds the `machine-state` command (with `serde` and
-//! `embedded`); `testing` (default) adds `machine_state::testing`, what an executor's own
-//! tests need; `serde` derives `Serialize` for the report and history types;
-//! `embedded` adds `EmbeddedPostgres`.
-//! With `default-features = false` the library depends on diesel, r2d2,
-//! diesel_migrations, thiserror, strum, uuid, chrono, tracing and metrics alone.
+//! None is on by default: the default build is the domain library alone,
+//! on diesel, r2d2, diesel_migrations, thiserror, strum, uuid, chrono,
+//! tracing and metrics. `testing` adds `machine_state::testing`, what a
+//! service's own tests need (in its dev-dependencies); `serde` derives
+//! `Serialize` for the report and history types; `embedded` adds
+//! `EmbeddedPostgres`. The `machine-state` command is a package of its own
+//! (`cli/` in the repository), on this library's public API only.
 //!
 //! # Example
 //!
@@ -84,21 +99,22 @@
 )]
 
 mod application_role;
-mod audit;
+pub mod audit;
 mod connection;
-mod doctor;
+pub mod doctor;
 #[cfg(feature = "embedded")]
-mod embedded;
+pub mod embedded;
 mod error;
-mod history;
+pub mod history;
 mod lock;
 mod machine;
-mod migrations;
+pub mod migrations;
 mod pair;
-mod pool;
+pub mod pool;
 mod recipe;
 mod retention;
 mod retry;
+mod sql_file;
 /// The diesel schema of the three tables (as `diesel print-schema` writes
 /// it), with the `testing` feature: for tests and benches that query the
 /// tables directly. Read through it; write only through the transitions.
@@ -123,34 +139,22 @@ pub use diesel;
 /// The uuid crate of the ids in the API (machine, process and operation ids).
 pub use uuid;
 
-pub use application_role::{grant_application, revoke_application};
-pub use audit::{AuditReport, Finding, Repair, Side, StuckMachine, audit, pairs, repair, stuck};
-pub use doctor::{
-    AppliedFix, Exposure, ExposureKind, LockedOut, SERVICE_ROLE, SecurityReport, doctor,
-    fix_exposures, undo_fixes,
-};
-#[cfg(feature = "embedded")]
-pub use embedded::{Builder as EmbeddedPostgresBuilder, EmbeddedPostgres};
 pub use error::{Error, TransitionError};
-pub use history::{HistoryEntry, find_operation, history, new_operation_id};
+pub use history::{HistoryEntry, find_operation, new_operation_id};
 pub use lock::{Blocker, DEFAULT_LOCK_TIMEOUT};
 pub use machine::{
     Action, AnyMachine, Errored, Idle, InitialState, MAX_DESCRIPTION_CHARS, Machine, MachineState,
     Offline, Processing, Transition, validate_description,
 };
 pub use migrations::{
-    BlockingSession, MIGRATIONS, MigrationOptions, pending_migrations_script,
-    revert_all_migrations, revert_all_migrations_with, revert_last_migration,
-    revert_last_migration_from, revert_last_migration_with, run_migrations, run_migrations_from,
-    run_migrations_with,
+    MigrationOptions, revert_all_migrations, revert_last_migration, run_migrations,
 };
-pub use pair::{Pair, StateRow, Violation};
-pub use pool::{
-    CHECKOUT_TIMEOUT, ConnectionMode, Manager, Pool, PooledConnection, connect, pool, pool_builder,
-};
+pub use pool::{Pool, PooledConnection, connect, pool};
 pub use recipe::{RecipeRun, RecipeRunOn};
-pub use retention::{DEFAULT_BATCH, MIN_RETENTION, prepare_history, prune_history};
 pub use retry::RetryPolicy;
 pub use state::{Edge, State, Status, StoredState, TRANSITIONS, Verb};
 pub use transaction::transaction;
-pub use write::{WritePath, sql_function_fallbacks};
+pub use write::WritePath;
+
+#[cfg(feature = "embedded")]
+pub use embedded::EmbeddedPostgres;

@@ -9,8 +9,9 @@ use crate::schema::{machine_state, machines};
 use crate::state::{State, Status};
 
 /// The `machine_state` half of a pair.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[diesel(table_name = machine_state, check_for_backend(diesel::pg::Pg))]
 pub struct StateRow {
     /// `machine_state.current_state`.
     pub current_state: String,
@@ -23,14 +24,17 @@ pub struct StateRow {
     /// `machine_state.failure_description`.
     pub failure_description: Option<String>,
     /// `machine_state.updated_at`.
+    #[diesel(column_name = updated_at)]
     pub state_updated_at: DateTime<Utc>,
 }
 
 /// Both rows of one machine as one statement read them.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[diesel(table_name = machines, check_for_backend(diesel::pg::Pg))]
 pub struct Pair {
     /// `machines.id`.
+    #[diesel(column_name = id)]
     pub machine_id: Uuid,
     /// `machines.status`.
     pub status: String,
@@ -39,6 +43,7 @@ pub struct Pair {
     /// `machines.updated_at`.
     pub updated_at: DateTime<Utc>,
     /// The `machine_state` row, if there is one.
+    #[diesel(embed)]
     pub state: Option<StateRow>,
 }
 
@@ -82,50 +87,21 @@ impl Violation {
 impl Pair {
     /// Read both rows of a machine in one statement (one snapshot).
     pub(crate) fn load(conn: &mut PgConnection, machine_id: Uuid) -> QueryResult<Option<Pair>> {
-        Self::query()
+        machines::table
+            .left_join(machine_state::table)
             .filter(machines::id.eq(machine_id))
+            .select(Pair::as_select())
             .first(conn)
             .optional()
     }
 
     /// Read every pair in one statement (one snapshot), ordered by machine id.
     pub(crate) fn load_all(conn: &mut PgConnection) -> QueryResult<Vec<Pair>> {
-        Self::query().order(machines::id).load(conn)
-    }
-
-    #[expect(clippy::type_complexity, reason = "the select clause of a join")]
-    fn query() -> diesel::dsl::Select<
-        diesel::dsl::LeftJoin<machines::table, machine_state::table>,
-        (
-            machines::id,
-            machines::status,
-            machines::current_process_id,
-            machines::updated_at,
-            diesel::dsl::Nullable<(
-                machine_state::current_state,
-                machine_state::process_id,
-                machine_state::state_since,
-                machine_state::is_failure_mode,
-                machine_state::failure_description,
-                machine_state::updated_at,
-            )>,
-        ),
-    > {
-        machines::table.left_join(machine_state::table).select((
-            machines::id,
-            machines::status,
-            machines::current_process_id,
-            machines::updated_at,
-            (
-                machine_state::current_state,
-                machine_state::process_id,
-                machine_state::state_since,
-                machine_state::is_failure_mode,
-                machine_state::failure_description,
-                machine_state::updated_at,
-            )
-                .nullable(),
-        ))
+        machines::table
+            .left_join(machine_state::table)
+            .order(machines::id)
+            .select(Pair::as_select())
+            .load(conn)
     }
 
     /// What `machines` says.
@@ -164,7 +140,7 @@ impl Pair {
             {
                 found.push(Violation::ProcessOutsideProcessing);
             }
-            let error = state == State::Error;
+            let error = state == State::Errored;
             let described = row
                 .failure_description
                 .as_deref()
@@ -219,4 +195,117 @@ pub(crate) fn account(
     }
     let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
     format!("{sides} ({})", listed.join("; "))
+}
+
+/// Pairs for the unit tests of the code that reads them.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use chrono::{DateTime, TimeZone, Utc};
+    use uuid::Uuid;
+
+    use super::{Pair, StateRow};
+
+    /// A time of the tests, `seconds` after a fixed instant.
+    pub(crate) fn at(seconds: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + seconds, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    /// The `machine_state` row of a pair that has one.
+    pub(crate) fn row(pair: &mut Pair) -> &mut StateRow {
+        pair.state
+            .as_mut()
+            .expect("a pair with a `machine_state` row")
+    }
+
+    /// A consistent pair in `state` (with `process` in both rows, and a
+    /// failure description in `error`), written at `at(0)`.
+    pub(crate) fn pair(state: &str, process: Option<Uuid>) -> Pair {
+        Pair {
+            machine_id: Uuid::from_u128(1),
+            status: state.to_owned(),
+            current_process_id: process,
+            updated_at: at(0),
+            state: Some(StateRow {
+                current_state: state.to_owned(),
+                process_id: process,
+                state_since: at(0),
+                is_failure_mode: state == "error",
+                failure_description: (state == "error").then(|| "heater tripped".to_owned()),
+                state_updated_at: at(0),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::Violation::*;
+    use super::fixtures::{at, pair, row};
+
+    const RUN: Uuid = Uuid::from_u128(7);
+
+    #[test]
+    fn a_consistent_pair_breaks_nothing() {
+        for (state, process) in [
+            ("offline", None),
+            ("idle", None),
+            ("processing", Some(RUN)),
+            ("error", None),
+        ] {
+            assert_eq!(pair(state, process).violations(), [], "{state}");
+        }
+    }
+
+    #[test]
+    fn a_missing_state_row_is_the_only_violation_named() {
+        let mut p = pair("idle", None);
+        p.state = None;
+        assert_eq!(p.violations(), [MissingStateRow]);
+    }
+
+    #[test]
+    fn each_invariant_is_named_when_broken() {
+        let mut p = pair("idle", None);
+        row(&mut p).current_state = "processing".to_owned();
+        assert_eq!(p.violations(), [StateMismatch]);
+
+        let mut p = pair("processing", Some(RUN));
+        row(&mut p).process_id = Some(Uuid::from_u128(8));
+        assert_eq!(p.violations(), [ProcessMismatch]);
+
+        assert_eq!(
+            pair("idle", Some(RUN)).violations(),
+            [ProcessOutsideProcessing]
+        );
+        assert_eq!(
+            pair("processing", None).violations(),
+            [ProcessOutsideProcessing]
+        );
+
+        let mut p = pair("error", None);
+        row(&mut p).failure_description = Some("  ".to_owned());
+        assert_eq!(p.violations(), [FailureMode]);
+        let mut p = pair("idle", None);
+        row(&mut p).is_failure_mode = true;
+        assert_eq!(p.violations(), [FailureMode]);
+
+        let mut p = pair("idle", None);
+        row(&mut p).state_since = at(1);
+        assert_eq!(p.violations(), [Timestamps]);
+        assert!(!Timestamps.breaks_state() && StateMismatch.breaks_state());
+    }
+
+    #[test]
+    fn an_unknown_state_is_named_and_not_judged_further() {
+        // The legacy writers' upper-case state: unknown, and a mismatch with
+        // the other row, but I3 and I4 are not judged on a state not known.
+        let mut p = pair("idle", None);
+        p.status = "IDLE".to_owned();
+        assert_eq!(p.violations(), [UnknownState, StateMismatch]);
+        assert_eq!(pair("running", None).violations(), [UnknownState]);
+    }
 }

@@ -25,7 +25,7 @@ use crate::write::{Settings, WritePath};
 /// reports the original outcome.
 ///
 /// None of these loads the machine first: the guarded write checks the claim,
-/// in one round trip on a [`crate::pool`] connection. Inside
+/// in one round trip on a [`crate::pool()`] connection. Inside
 /// [`crate::transaction`] they join the caller's transaction, so the caller's
 /// own writes commit with them.
 ///

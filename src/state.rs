@@ -34,8 +34,12 @@ pub enum State {
     Idle,
     /// Running a recipe; always carries the process id of that run.
     Processing,
-    /// Stopped by a failure; always carries a failure description.
-    Error,
+    /// Stopped by a failure; always carries a failure description. Stored as
+    /// `error`; named as the typed marker [`Errored`](crate::Errored) and
+    /// [`AnyMachine::Errored`](crate::AnyMachine::Errored) are.
+    #[strum(serialize = "error")]
+    #[cfg_attr(feature = "serde", serde(rename = "error"))]
+    Errored,
 }
 
 impl State {
@@ -138,7 +142,7 @@ pub struct Edge {
 /// (compile time) and the `legal` list of the SQL function
 /// `machine_state_transition`.
 pub const TRANSITIONS: [Edge; 9] = {
-    use State::{Error, Idle, Offline, Processing};
+    use State::{Errored, Idle, Offline, Processing};
     const fn edge(from: State, verb: Verb, to: State) -> Edge {
         Edge { from, verb, to }
     }
@@ -149,9 +153,9 @@ pub const TRANSITIONS: [Edge; 9] = {
         edge(Idle, Verb::Start, Processing),
         edge(Processing, Verb::Complete, Idle),
         edge(Processing, Verb::Stop, Idle),
-        edge(Processing, Verb::Fail, Error),
-        edge(Error, Verb::Reset, Idle),
-        edge(Error, Verb::TakeOffline, Offline),
+        edge(Processing, Verb::Fail, Errored),
+        edge(Errored, Verb::Reset, Idle),
+        edge(Errored, Verb::TakeOffline, Offline),
     ]
 };
 
@@ -160,6 +164,14 @@ mod tests {
     use strum::IntoEnumIterator;
 
     use super::*;
+
+    #[test]
+    fn the_errored_state_is_stored_as_error() {
+        assert_eq!(State::Errored.as_str(), "error");
+        assert_eq!("error".parse::<State>(), Ok(State::Errored));
+        assert_eq!(StoredState::parse("error"), State::Errored);
+        assert_eq!(StoredState::parse("running").known(), None);
+    }
 
     #[test]
     fn every_verb_has_one_target_and_at_least_one_source() {

@@ -2,8 +2,8 @@
 //! one [`tracing`] span per transition.
 //!
 //! The library only records; the application chooses the exporter (for
-//! Prometheus, `metrics-exporter-prometheus`'s `PrometheusBuilder`, as
-//! `machine-state watch` does). Without an installed recorder nothing is
+//! Prometheus, `metrics-exporter-prometheus`'s `PrometheusBuilder`, as the
+//! command line's `watch` does). Without an installed recorder nothing is
 //! recorded (the facade's no-op recorder: what remains per transition is
 //! building three label sets and a span no subscriber wants, next to a
 //! database round trip). Call [`describe_metrics`]
@@ -37,17 +37,11 @@
 //! | `machine_state_transition_duration_seconds` | histogram | `from`, `to`, `path` | the time of a transition through the write path, retries and backoff included |
 //! | `machine_state_transition_retries_total` | counter | `from`, `to`, `path`, `reason` | attempts run again after losing a race |
 //! | `machine_state_transaction_races_total` | counter | `result` (`retried`, `exhausted`) | lost races of a whole [`transaction()`](crate::transaction()): run again, or given up |
-//! | `machine_state_sql_function_fallbacks_total` | counter | `from`, `to` | transitions that asked for the SQL function, found it missing and ran as a statement (also [`sql_function_fallbacks`](crate::sql_function_fallbacks)) |
-//! | `machine_state_machines` | gauge | | machines seen by the last audit (`watch`) |
-//! | `machine_state_diverged_machines` | gauge | | machines whose two rows break I1–I5 (`watch`) |
-//! | `machine_state_diverged_ratio` | gauge | | diverged machines ÷ machines, 0 to 1 (`watch`; 0 without machines) |
-//! | `machine_state_stuck_machines` | gauge | | machines processing for longer than `--stuck-after` (`watch`) |
-//! | `machine_state_invariants_enforced` | gauge | | 1 when `machine_state_enforce_invariants()` is in force, else 0 (`watch`) |
-//! | `machine_state_audits_total` | counter | `result` (`ok`, `error`) | audits run by `watch` |
-//! | `machine_state_recorded_transitions_total` | counter | `from`, `to`, `kind` | rows written to the history `machine_state_transitions` by every client, counted by `watch` since it started (its first audit counts the rows the history holds; `kind`: `create`, `transition`, `repair`) |
+//! | `machine_state_sql_function_fallbacks_total` | counter | `from`, `to` | transitions that asked for the SQL function, found it missing and ran as a statement |
 //!
 //! Registering a machine and repairing one are not transitions: they are not
-//! counted here (both are rows of the history, which `watch` counts).
+//! counted here. (The command line's `watch` adds gauges of its audits, and
+//! counts every client's history rows: the README's "Monitoring".)
 //!
 //! Label values:
 //!
@@ -93,13 +87,13 @@
 
 use std::time::Instant;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, histogram};
+use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 use tracing::Span;
 use uuid::Uuid;
 
 use crate::error::Error;
 use crate::state::{State, Verb};
-use crate::write::WritePath;
+use crate::write::path::WritePath;
 
 /// Every transition asked for, by `from`, `to`, `path` and `outcome`.
 pub const TRANSITIONS_TOTAL: &str = "machine_state_transitions_total";
@@ -112,21 +106,6 @@ pub const RETRIES: &str = "machine_state_transition_retries_total";
 pub const TRANSACTION_RACES: &str = "machine_state_transaction_races_total";
 /// Fallbacks from the SQL function to the statement, by `from` and `to`.
 pub const FALLBACKS: &str = "machine_state_sql_function_fallbacks_total";
-/// Machines seen by the last audit.
-pub const MACHINES: &str = "machine_state_machines";
-/// Diverged machines found by the last audit.
-pub const DIVERGED: &str = "machine_state_diverged_machines";
-/// The diverged share found by the last audit, 0 to 1.
-pub const DIVERGED_RATIO: &str = "machine_state_diverged_ratio";
-/// Machines processing for too long, found by the last audit.
-pub const STUCK: &str = "machine_state_stuck_machines";
-/// Whether the invariants are enforced by the database (1) or not (0).
-pub const ENFORCED: &str = "machine_state_invariants_enforced";
-/// Audits run, by `result`.
-pub const AUDITS: &str = "machine_state_audits_total";
-/// History rows written by every client, by `from`, `to` and `kind`.
-pub const RECORDED_TRANSITIONS: &str = "machine_state_recorded_transitions_total";
-
 /// Give every metric of the table above its help text and unit, in the
 /// recorder installed now (descriptions given before a recorder is
 /// installed are lost).
@@ -151,28 +130,6 @@ pub fn describe_metrics() {
     describe_counter!(
         FALLBACKS,
         "transitions that found `machine_state_transition` missing and ran as a statement"
-    );
-    describe_gauge!(MACHINES, "machines seen by the last audit");
-    describe_gauge!(
-        DIVERGED,
-        "machines whose `machines` and `machine_state` rows disagree (last audit)"
-    );
-    describe_gauge!(
-        DIVERGED_RATIO,
-        "diverged machines divided by machines (last audit), 0 to 1"
-    );
-    describe_gauge!(
-        STUCK,
-        "machines processing for longer than the watcher's `--stuck-after` (last audit)"
-    );
-    describe_gauge!(
-        ENFORCED,
-        "1 when `machine_state_enforce_invariants()` is in force, else 0 (last audit)"
-    );
-    describe_counter!(AUDITS, "audits run by the watcher, by `result`");
-    describe_counter!(
-        RECORDED_TRANSITIONS,
-        "rows written to the history `machine_state_transitions` by every client, since the watcher started"
     );
 }
 

@@ -96,7 +96,7 @@ pub fn run(
     let hour = Duration::from_secs(3600);
     let (mut audit_s, mut pairs_s, mut stuck_s) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let (report, seconds) = timed(|| machine_state::audit(conn));
+        let (report, seconds) = timed(|| machine_state::audit::audit(conn));
         let report = report.map_err(|e| format!("audit: {e}"))?;
         if report.machines != MACHINES as usize || !report.is_consistent() {
             return Err(format!(
@@ -106,13 +106,13 @@ pub fn run(
             ));
         }
         audit_s.push(seconds);
-        let (pairs, seconds) = timed(|| machine_state::pairs(conn));
+        let (pairs, seconds) = timed(|| machine_state::audit::pairs(conn));
         let pairs = pairs.map_err(|e| format!("pairs: {e}"))?;
         if pairs.len() != MACHINES as usize {
             return Err(format!("pairs listed {} machines", pairs.len()));
         }
         pairs_s.push(seconds);
-        let (stuck, seconds) = timed(|| machine_state::stuck(conn, hour));
+        let (stuck, seconds) = timed(|| machine_state::audit::stuck(conn, hour));
         let stuck = stuck.map_err(|e| format!("stuck: {e}"))?;
         let oldest_first = stuck.windows(2).all(|w| w[0].since <= w[1].since);
         if stuck.len() != STUCK || !oldest_first {
@@ -128,7 +128,7 @@ pub fn run(
     // states, then the interval), planned for the same arguments.
     conn.batch_execute("SELECT pg_stat_statements_reset()")
         .map_err(|e| format!("cannot reset pg_stat_statements: {e}"))?;
-    machine_state::stuck(conn, hour).map_err(|e| format!("stuck: {e}"))?;
+    machine_state::audit::stuck(conn, hour).map_err(|e| format!("stuck: {e}"))?;
     let query = sql_query(
         "SELECT query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
          WHERE d.datname = current_database() AND query LIKE '%state_since%'

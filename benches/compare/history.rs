@@ -467,9 +467,12 @@ fn prune(url: &str, rows: u64) -> Result<Prune, String> {
         .map_err(|e| format!("cannot checkpoint: {e}"))?;
     let start = current_lsn(conn)?;
     let started = Instant::now();
-    let removed =
-        machine_state::prune_history(conn, Duration::from_secs_f64(cutoff.older_than_s), 10_000)
-            .map_err(|e| format!("cannot prune the history: {e}"))?;
+    let removed = machine_state::history::prune_history(
+        conn,
+        Duration::from_secs_f64(cutoff.older_than_s),
+        10_000,
+    )
+    .map_err(|e| format!("cannot prune the history: {e}"))?;
     let seconds = started.elapsed().as_secs_f64();
     let end = current_lsn(conn)?;
     let wal: WalStats = sql_query(format!(

@@ -228,11 +228,11 @@ pub fn run(
     let dispatch = tracing::Dispatch::new(
         tracing_subscriber::registry().with(RetryCounter(Arc::clone(&retries))),
     );
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(workers)
         .min_idle(Some(workers))
         .build(
-            machine_state::Manager::new(url.as_str())
+            machine_state::pool::Manager::new(url.as_str())
                 .map_err(|e| format!("cannot make the pool's manager: {e}"))?,
         )
         .map_err(|e| format!("cannot build the pool: {e}"))?;
@@ -367,8 +367,8 @@ fn check_history(
     applied: &HashSet<Uuid>,
 ) -> Result<(usize, usize, bool), String> {
     let conn = &mut connect(url)?;
-    let history =
-        machine_state::history(conn, id).map_err(|e| format!("cannot read the history: {e}"))?;
+    let history = machine_state::history::history(conn, id)
+        .map_err(|e| format!("cannot read the history: {e}"))?;
     let recorded: HashSet<Uuid> = history
         .iter()
         .filter(|entry| entry.kind == "transition")

@@ -28,10 +28,10 @@ pub fn run(
     plan: &Plan,
     on_ready: impl FnOnce() -> Result<(), String>,
 ) -> Result<Measured, String> {
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(plan.clients)
         .min_idle(Some(plan.clients))
-        .build(machine_state::Manager::new(url).map_err(|e| e.to_string())?)
+        .build(machine_state::pool::Manager::new(url).map_err(|e| e.to_string())?)
         .map_err(|e| format!("cannot build the pool: {e}"))?;
     let (ready, go) = (
         Barrier::new(plan.clients as usize + 1),

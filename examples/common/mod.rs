@@ -94,7 +94,7 @@ pub(crate) fn record_end(
 /// Print a machine's history, oldest first.
 pub(crate) fn print_history(conn: &mut PgConnection, machine: Uuid) -> Result<(), Error> {
     println!("history of {machine}:");
-    for entry in machine_state::history(conn, machine)? {
+    for entry in machine_state::history::history(conn, machine)? {
         println!(
             "  {:>10} -> {:<10} {:<10} {}",
             entry.from_state.as_deref().unwrap_or("(new)"),

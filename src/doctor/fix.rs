@@ -54,14 +54,11 @@ pub fn fix_exposures(conn: &mut PgConnection) -> Result<Vec<AppliedFix>, Error> 
                 conn.batch_execute(statement)?;
             }
             let finding = exposure.to_string();
-            sql_query(
-                "INSERT INTO machine_state_private.doctor_fixes (finding, statement, undo)
-                 VALUES ($1, $2, $3)",
-            )
-            .bind::<Text, _>(&finding)
-            .bind::<Text, _>(fix.join(";\n"))
-            .bind::<Array<Text>, _>(undo)
-            .execute(conn)?;
+            sql_query(include_str!("record_fix.sql"))
+                .bind::<Text, _>(&finding)
+                .bind::<Text, _>(fix.join(";\n"))
+                .bind::<Array<Text>, _>(undo)
+                .execute(conn)?;
             applied.push(AppliedFix {
                 finding,
                 kind: *kind,
@@ -90,17 +87,14 @@ struct Recorded {
 pub fn undo_fixes(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
     require_bookkeeping(conn)?;
     conn.transaction(|conn| {
-        let recorded = sql_query(
-            "SELECT id, undo FROM machine_state_private.doctor_fixes ORDER BY id DESC FOR UPDATE",
-        )
-        .load::<Recorded>(conn)?;
+        let recorded = sql_query(include_str!("recorded_fixes.sql")).load::<Recorded>(conn)?;
         let mut run = Vec::new();
         for fix in recorded {
             for statement in fix.undo {
                 conn.batch_execute(&statement)?;
                 run.push(statement);
             }
-            sql_query("DELETE FROM machine_state_private.doctor_fixes WHERE id = $1")
+            sql_query(include_str!("forget_fix.sql"))
                 .bind::<BigInt, _>(fix.id)
                 .execute(conn)?;
         }
@@ -116,11 +110,9 @@ struct Present {
 
 /// [`Error::NotMigrated`] unless `doctor_fixes` exists.
 fn require_bookkeeping(conn: &mut PgConnection) -> Result<(), Error> {
-    let present = sql_query(
-        "SELECT to_regclass('machine_state_private.doctor_fixes') IS NOT NULL AS present",
-    )
-    .get_result::<Present>(conn)?
-    .present;
+    let present = sql_query(include_str!("fixes_recorded_here.sql"))
+        .get_result::<Present>(conn)?
+        .present;
     if present {
         Ok(())
     } else {

@@ -19,6 +19,7 @@ mod fix;
 
 pub use fix::{AppliedFix, fix_exposures, undo_fixes};
 
+pub use crate::application_role::{grant_application, revoke_application};
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Array, Bool, Nullable, Text};
@@ -103,9 +104,8 @@ impl std::fmt::Display for Exposure {
 pub struct LockedOut {
     /// The role the services use (Supabase's server-side key).
     pub role: String,
-    /// The command that lets it in: `machine-state grant service_role`.
-    pub command: String,
-    /// The same, in SQL, to run as the owner.
+    /// The SQL that lets it in, to run as the owner (what
+    /// [`grant_application`] runs).
     pub sql: String,
 }
 
@@ -187,17 +187,12 @@ struct Enforced {
 /// [`Error::NotMigrated`] on a database without this crate's tables (or whose
 /// migrations are not all applied); [`Error::Database`] when a query fails.
 pub fn doctor(conn: &mut PgConnection) -> Result<SecurityReport, Error> {
-    let migrated = sql_query(
-        "SELECT to_regclass('machines') IS NOT NULL
-                AND to_regclass('machine_state_private.application_grants') IS NOT NULL
-                AS enforced",
-    )
-    .get_result::<Enforced>(conn)?;
+    let migrated = sql_query(include_str!("migrated.sql")).get_result::<Enforced>(conn)?;
     if migrated.enforced != Some(true) {
         return Err(Error::NotMigrated("machines"));
     }
     let exposures = exposures(conn)?;
-    let enforcement = sql_query("SELECT machine_state_invariants_enforced() AS enforced")
+    let enforcement = sql_query(include_str!("enforcement.sql"))
         .get_result::<Enforced>(conn)
         .ok()
         .and_then(|row| row.enforced);
@@ -206,7 +201,6 @@ pub fn doctor(conn: &mut PgConnection) -> Result<SecurityReport, Error> {
         .locked_out
         .then(|| LockedOut {
             role: SERVICE_ROLE.to_owned(),
-            command: format!("machine-state grant {SERVICE_ROLE}"),
             sql: format!("SELECT * FROM machine_state_grant_application('{SERVICE_ROLE}');"),
         });
     Ok(SecurityReport {

@@ -140,7 +140,7 @@ impl AnyMachine {
             (State::Processing, Some(process_id), _) => {
                 AnyMachine::Processing(Machine::from_parts(id, Processing { process_id }, since))
             }
-            (State::Error, _, Some(description)) => AnyMachine::Errored(Machine::from_parts(
+            (State::Errored, _, Some(description)) => AnyMachine::Errored(Machine::from_parts(
                 id,
                 Errored {
                     description: description.clone(),
@@ -171,7 +171,7 @@ impl AnyMachine {
             AnyMachine::Offline(_) => State::Offline,
             AnyMachine::Idle(_) => State::Idle,
             AnyMachine::Processing(_) => State::Processing,
-            AnyMachine::Errored(_) => State::Error,
+            AnyMachine::Errored(_) => State::Errored,
         }
     }
 

@@ -118,7 +118,7 @@ impl MachineState for Processing {
 }
 
 impl MachineState for Errored {
-    const STATE: State = State::Error;
+    const STATE: State = State::Errored;
 }
 
 /// The states a machine can be registered in.

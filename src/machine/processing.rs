@@ -53,7 +53,7 @@ impl Machine<Processing> {
         if let Err(error) = validate_description(description) {
             crate::telemetry::refused_early(
                 crate::State::Processing,
-                crate::State::Error,
+                crate::State::Errored,
                 self.write_path(),
                 &error,
             );

@@ -33,19 +33,18 @@ struct Version {
 /// [`Error::Database`] when the applied migrations cannot be read.
 pub fn pending_migrations_script(conn: &mut PgConnection) -> Result<Option<String>, Error> {
     use diesel::RunQueryDsl;
-    let applied: Vec<String> =
-        diesel::sql_query("SELECT version::text AS version FROM __diesel_schema_migrations")
-            .load::<Version>(conn)
-            .or_else(|e| {
-                if crate::connection::has_sqlstate(&e, sql_state::UNDEFINED_TABLE) {
-                    Ok(Vec::new())
-                } else {
-                    Err(e)
-                }
-            })?
-            .into_iter()
-            .map(|row| row.version)
-            .collect();
+    let applied: Vec<String> = diesel::sql_query(include_str!("applied_versions.sql"))
+        .load::<Version>(conn)
+        .or_else(|e| {
+            if crate::connection::has_sqlstate(&e, sql_state::UNDEFINED_TABLE) {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            }
+        })?
+        .into_iter()
+        .map(|row| row.version)
+        .collect();
     let pending: Vec<&(&str, &str)> = UP_SQL
         .iter()
         .filter(|(name, _)| !applied.contains(&version_of(name)))
@@ -56,7 +55,7 @@ pub fn pending_migrations_script(conn: &mut PgConnection) -> Result<Option<Strin
     let mut script = format!(
         "-- machine-state migrations {} to {}, pending on the database this was\n\
          -- exported from: one transaction, each recorded in __diesel_schema_migrations\n\
-         -- as `machine-state migrate` records it. Run it as the role that owns the\n\
+         -- as the crate's own migration runner records it. Run it as the role that owns the\n\
          -- tables (on Supabase, `postgres`): `supabase/migrations/`, the SQL editor,\n\
          -- or `psql -v ON_ERROR_STOP=1 -f`.\n\
          BEGIN;\n\n\

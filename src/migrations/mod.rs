@@ -3,7 +3,7 @@
 //! database: `options` (the lock timeout and the budget), `runner` (the
 //! attempts), `blockers` (who was in the way).
 
-mod blockers;
+pub(crate) mod blockers;
 mod export;
 mod options;
 mod runner;
@@ -175,9 +175,4 @@ fn continues_identifier(rest: &str) -> bool {
     rest.chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// The sessions of an [`Error::MigrationBlocked`], in words.
-pub(crate) fn describe_blockers(sessions: &[BlockingSession]) -> String {
-    blockers::describe(sessions)
 }

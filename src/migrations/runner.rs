@@ -127,7 +127,7 @@ struct Exists {
 /// Whether diesel's bookkeeping table exists (reading it through diesel's
 /// harness would create it, outside any migration's transaction).
 fn bookkeeping_exists(conn: &mut PgConnection) -> Result<bool, Error> {
-    diesel::sql_query("SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS exists")
+    diesel::sql_query(include_str!("bookkeeping_exists.sql"))
         .get_result::<Exists>(conn)
         .map(|row| row.exists)
         .map_err(Error::Database)
@@ -383,10 +383,10 @@ struct Setting {
 /// Set `lock_timeout` (for the transaction when `local`); returns the value
 /// it had.
 fn set_lock_timeout(conn: &mut PgConnection, value: &str, local: bool) -> QueryResult<String> {
-    let previous = diesel::sql_query("SELECT current_setting('lock_timeout') AS previous")
+    let previous = diesel::sql_query(include_str!("lock_timeout.sql"))
         .get_result::<Setting>(conn)?
         .previous;
-    diesel::sql_query("SELECT set_config('lock_timeout', $1, $2)")
+    diesel::sql_query(include_str!("set_lock_timeout.sql"))
         .bind::<Text, _>(value)
         .bind::<Bool, _>(local)
         .execute(conn)?;

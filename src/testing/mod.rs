@@ -163,11 +163,11 @@ impl TestDatabase {
         Ok(PgConnection::establish(&self.url)?)
     }
 
-    /// A pool with the crate's defaults ([`crate::pool`]).
+    /// A pool with the crate's defaults ([`crate::pool()`]).
     ///
     /// # Errors
     ///
-    /// As [`crate::pool`].
+    /// As [`crate::pool()`].
     pub fn pool(&self) -> Result<Pool, Error> {
         crate::pool::pool(&self.url)
     }

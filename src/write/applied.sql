@@ -5,7 +5,8 @@
 -- REPEATABLE READ a concurrent change of either row makes it fail with 40001.
 -- Binds: 1 machine id, 2 from state, 3 expected process, 4 to state,
 -- 5 new process, 6 description, 7 operation id, 8 lock timeout, 9 verb.
--- In psql: PREPARE applied AS <this file>; EXECUTE applied(...);
+-- In psql: PREPARE applied(uuid, text, uuid, text, uuid, text, uuid, text, text)
+--          AS <this file>; EXECUTE applied(...);
 WITH machine_row AS (
     UPDATE machines m
     SET status = $4, current_process_id = $5, updated_at = now()

@@ -2,15 +2,14 @@
 //! statement.
 
 use chrono::{DateTime, Utc};
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
 use crate::connection::{connection_gone, in_transaction};
 use crate::error::Error;
+use crate::sql_file::SqlFile;
 use crate::state::State;
 
 /// Register a machine: both rows and the history entry in one statement.
@@ -20,11 +19,7 @@ pub(crate) fn create(
     state: State,
     operation_id: Uuid,
 ) -> Result<DateTime<Utc>, Error> {
-    let statement = CreateStatement {
-        machine_id,
-        state: state.as_str(),
-        operation_id,
-    };
+    let statement = Create::with((machine_id, state.as_str(), operation_id));
     let inside = in_transaction(conn);
     let result = if inside {
         statement.get_result(conn)
@@ -51,52 +46,19 @@ pub(crate) fn create(
     })
 }
 
-struct CreateStatement {
-    machine_id: Uuid,
-    state: &'static str,
-    operation_id: Uuid,
+/// `create.sql`: both rows and the first history entry; returns the time.
+struct Create;
+
+impl SqlFile for Create {
+    const SQL: &'static str = include_str!("create.sql");
+    type Binds = (SqlUuid, Text, SqlUuid);
+    type Row = Timestamptz;
 }
 
-const CREATE_SQL: &str = "
-), machine_row AS (
-    INSERT INTO machines (id, status, current_process_id, created_at, updated_at)
-    SELECT machine_id, state, NULL, now(), now() FROM p
-    RETURNING id
-), state_row AS (
-    INSERT INTO machine_state
-        (machine_id, current_state, state_since, process_id, is_failure_mode, updated_at)
-    SELECT r.id, p.state, now(), NULL, false, now() FROM machine_row r, p
-    RETURNING machine_id
-)
-INSERT INTO machine_state_transitions
-    (machine_id, from_state, to_state, operation_id, kind, transitioned_at, isolation_level,
-     verb)
-SELECT r.machine_id, NULL, p.state, p.operation_id, 'create', now(),
-       current_setting('transaction_isolation'), 'create'
-FROM state_row r, p
-RETURNING transitioned_at";
-
-impl QueryFragment<Pg> for CreateStatement {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH p AS (SELECT ");
-        out.push_bind_param::<SqlUuid, _>(&self.machine_id)?;
-        out.push_sql("::uuid AS machine_id, ");
-        out.push_bind_param::<Text, _>(self.state)?;
-        out.push_sql("::text AS state, ");
-        out.push_bind_param::<SqlUuid, _>(&self.operation_id)?;
-        out.push_sql("::uuid AS operation_id");
-        out.push_sql(CREATE_SQL);
-        Ok(())
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn create_uses_exactly_its_binds() {
+        crate::sql_file::assert_binds_match::<super::Create>();
     }
 }
-
-impl QueryId for CreateStatement {
-    type QueryId = CreateStatement;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for CreateStatement {
-    type SqlType = Timestamptz;
-}
-
-impl RunQueryDsl<PgConnection> for CreateStatement {}

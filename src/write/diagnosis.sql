@@ -2,11 +2,12 @@
 -- in one snapshot, both rows of the machine and the history entry of the
 -- operation id, and the isolation level; writes nothing. The first column is
 -- always NULL (no transition time), so its row has the shape of an outcome.
--- Binds: 1 machine id, 7 operation id, 8 lock timeout (as in applied.sql).
--- In psql: PREPARE diagnosis AS <this file>; EXECUTE diagnosis(...);
+-- Binds: 1 machine id, 2 operation id, 3 lock timeout.
+-- In psql: PREPARE diagnosis(uuid, uuid, text) AS <this file>;
+--          EXECUTE diagnosis(...);
 WITH p AS (
-    SELECT $1::uuid AS machine_id, $7::uuid AS operation_id,
-           set_config('lock_timeout', $8, true) AS lock_timeout,
+    SELECT $1::uuid AS machine_id, $2::uuid AS operation_id,
+           set_config('lock_timeout', $3, true) AS lock_timeout,
            current_setting('transaction_isolation') AS isolation
 ), cur AS (
     SELECT m.status, m.current_process_id, s.current_state, s.process_id

@@ -4,18 +4,17 @@
 //! transitions but not write the tables.
 
 use chrono::{DateTime, Utc};
-use diesel::pg::{Pg, sql_state};
+use diesel::pg::sql_state;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
-use uuid::Uuid;
 
 use super::{Change, Prior, RowsFound, Verdict, repeatable_read};
 use crate::connection::{connection_gone, lost_race, sqlstate};
 use crate::error::Error;
 use crate::history::find_operation;
 use crate::pair::Pair;
+use crate::sql_file::SqlFile;
 
 /// One attempt of `change` through the SQL function.
 pub(super) fn attempt(
@@ -23,15 +22,13 @@ pub(super) fn attempt(
     change: &Change<'_>,
     in_callers_transaction: bool,
 ) -> QueryResult<Verdict> {
-    let call = FunctionCall::new(change);
     let result = if in_callers_transaction {
         // A savepoint keeps the caller's transaction usable when the function
         // refuses, so that the refusal can be explained.
-        conn.transaction(|conn| call.get_result::<(Option<DateTime<Utc>>, String)>(conn))
+        conn.transaction(|conn| call(conn, change))
     } else {
         repeatable_read(conn, |conn| {
-            call.get_result::<(Option<DateTime<Utc>>, String)>(conn)
-                .map(|(at, isolation)| ((at, isolation.clone()), isolation))
+            call(conn, change).map(|(at, isolation)| ((at, isolation.clone()), isolation))
         })
     };
     match result {
@@ -94,67 +91,48 @@ fn explain_refusal(conn: &mut PgConnection, change: &Change<'_>, error: DieselEr
     found.explain(change).unwrap_or(Err(Error::Database(error)))
 }
 
-/// `SELECT (machine_state_transition(...)).transitioned_at` when the
+/// `transition_call.sql`: `machine_state_transition(...)`'s time when the
 /// transaction is REPEATABLE READ (and nothing otherwise), with the
-/// isolation level. A static query id: prepared once per connection.
-#[derive(Clone, Copy)]
-struct FunctionCall<'a> {
-    machine_id: Uuid,
-    from: &'static str,
-    to: &'static str,
-    process_id: Option<Uuid>,
-    description: Option<&'a str>,
-    operation_id: Uuid,
-    verb: &'static str,
+/// isolation level.
+struct TransitionCall;
+
+impl SqlFile for TransitionCall {
+    const SQL: &'static str = include_str!("transition_call.sql");
+    type Binds = (
+        SqlUuid,
+        Text,
+        Text,
+        Nullable<SqlUuid>,
+        Nullable<Text>,
+        SqlUuid,
+        Text,
+    );
+    type Row = (Nullable<Timestamptz>, Text);
 }
 
-impl<'a> FunctionCall<'a> {
-    fn new(change: &Change<'a>) -> Self {
-        FunctionCall {
-            machine_id: change.machine_id,
-            from: change.from.as_str(),
-            to: change.to.as_str(),
-            // No transition goes from `processing` to `processing`, so the
-            // function takes one process id for either end.
-            process_id: change.new_process.or(change.expected_process),
-            description: change.description,
-            operation_id: change.operation_id,
-            verb: change.verb.as_str(),
-        }
+/// One call of `change` through the SQL function.
+fn call(
+    conn: &mut PgConnection,
+    change: &Change<'_>,
+) -> QueryResult<(Option<DateTime<Utc>>, String)> {
+    TransitionCall::with((
+        change.machine_id,
+        change.from.as_str(),
+        change.to.as_str(),
+        // No transition goes from `processing` to `processing`, so the
+        // function takes one process id for either end.
+        change.new_process.or(change.expected_process),
+        change.description,
+        change.operation_id,
+        change.verb.as_str(),
+    ))
+    .get_result(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transition_call_uses_exactly_its_binds() {
+        crate::sql_file::assert_binds_match::<super::TransitionCall>();
     }
 }
-
-impl QueryFragment<Pg> for FunctionCall<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "SELECT CASE WHEN current_setting('transaction_isolation') = 'repeatable read' \
-             THEN (machine_state_transition(",
-        );
-        out.push_bind_param::<SqlUuid, _>(&self.machine_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(self.from)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(self.to)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.process_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.description)?;
-        out.push_sql(", ");
-        out.push_bind_param::<SqlUuid, _>(&self.operation_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(self.verb)?;
-        out.push_sql(")).transitioned_at END, current_setting('transaction_isolation')");
-        Ok(())
-    }
-}
-
-impl QueryId for FunctionCall<'_> {
-    type QueryId = FunctionCall<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for FunctionCall<'_> {
-    type SqlType = (Nullable<Timestamptz>, Text);
-}
-
-impl RunQueryDsl<PgConnection> for FunctionCall<'_> {}

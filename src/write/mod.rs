@@ -30,11 +30,10 @@
 
 mod create;
 mod function;
+pub(crate) mod path;
 mod repair;
-mod sql_file;
 mod statement;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -49,25 +48,12 @@ use crate::retry::RetryPolicy;
 use crate::state::{State, Status, Verb};
 use crate::telemetry::Observation;
 
+pub use path::WritePath;
+
 pub(crate) use create::create;
 pub(crate) use repair::{Repaired, repair};
 
 const REPEATABLE_READ: &str = "repeatable read";
-
-/// How a transition reaches the tables.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WritePath {
-    /// One SQL statement that writes the tables directly (the default, and the
-    /// fastest: one round trip on a [`crate::pool`] connection).
-    #[default]
-    Statement,
-    /// Through the SQL function `machine_state_transition`, so that a role
-    /// without UPDATE on the tables can run transitions. Where the function
-    /// is missing, the transition falls back to [`WritePath::Statement`] (as
-    /// atomic), logs a warning and counts it ([`sql_function_fallbacks`]).
-    SqlFunction,
-}
 
 /// How a machine's transitions are run: its retry policy, write path and
 /// lock timeout.
@@ -86,15 +72,6 @@ impl Default for Settings {
             lock_timeout: crate::lock::DEFAULT_LOCK_TIMEOUT,
         }
     }
-}
-
-static FALLBACKS: AtomicU64 = AtomicU64::new(0);
-
-/// How many transitions asked for [`WritePath::SqlFunction`] found the
-/// function missing and ran as [`WritePath::Statement`] instead, since this
-/// process started.
-pub fn sql_function_fallbacks() -> u64 {
-    FALLBACKS.load(Ordering::Relaxed)
 }
 
 /// One transition, as the write path needs it.
@@ -161,7 +138,6 @@ fn carry(
                 Err(Error::Database(error))
                     if function::is_missing(&error) && !in_transaction(conn) =>
                 {
-                    FALLBACKS.fetch_add(1, Ordering::Relaxed);
                     observation.fall_back();
                     tracing::warn!(
                         machine_id = %change.machine_id, %error,
@@ -356,5 +332,153 @@ impl RowsFound {
                 found,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use uuid::Uuid;
+
+    use super::{Change, Prior, REPEATABLE_READ, RowsFound};
+    use crate::error::Error;
+    use crate::pair::Violation;
+    use crate::pair::fixtures::at;
+    use crate::state::{State, Status, Verb};
+
+    const MACHINE: Uuid = Uuid::from_u128(1);
+    const RUN: Uuid = Uuid::from_u128(7);
+    const OPERATION: Uuid = Uuid::from_u128(9);
+
+    /// `processing` (run `RUN`) to `idle` by `complete`.
+    fn complete() -> Change<'static> {
+        Change {
+            machine_id: MACHINE,
+            verb: Verb::Complete,
+            from: State::Processing,
+            expected_process: Some(RUN),
+            to: State::Idle,
+            new_process: None,
+            description: None,
+            operation_id: OPERATION,
+            lock_limit: Duration::from_secs(1),
+        }
+    }
+
+    /// Both rows in `status`, no prior entry, under REPEATABLE READ.
+    fn found(status: Status) -> RowsFound {
+        RowsFound {
+            machines: Some(status.clone()),
+            machine_state: Some(status),
+            prior: None,
+            isolation: REPEATABLE_READ.to_owned(),
+        }
+    }
+
+    fn prior(from: &str, to: &str, verb: Option<&str>) -> Prior {
+        Prior {
+            machine_id: MACHINE,
+            from: Some(from.to_owned()),
+            to: to.to_owned(),
+            verb: verb.map(str::to_owned),
+            at: at(5),
+        }
+    }
+
+    #[test]
+    fn nothing_explains_a_pair_in_the_expected_state() {
+        let found = found(Status::new(State::Processing, Some(RUN)));
+        assert!(found.explain(&complete()).is_none());
+    }
+
+    #[test]
+    fn the_same_operation_already_applied_is_its_time() {
+        for verb in [Some("complete"), None] {
+            let mut rows = found(Status::new(State::Idle, None));
+            rows.prior = Some(prior("processing", "idle", verb));
+            assert!(
+                matches!(rows.explain(&complete()), Some(Ok(t)) if t == at(5)),
+                "{verb:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_operation_id_used_for_another_transition_is_refused() {
+        // A stop leaves the same states as a completion: only the verb differs.
+        for other in [
+            prior("processing", "idle", Some("stop")),
+            prior("processing", "error", Some("fail")),
+            Prior {
+                machine_id: Uuid::from_u128(2),
+                ..prior("processing", "idle", Some("complete"))
+            },
+        ] {
+            let mut rows = found(Status::new(State::Idle, None));
+            rows.prior = Some(other);
+            assert!(matches!(
+                rows.explain(&complete()),
+                Some(Err(Error::OperationReused(OPERATION)))
+            ));
+        }
+    }
+
+    #[test]
+    fn no_machine_is_not_found() {
+        let mut rows = found(Status::new(State::Processing, Some(RUN)));
+        rows.machines = None;
+        assert!(matches!(
+            rows.explain(&complete()),
+            Some(Err(Error::NotFound(MACHINE)))
+        ));
+    }
+
+    #[test]
+    fn another_isolation_level_is_refused_before_the_rows_are_judged() {
+        let mut rows = found(Status::new(State::Idle, None));
+        rows.isolation = "read committed".to_owned();
+        assert!(matches!(
+            rows.explain(&complete()),
+            Some(Err(Error::NotRepeatableRead(level))) if level == "read committed"
+        ));
+    }
+
+    #[test]
+    fn rows_that_disagree_are_inconsistent_with_what_differs() {
+        let mut rows = found(Status::new(State::Processing, Some(RUN)));
+        rows.machine_state = Some(Status::new(State::Idle, None));
+        let Some(Err(Error::Inconsistent { violations, .. })) = rows.explain(&complete()) else {
+            panic!("not inconsistent");
+        };
+        assert_eq!(
+            violations,
+            [Violation::StateMismatch, Violation::ProcessMismatch]
+        );
+
+        let mut rows = found(Status::new(State::Processing, Some(RUN)));
+        rows.machine_state = None;
+        let Some(Err(Error::Inconsistent { violations, .. })) = rows.explain(&complete()) else {
+            panic!("not inconsistent");
+        };
+        assert_eq!(violations, [Violation::MissingStateRow]);
+    }
+
+    #[test]
+    fn another_state_or_process_is_a_conflict_naming_both() {
+        for now in [
+            Status::new(State::Idle, None),
+            Status::new(State::Processing, Some(Uuid::from_u128(8))),
+        ] {
+            let rows = found(now.clone());
+            let Some(Err(Error::Conflict {
+                expected, found, ..
+            })) = rows.explain(&complete())
+            else {
+                panic!("not a conflict");
+            };
+            assert_eq!(expected, Status::new(State::Processing, Some(RUN)));
+            assert_eq!(found, now);
+        }
     }
 }

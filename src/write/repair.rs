@@ -1,12 +1,13 @@
-//! Writing a repaired pair (the policy is `crate::repair`'s).
+//! Writing a repaired pair (the policy is `crate::audit`'s): `repair.sql`.
 
 use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text, Uuid as SqlUuid};
 use uuid::Uuid;
 
 use crate::connection::lost_race;
 use crate::error::Error;
 use crate::pair::Pair;
-use crate::schema::{machine_state, machine_state_transitions, machines};
+use crate::sql_file::SqlFile;
 use crate::state::State;
 
 /// What both rows of a repaired pair hold afterwards.
@@ -42,48 +43,45 @@ pub(crate) fn repair(
             .bind::<diesel::sql_types::Uuid, _>(id)
             .get_result::<LastState>(conn)?
             .to_state;
-        let state = repaired.state.as_str();
-        diesel::update(machines::table.find(id))
-            .set((
-                machines::status.eq(state),
-                machines::current_process_id.eq(repaired.process_id),
-                machines::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)?;
-        let state_row = (
-            machine_state::current_state.eq(state),
-            machine_state::process_id.eq(repaired.process_id),
-            machine_state::state_since.eq(diesel::dsl::now),
-            machine_state::updated_at.eq(diesel::dsl::now),
-            machine_state::is_failure_mode.eq(repaired.state == State::Error),
-            machine_state::failure_component.eq(None::<String>),
-            machine_state::failure_description.eq(repaired.description),
-        );
-        if read.state.is_some() {
-            diesel::update(machine_state::table.find(id))
-                .set(state_row)
-                .execute(conn)?;
-        } else {
-            diesel::insert_into(machine_state::table)
-                .values((machine_state::machine_id.eq(id), state_row))
-                .execute(conn)?;
-        }
-        diesel::insert_into(machine_state_transitions::table)
-            .values((
-                machine_state_transitions::machine_id.eq(id),
-                machine_state_transitions::from_state.eq(last_state.unwrap_or(read.status.clone())),
-                machine_state_transitions::to_state.eq(state),
-                machine_state_transitions::process_id.eq(repaired.process_id),
-                machine_state_transitions::description.eq(note),
-                machine_state_transitions::operation_id.eq(crate::history::new_operation_id()),
-                machine_state_transitions::kind.eq("repair"),
-                machine_state_transitions::verb.eq("repair"),
-            ))
-            .execute(conn)?;
+        Repair::with((
+            id,
+            repaired.state.as_str(),
+            repaired.process_id,
+            repaired.description,
+            last_state.as_deref().unwrap_or(&read.status),
+            note,
+            crate::history::new_operation_id(),
+        ))
+        .execute(conn)?;
         Ok(true)
     });
     match result {
         Err(error) if lost_race(&error) => Ok(false),
         other => other.map_err(Error::Database),
+    }
+}
+
+/// `repair.sql`: both rows and the `repair` history entry.
+struct Repair;
+
+impl SqlFile for Repair {
+    const SQL: &'static str = include_str!("repair.sql");
+    type Binds = (
+        SqlUuid,
+        Text,
+        Nullable<SqlUuid>,
+        Nullable<Text>,
+        Text,
+        Text,
+        SqlUuid,
+    );
+    type Row = ();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repair_uses_exactly_its_binds() {
+        crate::sql_file::assert_binds_match::<super::Repair>();
     }
 }

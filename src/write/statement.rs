@@ -1,6 +1,6 @@
 //! The default carrier of a transition: two SQL statements kept in `.sql`
-//! files, each with a static query id, so diesel prepares them once per
-//! connection and reuses the plan.
+//! files, sent through [`crate::sql_file`] (a static query id each, so
+//! diesel prepares them once per connection and reuses the plan).
 //!
 //! - **`applied.sql`**, the only statement that writes: both rows, only if
 //!   both hold the expected state and process and the transaction is
@@ -19,15 +19,14 @@
 //! transaction; `applied.sql` follows when nothing stands in the way.
 
 use chrono::{DateTime, Utc};
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use super::{Change, Prior, REPEATABLE_READ, RowsFound, Verdict, repeatable_read, sql_file};
+use super::{Change, Prior, REPEATABLE_READ, RowsFound, Verdict, repeatable_read};
 use crate::error::Error;
+use crate::sql_file::SqlFile;
 use crate::state::Status;
 
 /// One attempt of `change` (see the module docs).
@@ -71,12 +70,30 @@ fn apply(
     conn: &mut PgConnection,
     statement: &TransitionStatement<'_>,
 ) -> QueryResult<(Option<DateTime<Utc>>, String)> {
-    AppliedStatement(statement).get_result(conn)
+    let change = statement.change;
+    Applied::with((
+        change.machine_id,
+        change.from.as_str(),
+        change.expected_process,
+        change.to.as_str(),
+        change.new_process,
+        change.description,
+        change.operation_id,
+        statement.lock_timeout.as_str(),
+        change.verb.as_str(),
+    ))
+    .get_result(conn)
 }
 
 /// Run `diagnosis.sql`.
 fn diagnose(conn: &mut PgConnection, statement: &TransitionStatement<'_>) -> QueryResult<Outcome> {
-    DiagnosisStatement(statement).get_result(conn)
+    let change = statement.change;
+    Diagnosis::with((
+        change.machine_id,
+        change.operation_id,
+        statement.lock_timeout.as_str(),
+    ))
+    .get_result(conn)
 }
 
 /// Inside a transaction (ours or the caller's): apply, and if nothing was
@@ -132,7 +149,7 @@ const HISTORY: &str = "machine_state_transitions";
 /// The suffix of the unique indexes on the history's operation ids.
 const OPERATION_ID_KEY: &str = "_operation_id_key";
 
-/// The one row the transition statement returns.
+/// The one row `diagnosis.sql` returns.
 #[derive(Queryable)]
 pub(super) struct Outcome {
     applied_at: Option<DateTime<Utc>>,
@@ -199,72 +216,33 @@ impl Outcome {
     }
 }
 
-/// The transition's binds, as both statements take them. See the module docs.
-struct TransitionStatement<'a> {
-    machine_id: Uuid,
-    from: &'static str,
-    expected_process: Option<Uuid>,
-    to: &'static str,
-    new_process: Option<Uuid>,
-    description: Option<&'a str>,
-    operation_id: Uuid,
-    verb: &'static str,
-    /// `lock_limit` as `set_config('lock_timeout', …)` takes it.
-    lock_timeout: String,
+/// `applied.sql`: writes the transition; returns its time (`NULL` when it
+/// wrote nothing) and the isolation level it ran under.
+struct Applied;
+
+impl SqlFile for Applied {
+    const SQL: &'static str = include_str!("applied.sql");
+    type Binds = (
+        SqlUuid,
+        Text,
+        Nullable<SqlUuid>,
+        Text,
+        Nullable<SqlUuid>,
+        Nullable<Text>,
+        SqlUuid,
+        Text,
+        Text,
+    );
+    type Row = (Nullable<Timestamptz>, Text);
 }
 
-impl<'a> TransitionStatement<'a> {
-    fn new(change: &'a Change<'a>) -> Self {
-        TransitionStatement {
-            machine_id: change.machine_id,
-            from: change.from.as_str(),
-            expected_process: change.expected_process,
-            to: change.to.as_str(),
-            new_process: change.new_process,
-            description: change.description,
-            operation_id: change.operation_id,
-            verb: change.verb.as_str(),
-            lock_timeout: crate::lock::setting(change.lock_limit),
-        }
-    }
-}
+/// `diagnosis.sql`: reads what explains a transition that did not apply.
+struct Diagnosis;
 
-impl TransitionStatement<'_> {
-    /// The value of bind `$n` of `applied.sql` and `diagnosis.sql`.
-    fn bind<'b>(&'b self, n: u8, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        match n {
-            1 => out.push_bind_param::<SqlUuid, _>(&self.machine_id),
-            2 => out.push_bind_param::<Text, _>(self.from),
-            3 => out.push_bind_param::<Nullable<SqlUuid>, _>(&self.expected_process),
-            4 => out.push_bind_param::<Text, _>(self.to),
-            5 => out.push_bind_param::<Nullable<SqlUuid>, _>(&self.new_process),
-            6 => out.push_bind_param::<Nullable<Text>, _>(&self.description),
-            7 => out.push_bind_param::<SqlUuid, _>(&self.operation_id),
-            8 => out.push_bind_param::<Text, _>(&self.lock_timeout),
-            9 => out.push_bind_param::<Text, _>(self.verb),
-            n => Err(sql_file::no_such_bind(n)),
-        }
-    }
-}
-
-/// `diagnosis.sql` with the transition's binds.
-struct DiagnosisStatement<'s, 'a>(&'s TransitionStatement<'a>);
-
-impl QueryFragment<Pg> for DiagnosisStatement<'_, '_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        sql_file::walk(include_str!("diagnosis.sql"), &mut out, |n, out| {
-            self.0.bind(n, out)
-        })
-    }
-}
-
-impl QueryId for DiagnosisStatement<'_, '_> {
-    type QueryId = DiagnosisStatement<'static, 'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for DiagnosisStatement<'_, '_> {
-    type SqlType = (
+impl SqlFile for Diagnosis {
+    const SQL: &'static str = include_str!("diagnosis.sql");
+    type Binds = (SqlUuid, SqlUuid, Text);
+    type Row = (
         Nullable<Timestamptz>,
         Nullable<SqlUuid>,
         Nullable<Text>,
@@ -279,27 +257,27 @@ impl Query for DiagnosisStatement<'_, '_> {
     );
 }
 
-impl RunQueryDsl<PgConnection> for DiagnosisStatement<'_, '_> {}
+/// A transition as both statements bind it.
+struct TransitionStatement<'a> {
+    change: &'a Change<'a>,
+    /// `lock_limit` as `set_config('lock_timeout', …)` takes it.
+    lock_timeout: String,
+}
 
-/// `applied.sql` with the transition's binds: the transition's time (`NULL`
-/// when it wrote nothing) and the isolation level it ran under.
-struct AppliedStatement<'s, 'a>(&'s TransitionStatement<'a>);
-
-impl QueryFragment<Pg> for AppliedStatement<'_, '_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        sql_file::walk(include_str!("applied.sql"), &mut out, |n, out| {
-            self.0.bind(n, out)
-        })
+impl<'a> TransitionStatement<'a> {
+    fn new(change: &'a Change<'a>) -> Self {
+        TransitionStatement {
+            change,
+            lock_timeout: crate::lock::setting(change.lock_limit),
+        }
     }
 }
 
-impl QueryId for AppliedStatement<'_, '_> {
-    type QueryId = AppliedStatement<'static, 'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn applied_and_diagnosis_use_exactly_their_binds() {
+        crate::sql_file::assert_binds_match::<super::Applied>();
+        crate::sql_file::assert_binds_match::<super::Diagnosis>();
+    }
 }
-
-impl Query for AppliedStatement<'_, '_> {
-    type SqlType = (Nullable<Timestamptz>, Text);
-}
-
-impl RunQueryDsl<PgConnection> for AppliedStatement<'_, '_> {}

@@ -10,10 +10,10 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{BigInt, Text};
-use machine_state::{
-    AnyMachine, MIGRATIONS, Side, State, Violation, WritePath, audit, history, repair,
-    revert_all_migrations, run_migrations,
-};
+use machine_state::audit::{Side, Violation, audit, repair};
+use machine_state::history::history;
+use machine_state::migrations::MIGRATIONS;
+use machine_state::{AnyMachine, State, WritePath, revert_all_migrations, run_migrations};
 use uuid::Uuid;
 
 use crate::support::{
@@ -193,7 +193,7 @@ fn adopting_a_legacy_database_repairs_enforces_and_rolls_back_to_the_exact_catal
     );
     assert_eq!(
         decided(machine('d', 3)),
-        (Side::Machines, State::Error, None)
+        (Side::Machines, State::Errored, None)
     );
     assert_eq!(
         decided(machine('d', 4)),
@@ -209,7 +209,7 @@ fn adopting_a_legacy_database_repairs_enforces_and_rolls_back_to_the_exact_catal
     );
     assert_eq!(
         decided(machine('d', 7)),
-        (Side::Machines, State::Error, None)
+        (Side::Machines, State::Errored, None)
     );
     for &id in &diverged {
         let kinds: Vec<String> = history(conn, id)

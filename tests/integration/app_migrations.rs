@@ -9,9 +9,9 @@ use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::Text;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use machine_state::migrations::{MIGRATIONS, revert_last_migration_from, run_migrations_from};
 use machine_state::{
-    MIGRATIONS, MigrationOptions, revert_all_migrations, revert_last_migration,
-    revert_last_migration_from, run_migrations, run_migrations_from,
+    MigrationOptions, revert_all_migrations, revert_last_migration, run_migrations,
 };
 
 use crate::support::TestDb;

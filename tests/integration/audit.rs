@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
-use machine_state::{
-    AnyMachine, Idle, Machine, Offline, Side, State, audit, history, repair, stuck,
-};
+use machine_state::audit::{Side, audit, repair, stuck};
+use machine_state::history::history;
+use machine_state::{AnyMachine, Idle, Machine, Offline, State};
 use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent, insert_raw_pair, snapshot};

@@ -20,7 +20,7 @@ use crate::support::{TestDb, assert_consistent, insert_raw_pair, snapshot};
 /// The binary, with nothing from the environment that could redirect it, run
 /// in a scratch directory so a mistake cannot write into the repository.
 pub(crate) fn bare() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_machine-state"));
+    let mut command = Command::new(crate::support::machine_state_binary());
     command
         .env_remove("DATABASE_URL")
         .env_remove("MACHINE_STATE_DATA_DIR")
@@ -312,7 +312,7 @@ fn public_tables(conn: &mut PgConnection) -> i64 {
 
 /// How many migrations the crate has.
 fn migrations() -> usize {
-    MigrationSource::<Pg>::migrations(&machine_state::MIGRATIONS)
+    MigrationSource::<Pg>::migrations(&machine_state::migrations::MIGRATIONS)
         .unwrap()
         .len()
 }
@@ -705,7 +705,7 @@ fn the_embedded_default_persists_between_invocations_and_leaves_no_server() {
     // Commands run at the same time take turns on the data directory.
     let concurrent: Vec<_> = (0..3)
         .map(|_| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_machine-state"))
+            std::process::Command::new(crate::support::machine_state_binary())
                 .env_remove("DATABASE_URL")
                 .env_remove("MACHINE_STATE_DATA_DIR")
                 .arg("--data-dir")

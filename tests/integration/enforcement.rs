@@ -7,9 +7,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Nullable, Text, Uuid as SqlUuid};
-use machine_state::{
-    Idle, Machine, Offline, RecipeRun, RetryPolicy, WritePath, audit, repair, transaction,
-};
+use machine_state::audit::{audit, repair};
+use machine_state::{Idle, Machine, Offline, RecipeRun, RetryPolicy, WritePath, transaction};
 use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent, invariants_enforced, snapshot, sqlstate_of};

@@ -132,9 +132,9 @@ fn a_failover_to_a_synchronous_standby_mid_load_keeps_every_acknowledged_transit
         primary.socket_dir().display(),
         standby.socket_dir().display()
     );
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(4)
-        .build(machine_state::Manager::new(&url).unwrap())
+        .build(machine_state::pool::Manager::new(&url).unwrap())
         .unwrap();
     let (acks, stop) = (AtomicUsize::new(0), AtomicBool::new(false));
     let told: Mutex<Vec<(Uuid, Told)>> = Mutex::new(Vec::new());

@@ -1,6 +1,7 @@
 //! Operation ids: a retried operation applies at most once.
 
-use machine_state::{Error, Machine, Offline, WritePath, find_operation, history};
+use machine_state::history::history;
+use machine_state::{Error, Machine, Offline, WritePath, find_operation};
 use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent, snapshot};

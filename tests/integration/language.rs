@@ -6,9 +6,8 @@
 //! tests fail when one reads the English message instead.
 
 use diesel::connection::SimpleConnection;
-use machine_state::{
-    Error, Machine, Offline, RetryPolicy, WritePath, history, sql_function_fallbacks,
-};
+use machine_state::history::history;
+use machine_state::{Error, Machine, Offline, RetryPolicy, WritePath, telemetry};
 use uuid::Uuid;
 
 use crate::adoption::LEGACY_FIXTURE;
@@ -62,9 +61,8 @@ fn a_missing_sql_function_falls_back_on_a_german_server() {
     let offline = Machine::<Offline>::create(conn, Uuid::new_v4())
         .unwrap()
         .with_write_path(WritePath::SqlFunction);
-    let before = sql_function_fallbacks();
-    let idle = offline.bring_online(conn).unwrap();
-    assert!(sql_function_fallbacks() > before, "fell back");
+    let (idle, m) = crate::metrics::recorded(|| offline.bring_online(conn).unwrap());
+    assert_eq!(m.counter(telemetry::FALLBACKS, &[]), 1, "fell back");
     assert_eq!(history(conn, idle.id()).unwrap().len(), 2);
 }
 

@@ -16,10 +16,13 @@ use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Integer, Text};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use machine_state::migrations::{
+    revert_last_migration_from, revert_last_migration_with, run_migrations_from,
+    run_migrations_with,
+};
 use machine_state::testing::legacy;
 use machine_state::{
-    Error, Machine, MigrationOptions, Offline, revert_last_migration, revert_last_migration_from,
-    revert_last_migration_with, run_migrations, run_migrations_from, run_migrations_with,
+    Error, Machine, MigrationOptions, Offline, revert_last_migration, run_migrations,
 };
 use uuid::Uuid;
 

@@ -46,7 +46,7 @@ fn a_diverged_pair_loads_as_inconsistent() {
                 machine_state.map(|s| s.state),
                 Some(machine_state::State::Offline.into())
             );
-            assert_eq!(violations, [machine_state::Violation::StateMismatch]);
+            assert_eq!(violations, [machine_state::audit::Violation::StateMismatch]);
             assert!(
                 message.contains("`machines` says `idle`, `machine_state` says `offline`"),
                 "{message}"

@@ -7,7 +7,8 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::Text;
-use machine_state::{MIGRATIONS, revert_all_migrations, revert_last_migration, run_migrations};
+use machine_state::migrations::MIGRATIONS;
+use machine_state::{revert_all_migrations, revert_last_migration, run_migrations};
 
 use crate::support::TestDb;
 

@@ -42,9 +42,9 @@ fn busy_pool() -> (EmbeddedPostgres, Pool, Vec<Uuid>) {
     let admin = &mut PgConnection::establish(&url).unwrap();
     machine_state::run_migrations(admin).unwrap();
     let machines: Vec<Uuid> = (0..4).map(|_| idle_machine(admin)).collect();
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(4)
-        .build(machine_state::Manager::new(&url).unwrap())
+        .build(machine_state::pool::Manager::new(&url).unwrap())
         .unwrap();
     thread::scope(|scope| {
         for &id in &machines {

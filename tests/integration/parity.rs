@@ -9,9 +9,10 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::Text;
+use machine_state::audit::Violation;
 use machine_state::{
     Action, AnyMachine, Error, Errored, Idle, Machine, MachineState, Offline, Processing, State,
-    TRANSITIONS, Transition, Verb, Violation,
+    TRANSITIONS, Transition, Verb,
 };
 use proptest::prelude::*;
 use strum::IntoEnumIterator;
@@ -67,7 +68,7 @@ fn machine_in(conn: &mut PgConnection, state: State) -> AnyMachine {
         State::Offline => AnyMachine::Offline(offline),
         State::Idle => AnyMachine::Idle(offline.bring_online(conn).unwrap()),
         State::Processing => AnyMachine::Processing(offline.start(conn, Uuid::new_v4()).unwrap()),
-        State::Error => AnyMachine::Errored(
+        State::Errored => AnyMachine::Errored(
             offline
                 .start(conn, Uuid::new_v4())
                 .unwrap()
@@ -154,7 +155,7 @@ fn the_sql_function_applies_exactly_the_table_and_refuses_the_rest_with_ms001() 
 
 /// The verb the history holds for the latest entry of `id`.
 fn latest_verb(conn: &mut PgConnection, id: Uuid) -> Option<String> {
-    machine_state::history(conn, id)
+    machine_state::history::history(conn, id)
         .unwrap()
         .pop()
         .and_then(|entry| entry.verb)
@@ -304,7 +305,7 @@ proptest! {
             .iter()
             .map(|f| (f.id, format!("{:?}", violation_of_sql(&f.message))))
             .collect();
-        let rust_set: BTreeSet<(Uuid, String)> = machine_state::pairs(conn)
+        let rust_set: BTreeSet<(Uuid, String)> = machine_state::audit::pairs(conn)
             .unwrap()
             .iter()
             .flat_map(|pair| {

@@ -12,7 +12,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
-use machine_state::{Action, AnyMachine, ConnectionMode, Manager, Pool};
+use machine_state::pool::{ConnectionMode, Manager};
+use machine_state::{Action, AnyMachine, Pool};
 use uuid::Uuid;
 
 use crate::support::harness::{
@@ -56,7 +57,7 @@ fn pooler_pool(bouncer: &PgBouncer, user: &str, db: &TestDb, size: u32) -> Pool 
     let manager = Manager::new(&bouncer.url_as(user, &db.name))
         .unwrap()
         .mode(ConnectionMode::TransactionPooler);
-    machine_state::pool_builder()
+    machine_state::pool::pool_builder()
         .max_size(size)
         .build(manager)
         .unwrap()
@@ -160,7 +161,7 @@ fn nothing_the_crate_does_through_the_pooler_reaches_its_other_clients() {
 #[test]
 fn a_direct_connection_is_repeatable_read_by_its_startup_option_even_after_reconnecting() {
     let db = TestDb::new();
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(1)
         .build(Manager::new(&db.url).unwrap())
         .unwrap();
@@ -354,7 +355,7 @@ fn the_legacy_sql_functions_work_through_the_pooler_and_record_the_servers_isola
 
 /// The binary through the pooler (`--pooler`), quiet on stderr.
 fn through(bouncer: &PgBouncer, db: &TestDb, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_machine-state"))
+    let output = Command::new(crate::support::machine_state_binary())
         .env_remove("DATABASE_URL")
         .env_remove("MACHINE_STATE_DATA_DIR")
         .env_remove("MACHINE_STATE_POOLER")

@@ -7,9 +7,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Bool, Text};
-use machine_state::{
-    AnyMachine, Error, Idle, Machine, Offline, State, WritePath, find_operation, history,
-};
+use machine_state::history::history;
+use machine_state::{AnyMachine, Error, Idle, Machine, Offline, State, WritePath, find_operation};
 use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent, create_role, snapshot, sqlstate_of};

@@ -10,9 +10,9 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::Text;
+use machine_state::history::history;
 use machine_state::{
-    Action, AnyMachine, Error, Machine, Offline, RecipeRun, RetryPolicy, State, history,
-    transaction,
+    Action, AnyMachine, Error, Machine, Offline, RecipeRun, RetryPolicy, State, transaction,
 };
 use uuid::Uuid;
 
@@ -284,7 +284,7 @@ fn rust_step(conn: &mut PgConnection, machine: Uuid) -> usize {
             Action::Fail("rust failure".into()),
         ][fastrand::usize(..3)]
         .clone(),
-        State::Error => Action::Reset,
+        State::Errored => Action::Reset,
     };
     match loaded.perform(conn, &action) {
         Ok(_) => 1,

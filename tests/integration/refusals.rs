@@ -112,7 +112,10 @@ fn a_transition_that_lost_the_race_inside_a_snapshot_is_refused_and_changes_noth
         "{refused:?}"
     );
     assert_consistent(&mut a, id);
-    assert_eq!(machine_state::history(&mut a, id).unwrap().len(), 3);
+    assert_eq!(
+        machine_state::history::history(&mut a, id).unwrap().len(),
+        3
+    );
 }
 
 #[test]

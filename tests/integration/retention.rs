@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
-use machine_state::{
-    AnyMachine, Error, Idle, MIN_RETENTION, Machine, find_operation, history, prune_history,
-};
+use machine_state::history::{MIN_RETENTION, history, prune_history};
+use machine_state::{AnyMachine, Error, Idle, Machine, find_operation};
 use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent, snapshot};

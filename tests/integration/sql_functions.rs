@@ -260,7 +260,7 @@ fn the_legacy_rpc_names_work_as_the_python_wrappers_call_them() {
         AnyMachine::load(conn, id).unwrap().state(),
         machine_state::State::Idle
     );
-    let verbs: Vec<Option<String>> = machine_state::history(conn, id)
+    let verbs: Vec<Option<String>> = machine_state::history::history(conn, id)
         .unwrap()
         .into_iter()
         .map(|entry| entry.verb)
@@ -295,7 +295,7 @@ fn hostile_input_through_the_sql_functions_is_refused_with_its_sqlstate_and_chan
         .start(conn, run)
         .unwrap()
         .id();
-    let created_by = machine_state::history(conn, id).unwrap()[0].operation_id;
+    let created_by = machine_state::history::history(conn, id).unwrap()[0].operation_id;
     let (unknown, other_run) = (Uuid::new_v4(), Uuid::new_v4());
     let before = crate::support::snapshot(conn);
     let cases = [

@@ -246,11 +246,13 @@ fn the_command_line_gives_up_after_its_lock_timeout_with_exit_code_1() {
 /// The command behind a stalled lock holder on `db`: exit code 1, naming
 /// the holder, within its limit.
 pub(crate) fn command_line_gives_up_after_its_lock_timeout(db: TestDb) {
+    // Built (once) before the clock starts.
+    let binary = crate::support::machine_state_binary();
     let id = idle_machine(&mut db.conn());
     let (mut holder, pid) = stall(&db, "machine_state", id);
     let url = db.url.clone();
     let (output, took) = bounded(&mut holder, move || {
-        Command::new(env!("CARGO_BIN_EXE_machine-state"))
+        Command::new(binary)
             .env_remove("DATABASE_URL")
             .env_remove("MACHINE_STATE_LOCK_TIMEOUT")
             .current_dir(env!("CARGO_TARGET_TMPDIR"))

@@ -11,7 +11,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::Text;
-use machine_state::{ExposureKind, Idle, Machine, Offline};
+use machine_state::doctor::ExposureKind;
+use machine_state::{Idle, Machine, Offline};
 use uuid::Uuid;
 
 use crate::adoption::LEGACY_FIXTURE;
@@ -388,7 +389,7 @@ fn doctor_reports_exposures_on_the_fixture_and_nothing_after_migrate() {
     // A fresh project: nothing exposed once migrated.
     let db = supabase_db(None);
     let conn = &mut db.conn();
-    let report = machine_state::doctor(conn).unwrap();
+    let report = machine_state::doctor::doctor(conn).unwrap();
     assert_eq!(report.exposures, vec![], "{report:#?}");
     assert_eq!(report.enforcement, Some(false));
 
@@ -401,7 +402,7 @@ fn doctor_reports_exposures_on_the_fixture_and_nothing_after_migrate() {
          ALTER FUNCTION machine_state_relax_invariants() RESET search_path;",
     )
     .unwrap();
-    let kinds: Vec<(ExposureKind, Option<String>)> = machine_state::doctor(conn)
+    let kinds: Vec<(ExposureKind, Option<String>)> = machine_state::doctor::doctor(conn)
         .unwrap()
         .exposures
         .into_iter()
@@ -424,7 +425,7 @@ fn doctor_reports_exposures_on_the_fixture_and_nothing_after_migrate() {
     // reported, for operators to retire; once retired, nothing is exposed.
     let legacy = supabase_db(Some(LEGACY_FIXTURE));
     let conn = &mut legacy.conn();
-    let report = machine_state::doctor(conn).unwrap();
+    let report = machine_state::doctor::doctor(conn).unwrap();
     for role in ["anon", "authenticated", "service_role", "legacy_app"] {
         assert!(
             report
@@ -451,7 +452,7 @@ fn doctor_reports_exposures_on_the_fixture_and_nothing_after_migrate() {
          ALTER TABLE users ENABLE ROW LEVEL SECURITY;",
     )
     .unwrap();
-    let report = machine_state::doctor(conn).unwrap();
+    let report = machine_state::doctor::doctor(conn).unwrap();
     assert_eq!(report.exposures, vec![], "{report:#?}");
 }
 
@@ -470,11 +471,8 @@ fn doctor_as_a_command_exits_with_1_when_anything_is_exposed() {
     assert_eq!(locked.status.code(), Some(1), "{locked:?}");
     let report: serde_json::Value = serde_json::from_slice(&locked.stdout).unwrap();
     assert_eq!(report["exposures"], serde_json::json!([]));
-    assert_eq!(
-        report["locked_out"]["command"],
-        "machine-state grant service_role"
-    );
-    machine_state::grant_application(&mut db.conn(), "service_role").unwrap();
+    assert_eq!(report["locked_out"]["role"], "service_role");
+    machine_state::doctor::grant_application(&mut db.conn(), "service_role").unwrap();
     let clean = doctor(&db);
     assert_eq!(clean.status.code(), Some(0), "{clean:?}");
     let report: serde_json::Value = serde_json::from_slice(&clean.stdout).unwrap();

@@ -103,8 +103,8 @@ fn splinter_on_an_adopted_project_finds_rls_off_and_after_doctor_fix_only_the_ke
             "0013 rls_disabled_in_public: public.machines",
         ]
     );
-    machine_state::fix_exposures(conn).unwrap();
-    machine_state::grant_application(conn, "service_role").unwrap();
+    machine_state::doctor::fix_exposures(conn).unwrap();
+    machine_state::doctor::grant_application(conn, "service_role").unwrap();
     let after: Vec<String> = splinter_findings(conn)
         .into_iter()
         .filter(|f| ours(f))

@@ -12,7 +12,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::Text;
-use machine_state::ExposureKind;
+use machine_state::doctor::ExposureKind;
 
 use crate::adoption::LEGACY_FIXTURE;
 use crate::supabase::{api_conn, supabase_project};
@@ -93,7 +93,7 @@ fn a_legacy_project_goes_from_8_exposures_to_clean_with_doctor_fix_and_one_grant
     let api = &mut api_conn(&db);
 
     // Before: 8 exposures, each with its fix, and the services locked out.
-    let report = machine_state::doctor(owner).unwrap();
+    let report = machine_state::doctor::doctor(owner).unwrap();
     let found: Vec<(ExposureKind, String, Option<String>)> = report
         .exposures
         .iter()
@@ -115,8 +115,8 @@ fn a_legacy_project_goes_from_8_exposures_to_clean_with_doctor_fix_and_one_grant
     assert_eq!(found, expected, "{report:#?}");
     assert!(report.exposures.iter().all(|e| !e.fix.is_empty()));
     assert_eq!(
-        report.locked_out.as_ref().map(|l| l.command.as_str()),
-        Some("machine-state grant service_role")
+        report.locked_out.as_ref().map(|l| l.role.as_str()),
+        Some("service_role")
     );
     let text = command(&db, &["doctor"]);
     assert_eq!(text.status.code(), Some(1));
@@ -152,7 +152,7 @@ fn a_legacy_project_goes_from_8_exposures_to_clean_with_doctor_fix_and_one_grant
     assert_eq!(clean.status.code(), Some(0), "{clean:?}");
     assert!(String::from_utf8_lossy(&clean.stdout).contains("nothing exposed"));
     // Idempotent: nothing left to fix.
-    assert_eq!(machine_state::fix_exposures(owner).unwrap(), vec![]);
+    assert_eq!(machine_state::doctor::fix_exposures(owner).unwrap(), vec![]);
 
     // anon writes nothing (and reads what it could read).
     for statement in [
@@ -313,7 +313,13 @@ fn a_legacy_project_goes_from_8_exposures_to_clean_with_doctor_fix_and_one_grant
     let undone = command(&db, &["doctor", "--undo-fix"]);
     assert_eq!(undone.status.code(), Some(1), "{undone:?}");
     assert_same_dump(&schema_dump(&db), &before_fix);
-    assert_eq!(machine_state::doctor(owner).unwrap().exposures.len(), 8);
+    assert_eq!(
+        machine_state::doctor::doctor(owner)
+            .unwrap()
+            .exposures
+            .len(),
+        8
+    );
 }
 
 #[test]
@@ -322,7 +328,10 @@ fn reverting_the_migration_undoes_the_recorded_fixes() {
     let owner = &mut db.conn();
     machine_state::run_migrations(owner).unwrap();
     let before_fix = schema_dump(&db);
-    assert_eq!(machine_state::fix_exposures(owner).unwrap().len(), 8);
+    assert_eq!(
+        machine_state::doctor::fix_exposures(owner).unwrap().len(),
+        8
+    );
     assert_ne!(schema_dump(&db), before_fix);
     while !machine_state::revert_last_migration(owner)
         .unwrap()
@@ -364,7 +373,7 @@ fn the_exported_script_applies_with_psql_and_leaves_no_pending_migration() {
     let again = command(&db, &["export-migrations"]);
     assert!(again.stdout.is_empty(), "{again:?}");
     // The same safety as `migrate` gives: nothing exposed, services locked out.
-    let report = machine_state::doctor(owner).unwrap();
+    let report = machine_state::doctor::doctor(owner).unwrap();
     assert_eq!(report.exposures, vec![], "{report:#?}");
     assert!(report.locked_out.is_some());
 }

@@ -1,7 +1,8 @@
 //! Every legal transition, with I1–I6 checked after each.
 
 use diesel::PgConnection;
-use machine_state::{AnyMachine, Machine, Offline, State, WritePath, history};
+use machine_state::history::history;
+use machine_state::{AnyMachine, Machine, Offline, State, WritePath};
 use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent};

@@ -12,7 +12,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Bool, Integer, Text};
-use machine_state::{Error, Idle, Machine, history};
+use machine_state::history::history;
+use machine_state::{Error, Idle, Machine};
 use serde_json::Value;
 use uuid::Uuid;
 

@@ -34,7 +34,7 @@ struct Watch {
 impl Watch {
     /// `machine-state <global> watch <args>`, its stdout read line by line.
     fn start(global: &[&str], args: &[&str]) -> Watch {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_machine-state"));
+        let mut command = std::process::Command::new(crate::support::machine_state_binary());
         command
             .env_remove("DATABASE_URL")
             .env_remove("MACHINE_STATE_DATA_DIR")

@@ -32,9 +32,9 @@ fn forced(race: Race, policy: RetryPolicy) -> Result<(), Error> {
 /// [`forced`] on `db` (a migrated database).
 pub(crate) fn forced_on(db: TestDb, race: Race, policy: RetryPolicy) -> Result<(), Error> {
     let admin = &mut db.conn();
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(1)
-        .build(machine_state::Manager::new(&db.url).unwrap())
+        .build(machine_state::pool::Manager::new(&db.url).unwrap())
         .unwrap();
     let id = idle_machine(admin);
     let mut conn = pool.get().unwrap();

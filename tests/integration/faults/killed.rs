@@ -58,9 +58,9 @@ fn a_backend_killed_between_the_two_table_writes_leaves_nothing_half_applied() {
 
     // On the crate's pool (one autocommit statement), with a single
     // connection: the killed one must not be handed out again.
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(1)
-        .build(machine_state::Manager::new(&db.url).unwrap())
+        .build(machine_state::pool::Manager::new(&db.url).unwrap())
         .unwrap();
     let id = idle_machine(admin);
     let operation = Uuid::new_v4();

@@ -4,7 +4,8 @@
 use std::ops::{Deref, DerefMut};
 
 use diesel::prelude::*;
-use machine_state::{Error, PooledConnection, find_operation, history};
+use machine_state::history::history;
+use machine_state::{Error, PooledConnection, find_operation};
 use uuid::Uuid;
 
 use crate::support::harness::describe;
@@ -49,9 +50,9 @@ fn lose_request_or_reply(at: At, fault: Fault) {
     // `At::Statement`: the crate's pool, where a transition is one autocommit
     // statement. `At::Commit`: a plain session, where it is an explicit
     // transaction ended by `COMMIT`.
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(1)
-        .build(machine_state::Manager::new(&url).unwrap())
+        .build(machine_state::pool::Manager::new(&url).unwrap())
         .unwrap();
     let connect = || match at {
         At::Statement | At::StatementWith(_) => Client::Pooled(pool.get().unwrap()),

@@ -16,7 +16,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::Integer;
-use machine_state::{AnyMachine, Idle, Machine, history};
+use machine_state::history::history;
+use machine_state::{AnyMachine, Idle, Machine};
 use uuid::Uuid;
 
 use crate::support::TestDb;

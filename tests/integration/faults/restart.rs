@@ -11,9 +11,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Integer, Text};
-use machine_state::{
-    Action, AnyMachine, EmbeddedPostgres, Error, Pool, State, find_operation, history,
-};
+use machine_state::history::history;
+use machine_state::{Action, AnyMachine, EmbeddedPostgres, Error, Pool, State, find_operation};
 use uuid::Uuid;
 
 use crate::support::harness::{describe, is_connection_lost, leftovers, sweep};
@@ -33,7 +32,7 @@ fn next_action(state: State) -> Action {
         State::Offline => Action::BringOnline,
         State::Idle => Action::Start(Uuid::new_v4()),
         State::Processing => Action::Complete,
-        State::Error => Action::Reset,
+        State::Errored => Action::Reset,
     }
 }
 
@@ -122,10 +121,10 @@ fn an_immediate_restart_under_load_keeps_every_acknowledged_transition() {
     machine_state::run_migrations(admin).unwrap();
     const WORKERS: usize = 4;
     const ACKS_PER_PHASE: usize = 40;
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(WORKERS as u32)
         .connection_timeout(PATIENCE)
-        .build(machine_state::Manager::new(&url).unwrap())
+        .build(machine_state::pool::Manager::new(&url).unwrap())
         .unwrap();
     // Two machines, two workers each: they contend too.
     let machines: Vec<Uuid> = (0..WORKERS / 2).map(|_| idle_machine(admin)).collect();
@@ -134,9 +133,9 @@ fn an_immediate_restart_under_load_keeps_every_acknowledged_transition() {
     // lock that another transaction holds.
     let in_flight = idle_machine(admin);
     let in_flight_operation = Uuid::new_v4();
-    let lone = machine_state::pool_builder()
+    let lone = machine_state::pool::pool_builder()
         .max_size(1)
-        .build(machine_state::Manager::new(&url).unwrap())
+        .build(machine_state::pool::Manager::new(&url).unwrap())
         .unwrap();
     let mut lone_conn = lone.get().unwrap();
     let lone_pid = backend_pid(&mut lone_conn);
@@ -227,9 +226,9 @@ fn a_transition_on_a_connection_whose_backend_died_while_idle_is_an_unknown_outc
     // server), and the pool must then replace the connection.
     let db = TestDb::new();
     let admin = &mut db.conn();
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(1)
-        .build(machine_state::Manager::new(&db.url).unwrap())
+        .build(machine_state::pool::Manager::new(&db.url).unwrap())
         .unwrap();
     let id = idle_machine(admin);
     let mut conn = pool.get().unwrap();
@@ -266,9 +265,9 @@ fn a_read_on_a_connection_whose_backend_died_makes_the_pool_replace_it() {
     // `find_operation`, the last being how an unknown outcome is resolved).
     let db = TestDb::new();
     let admin = &mut db.conn();
-    let pool = machine_state::pool_builder()
+    let pool = machine_state::pool::pool_builder()
         .max_size(1)
-        .build(machine_state::Manager::new(&db.url).unwrap())
+        .build(machine_state::pool::Manager::new(&db.url).unwrap())
         .unwrap();
     let id = idle_machine(admin);
     type Read = fn(&mut PgConnection, Uuid) -> Result<(), Error>;

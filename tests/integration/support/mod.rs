@@ -44,6 +44,30 @@ pub(crate) fn pgbouncer(users: &[&str]) -> pgbouncer::PgBouncer {
         .unwrap_or_else(|e| panic!("cannot start pgbouncer: {e}"))
 }
 
+/// The `machine-state` command (the package `cli/`, which this package's
+/// tests cannot name with `CARGO_BIN_EXE_*`), built once per test binary
+/// into the same target directory, in the same profile.
+pub(crate) fn machine_state_binary() -> &'static std::path::Path {
+    static BINARY: OnceLock<std::path::PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "machine-state-cli",
+                "--bin",
+                "machine-state",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build `machine-state`: {e}"));
+        assert!(status.success(), "cannot build `machine-state`");
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../debug/machine-state")
+    })
+}
+
 /// A database of its own for one test.
 pub(crate) struct TestDb {
     pub(crate) name: String,

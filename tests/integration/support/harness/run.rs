@@ -54,9 +54,9 @@ impl HarnessDb {
     /// A fresh migrated database and its two pools.
     pub(crate) fn new() -> HarnessDb {
         let db = TestDb::new();
-        let repeatable_read = machine_state::pool_builder()
+        let repeatable_read = machine_state::pool::pool_builder()
             .max_size(MAX_WORKERS as u32)
-            .build(machine_state::Manager::new(&db.url).unwrap())
+            .build(machine_state::pool::Manager::new(&db.url).unwrap())
             .unwrap();
         let read_committed = Pool::builder()
             .max_size(MAX_WORKERS as u32)
@@ -64,9 +64,9 @@ impl HarnessDb {
             .test_on_check_out(false)
             // No startup option: the server's default isolation.
             .build(
-                machine_state::Manager::new(&db.url)
+                machine_state::pool::Manager::new(&db.url)
                     .unwrap()
-                    .mode(machine_state::ConnectionMode::TransactionPooler),
+                    .mode(machine_state::pool::ConnectionMode::TransactionPooler),
             )
             .unwrap();
         HarnessDb {
@@ -199,7 +199,7 @@ fn seed_machines(conn: &mut PgConnection, initial: &[State]) -> (Vec<Uuid>, Hash
                         .start(conn, Uuid::new_v4())
                         .unwrap();
                 }
-                State::Error => {
+                State::Errored => {
                     offline
                         .with_operation_id(op())
                         .start(conn, Uuid::new_v4())
@@ -336,7 +336,15 @@ fn run_worker<W: Writer>(
 /// another.
 fn reconnect(conn: &mut Result<PooledConnection, String>, pool: &Pool) {
     drop(std::mem::replace(conn, Err("reconnecting".into())));
-    *conn = pool.get().map_err(|error| error.to_string());
+    // A checkout waits at most the pool's 0.6 s; while backends are being
+    // killed (and the machine is loaded) a new connection can be killed too:
+    // try a few times, as a service would, before calling it a failure.
+    for _ in 0..10 {
+        *conn = pool.get().map_err(|error| error.to_string());
+        if conn.is_ok() {
+            return;
+        }
+    }
 }
 
 /// Terminate a random active client backend of the database, again and

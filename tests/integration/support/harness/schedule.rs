@@ -146,7 +146,7 @@ fn initial_state() -> impl Strategy<Value = State> {
         Just(State::Offline),
         Just(State::Idle),
         Just(State::Processing),
-        Just(State::Error),
+        Just(State::Errored),
     ]
 }
 

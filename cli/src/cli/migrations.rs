@@ -16,14 +16,14 @@ pub(crate) fn migrate(
     conn: &mut PgConnection,
     options: &MigrationOptions,
 ) -> Result<Exit, CliError> {
-    let applied = machine_state::run_migrations_with(conn, options)?;
+    let applied = machine_state::migrations::run_migrations_with(conn, options)?;
     if applied.is_empty() {
         output::line("the database is up to date")?;
     }
     for version in applied {
         output::line(format_args!("applied {version}"))?;
     }
-    if let Ok(report) = machine_state::doctor(conn) {
+    if let Ok(report) = machine_state::doctor::doctor(conn) {
         if report.is_exposed() {
             eprintln!(
                 "warning: {} exposure(s) found (legacy grants are kept): run `machine-state doctor`, \
@@ -33,8 +33,9 @@ pub(crate) fn migrate(
         }
         if let Some(locked_out) = &report.locked_out {
             eprintln!(
-                "note: {locked_out}; let the services in with `{}` (or, as the owner, `{}`)",
-                locked_out.command, locked_out.sql
+                "note: {locked_out}; let the services in with `machine-state grant {}` \
+                 (or, as the owner, `{}`)",
+                locked_out.role, locked_out.sql
             );
         }
     }
@@ -43,7 +44,7 @@ pub(crate) fn migrate(
 
 /// `export-migrations`: the pending migrations as one SQL script on stdout.
 pub(crate) fn export(conn: &mut PgConnection) -> Result<Exit, CliError> {
-    match machine_state::pending_migrations_script(conn)? {
+    match machine_state::migrations::pending_migrations_script(conn)? {
         Some(script) => output::line(script.trim_end())?,
         None => eprintln!("no pending migration"),
     }
@@ -58,9 +59,11 @@ pub(crate) fn rollback(
     options: &MigrationOptions,
 ) -> Result<Exit, CliError> {
     let reverted = if all {
-        machine_state::revert_all_migrations_with(conn, options)?
+        machine_state::migrations::revert_all_migrations_with(conn, options)?
     } else {
-        vec![machine_state::revert_last_migration_with(conn, options)?]
+        vec![machine_state::migrations::revert_last_migration_with(
+            conn, options,
+        )?]
     };
     if reverted.is_empty() {
         output::line("no migration to revert")?;

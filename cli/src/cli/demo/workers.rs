@@ -63,7 +63,7 @@ pub(super) fn run_workers(
         while !work.stopped() {
             thread::sleep(Duration::from_millis(50));
             if Instant::now() >= next_audit && !work.stopped() {
-                running.push(machine_state::audit(monitor)?.diverged_percent());
+                running.push(machine_state::audit::audit(monitor)?.diverged_percent());
                 next_audit += AUDIT_EVERY;
             }
             bar.set_position(started.elapsed().as_millis() as u64);
@@ -85,7 +85,7 @@ pub(super) fn run_workers(
             .unwrap_or_else(|e| e.into_inner()),
         elapsed,
         running,
-        end: machine_state::audit(monitor)?,
+        end: machine_state::audit::audit(monitor)?,
     })
 }
 

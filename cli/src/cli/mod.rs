@@ -12,6 +12,7 @@ pub(crate) mod consistency;
 pub(crate) mod database;
 pub(crate) mod demo;
 pub(crate) mod error;
+pub(crate) mod gauges;
 pub(crate) mod machines;
 pub(crate) mod migrations;
 pub(crate) mod output;

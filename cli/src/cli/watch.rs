@@ -26,52 +26,20 @@ use std::thread;
 use std::time::Duration;
 
 use chrono::Utc;
-use clap::Args;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
+use machine_state::audit::AuditReport;
 use machine_state::schema::machine_state_transitions;
-use machine_state::{AuditReport, Error, telemetry};
+use machine_state::{Error, telemetry};
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::args::DatabaseArgs;
-use super::consistency;
+use super::args::{DatabaseArgs, WatchArgs};
 use super::database::{Database, Embedded, Schema};
 use super::error::{CliError, Exit, one_line};
 use super::output;
-
-/// The options of `watch`.
-#[derive(Debug, Args)]
-pub(crate) struct WatchArgs {
-    /// Time between two audits, e.g. `30s`, `5m`.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_interval)]
-    pub(crate) interval: Duration,
-
-    /// A machine processing for longer than this is counted as stuck, e.g.
-    /// `90m`, `2h 30m`.
-    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = humantime::parse_duration)]
-    pub(crate) stuck_after: Duration,
-
-    /// Serve the numbers as Prometheus text on this address
-    /// (`127.0.0.1:9187`; port 0 picks a free port), on any path. The
-    /// address served is printed first.
-    #[arg(long, value_name = "ADDR")]
-    pub(crate) metrics_addr: Option<SocketAddr>,
-
-    /// Stop after this many audits [default: run until Ctrl-C or SIGTERM].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) count: Option<u64>,
-}
-
-/// A positive duration.
-fn parse_interval(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(duration) if duration.is_zero() => Err("must be more than 0".into()),
-        Ok(duration) => Ok(duration),
-        Err(error) => Err(error.to_string()),
-    }
-}
+use super::{consistency, gauges};
 
 /// The latency buckets of transitions, in seconds: a transition takes about
 /// a millisecond; retries and backoff reach into the tenths.
@@ -111,11 +79,11 @@ pub(crate) fn run(database: &DatabaseArgs, args: &WatchArgs) -> Result<Exit, Cli
         }
         let line = match audited {
             Ok(line) => {
-                counter!(telemetry::AUDITS, "result" => "ok").increment(1);
+                counter!(gauges::AUDITS, "result" => "ok").increment(1);
                 line
             }
             Err(error) => {
-                counter!(telemetry::AUDITS, "result" => "error").increment(1);
+                counter!(gauges::AUDITS, "result" => "error").increment(1);
                 format!("audit failed: {}", one_line(&error))
             }
         };
@@ -149,6 +117,7 @@ fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, CliError> {
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| CliError::Input(format!("cannot install the metrics recorder: {e}")))?;
     telemetry::describe_metrics();
+    gauges::describe();
     thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
@@ -244,8 +213,8 @@ impl Watcher<'_> {
                 .repeatable_read()
                 .read_only()
                 .run(|conn| {
-                    let report = machine_state::audit(conn)?;
-                    let stuck = machine_state::stuck(conn, stuck_after)?.len();
+                    let report = machine_state::audit::audit(conn)?;
+                    let stuck = machine_state::audit::stuck(conn, stuck_after)?.len();
                     let enforced =
                         diesel::select(sql::<Bool>("machine_state_invariants_enforced()"))
                             .get_result::<bool>(conn)?;
@@ -262,7 +231,7 @@ impl Watcher<'_> {
         let (rows, newest) = recorded;
         for (from, to, kind, rows) in rows {
             let from = from.unwrap_or_else(|| "none".to_owned());
-            counter!(telemetry::RECORDED_TRANSITIONS, "from" => from, "to" => to, "kind" => kind)
+            counter!(gauges::RECORDED_TRANSITIONS, "from" => from, "to" => to, "kind" => kind)
                 .increment(u64::try_from(rows).unwrap_or(0));
         }
         self.counted = newest;
@@ -272,11 +241,11 @@ impl Watcher<'_> {
     /// Set the gauges, and the line.
     fn publish(&self, findings: &Findings) -> String {
         let report = &findings.report;
-        gauge!(telemetry::MACHINES).set(report.machines as f64);
-        gauge!(telemetry::DIVERGED).set(report.diverged.len() as f64);
-        gauge!(telemetry::DIVERGED_RATIO).set(report.diverged_percent() / 100.0);
-        gauge!(telemetry::STUCK).set(findings.stuck as f64);
-        gauge!(telemetry::ENFORCED).set(if findings.enforced { 1.0 } else { 0.0 });
+        gauge!(gauges::MACHINES).set(report.machines as f64);
+        gauge!(gauges::DIVERGED).set(report.diverged.len() as f64);
+        gauge!(gauges::DIVERGED_RATIO).set(report.diverged_percent() / 100.0);
+        gauge!(gauges::STUCK).set(findings.stuck as f64);
+        gauge!(gauges::ENFORCED).set(if findings.enforced { 1.0 } else { 0.0 });
         format!(
             "{}; {} stuck in processing for over {}; enforcement {}",
             consistency::summary(report),

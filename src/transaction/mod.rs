@@ -7,46 +7,17 @@
 //! needs instead: that a race was lost, and the operation ids that applied,
 //! which a COMMIT whose outcome is unknown reports.
 
-use std::cell::RefCell;
-
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
-use uuid::Uuid;
 
 use crate::connection::{connection_gone, lost_race};
 use crate::error::Error;
 use crate::retry::RetryPolicy;
 
-/// What the body of the [`transaction`] running on this thread reported.
-#[derive(Default)]
-struct Scope {
-    /// The operations applied in it, in order.
-    operations: Vec<Uuid>,
-    /// Whether something in it lost a race (40001, 40P01).
-    lost_race: bool,
-}
+pub(crate) mod scope;
 
-thread_local! {
-    static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
-}
-
-/// Note that the operation `id` applied inside the caller's transaction.
-pub(crate) fn note_operation(id: Uuid) {
-    SCOPE.with_borrow_mut(|scope| {
-        if let Some(scope) = scope {
-            scope.operations.push(id);
-        }
-    });
-}
-
-/// Note that a statement inside the caller's transaction lost a race.
-pub(crate) fn note_lost_race() {
-    SCOPE.with_borrow_mut(|scope| {
-        if let Some(scope) = scope {
-            scope.lost_race = true;
-        }
-    });
-}
+use scope::{SCOPE, Scope};
+pub(crate) use scope::{note_lost_race, note_operation};
 
 /// What a transition's `error` means inside the caller's open transaction:
 /// nothing of it can have committed, so a lost connection is

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use diesel::PgConnection;
-use machine_state::{AppliedFix, AuditReport, Finding, SecurityReport};
+use machine_state::audit::{AuditReport, Finding};
+use machine_state::doctor::{AppliedFix, SecurityReport};
 use serde::Serialize;
 
 use super::error::{CliError, Exit};
@@ -21,7 +22,7 @@ struct AuditView<'a> {
 /// `audit`: every diverged machine and the diverged share; [`Exit::Refused`]
 /// when there is any.
 pub(crate) fn audit(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
-    let report = machine_state::audit(conn)?;
+    let report = machine_state::audit::audit(conn)?;
     if json {
         output::json(&AuditView {
             report: &report,
@@ -70,7 +71,7 @@ fn describe(finding: &Finding) -> String {
 /// [`Exit::Refused`] when a machine was left diverged (it changed while being
 /// repaired), or, in a dry run, when anything would be repaired.
 pub(crate) fn repair(conn: &mut PgConnection, dry_run: bool, json: bool) -> Result<Exit, CliError> {
-    let repairs = machine_state::repair(conn, dry_run)?;
+    let repairs = machine_state::audit::repair(conn, dry_run)?;
     let left = repairs.iter().filter(|r| !r.applied).count();
     if json {
         output::json(&repairs)?;
@@ -116,7 +117,7 @@ pub(crate) fn stuck(
     older_than: Duration,
     json: bool,
 ) -> Result<Exit, CliError> {
-    let machines = machine_state::stuck(conn, older_than)?;
+    let machines = machine_state::audit::stuck(conn, older_than)?;
     if json {
         output::json(&machines)?;
         return Ok(Exit::Success);
@@ -151,16 +152,16 @@ pub(crate) fn doctor(
     undo_fix: bool,
 ) -> Result<Exit, CliError> {
     let applied = if fix {
-        machine_state::fix_exposures(conn)?
+        machine_state::doctor::fix_exposures(conn)?
     } else {
         Vec::new()
     };
     let undone = if undo_fix {
-        machine_state::undo_fixes(conn)?
+        machine_state::doctor::undo_fixes(conn)?
     } else {
         Vec::new()
     };
-    let report = machine_state::doctor(conn)?;
+    let report = machine_state::doctor::doctor(conn)?;
     if json {
         output::json(&DoctorView {
             report: &report,
@@ -189,8 +190,8 @@ pub(crate) fn doctor(
         if let Some(locked_out) = &report.locked_out {
             output::line(format_args!("locked out: {locked_out}"))?;
             output::line(format_args!(
-                "  fix: `{}` (or, as the owner, `{}`)",
-                locked_out.command, locked_out.sql
+                "  fix: `machine-state grant {}` (or, as the owner, `{}`)",
+                locked_out.role, locked_out.sql
             ))?;
         }
         let enforcement = match report.enforcement {
@@ -228,7 +229,7 @@ struct DoctorView<'a> {
 
 /// `grant ROLE`: `machine_state_grant_application`, printing what it granted.
 pub(crate) fn grant(conn: &mut PgConnection, role: &str) -> Result<Exit, CliError> {
-    let statements = machine_state::grant_application(conn, role)?;
+    let statements = machine_state::doctor::grant_application(conn, role)?;
     for statement in &statements {
         output::line(format_args!("{statement};"))?;
     }
@@ -241,7 +242,7 @@ pub(crate) fn grant(conn: &mut PgConnection, role: &str) -> Result<Exit, CliErro
 /// `revoke ROLE`: `machine_state_revoke_application`, printing what it took
 /// back.
 pub(crate) fn revoke(conn: &mut PgConnection, role: &str) -> Result<Exit, CliError> {
-    let statements = machine_state::revoke_application(conn, role)?;
+    let statements = machine_state::doctor::revoke_application(conn, role)?;
     for statement in &statements {
         output::line(format_args!("{statement};"))?;
     }
@@ -260,12 +261,12 @@ pub(crate) fn prune_history(
     batch: u32,
     prepare_days: u32,
 ) -> Result<Exit, CliError> {
-    let deleted = machine_state::prune_history(conn, older_than, batch)?;
+    let deleted = machine_state::history::prune_history(conn, older_than, batch)?;
     output::line(format_args!(
         "deleted {deleted} history entries older than {} (each machine's latest kept)",
         humantime::format_duration(older_than)
     ))?;
-    let prepared = machine_state::prepare_history(conn, prepare_days)?;
+    let prepared = machine_state::history::prepare_history(conn, prepare_days)?;
     output::line(format_args!(
         "prepared {} daily partitions up to {prepare_days} days ahead{}{}",
         prepared.len(),

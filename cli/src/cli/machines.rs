@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::PgConnection;
-use machine_state::{
-    Action, AnyMachine, Error, HistoryEntry, Idle, Machine, Offline, Pair, State, Verb,
-};
+use machine_state::audit::Pair;
+use machine_state::{Action, AnyMachine, Error, HistoryEntry, Idle, Machine, Offline, State, Verb};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -51,7 +50,7 @@ pub(crate) fn show(conn: &mut PgConnection, id: Uuid, json: bool) -> Result<Exit
         process_id: machine.process_id(),
         failure_description: machine.description(),
         since: machine.since(),
-        history: machine_state::history(conn, id)?,
+        history: machine_state::history::history(conn, id)?,
     };
     if json {
         output::json(&view)?;
@@ -94,12 +93,12 @@ pub(crate) fn show(conn: &mut PgConnection, id: Uuid, json: bool) -> Result<Exit
 struct ListEntry<'a> {
     #[serde(flatten)]
     pair: &'a Pair,
-    violations: Vec<machine_state::Violation>,
+    violations: Vec<machine_state::audit::Violation>,
 }
 
 /// `list`: every machine, one line each; diverged ones are flagged.
 pub(crate) fn list(conn: &mut PgConnection, json: bool) -> Result<Exit, CliError> {
-    let pairs = machine_state::pairs(conn)?;
+    let pairs = machine_state::audit::pairs(conn)?;
     if json {
         let entries: Vec<ListEntry<'_>> = pairs
             .iter()

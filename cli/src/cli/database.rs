@@ -10,7 +10,9 @@ use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
-use machine_state::{ConnectionMode, EmbeddedPostgres, Error, MIGRATIONS, Manager};
+use machine_state::migrations::MIGRATIONS;
+use machine_state::pool::{ConnectionMode, Manager};
+use machine_state::{EmbeddedPostgres, Error};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
@@ -137,7 +139,7 @@ impl Database {
         self.server.is_some()
     }
 
-    /// A new connection as `machine_state::Manager` makes them: direct
+    /// A new connection as `machine_state::pool::Manager` makes them: direct
     /// ones default to REPEATABLE READ (a startup option, no `SET`), so a
     /// transition is one statement; through a transaction-mode pooler
     /// nothing outlives a transaction.

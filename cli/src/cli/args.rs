@@ -2,11 +2,13 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use machine_state::{ConnectionMode, MAX_DESCRIPTION_CHARS, validate_description};
+use machine_state::pool::ConnectionMode;
+use machine_state::{MAX_DESCRIPTION_CHARS, validate_description};
 use uuid::Uuid;
 
 use super::error::CliError;
@@ -401,7 +403,7 @@ pub(crate) enum Command {
         /// At most this many entries of the default partition (entries from
         /// before the partitioning, ids outside the daily ranges) per
         /// delete; defaults to 10000.
-        #[arg(long, default_value_t = machine_state::DEFAULT_BATCH,
+        #[arg(long, default_value_t = machine_state::history::DEFAULT_BATCH,
               value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,
         /// Then create the daily partitions from today to this many days
@@ -457,7 +459,7 @@ pub(crate) enum Command {
     /// one connects again. Runs until Ctrl-C or SIGTERM (exit code 0). Without
     /// `--database-url`, the embedded server runs only during each audit, so
     /// other commands are not kept waiting.
-    Watch(super::watch::WatchArgs),
+    Watch(WatchArgs),
 }
 
 /// The states a machine can be registered in.
@@ -586,5 +588,37 @@ mod tests {
         assert!(check_message("a\0b").is_err());
         assert!(check_message(&"x".repeat(MAX_DESCRIPTION_CHARS + 1)).is_err());
         assert!(check_message(&"é".repeat(MAX_DESCRIPTION_CHARS)).is_ok());
+    }
+}
+
+/// The options of `watch`.
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// Time between two audits, e.g. `30s`, `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_interval)]
+    pub(crate) interval: Duration,
+
+    /// A machine processing for longer than this is counted as stuck, e.g.
+    /// `90m`, `2h 30m`.
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = humantime::parse_duration)]
+    pub(crate) stuck_after: Duration,
+
+    /// Serve the numbers as Prometheus text on this address
+    /// (`127.0.0.1:9187`; port 0 picks a free port), on any path. The
+    /// address served is printed first.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<SocketAddr>,
+
+    /// Stop after this many audits [default: run until Ctrl-C or SIGTERM].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: Option<u64>,
+}
+
+/// A positive duration.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be more than 0".into()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
     }
 }

@@ -6,11 +6,11 @@
 //! `--machines` machines are shared by `--workers` threads, a third each of
 //! recipe starters, executors and stoppers, for `--seconds`:
 //!
-//! 1. with the legacy writer ([`super::legacy`]: two separate writes with the
+//! 1. with the legacy writer ([`legacy`]: two separate writes with the
 //!    work between them), while the library's
-//!    [`audit`](machine_state::audit) measures the diverged share every
+//!    [`audit`](machine_state::audit::audit) measures the diverged share every
 //!    200 ms, and once more at the end;
-//! 2. [`repair`](machine_state::repair) brings the diverged machines back;
+//! 2. [`repair`](machine_state::audit::repair) brings the diverged machines back;
 //! 3. with this crate (load, the same work, one guarded transition), and the
 //!    audit again, which must find 0%.
 //!
@@ -26,7 +26,8 @@ mod workload;
 use std::time::Duration;
 
 use diesel::prelude::*;
-use machine_state::{AuditReport, Error, Idle, Machine, Offline};
+use machine_state::audit::AuditReport;
+use machine_state::{Error, Idle, Machine, Offline};
 use uuid::Uuid;
 
 use super::args::DemoArgs;
@@ -118,14 +119,14 @@ fn compare(sandbox: &Sandbox, machines: u32, plan: Plan) -> Result<Exit, CliErro
     ))?;
     legacy.report()?;
 
-    let repairs = machine_state::repair(conn, false)?;
+    let repairs = machine_state::audit::repair(conn, false)?;
     let repaired = repairs.iter().filter(|r| r.applied).count();
     output::line(format_args!(
         "repair (the row written last wins): {repaired} machines repaired, each recorded in the history"
     ))?;
     output::line(format_args!(
         "  audit after repair: {}",
-        summary(&machine_state::audit(conn)?)
+        summary(&machine_state::audit::audit(conn)?)
     ))?;
 
     let ours = run_workers("crate", plan, &crate_pool, conn, &|conn, role, work| {

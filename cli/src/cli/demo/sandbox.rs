@@ -17,7 +17,7 @@ pub(super) struct Sandbox {
     url: String,
     pub(super) name: String,
     /// `--pooler`, if given.
-    mode: Option<machine_state::ConnectionMode>,
+    mode: Option<machine_state::pool::ConnectionMode>,
     dropped: bool,
 }
 
@@ -63,17 +63,17 @@ impl Sandbox {
     }
 
     /// A pool for `workers` workers (and the audit); REPEATABLE READ by
-    /// default for this crate's run, as [`machine_state::pool`] does, and the
+    /// default for this crate's run, as [`machine_state::pool()`] does, and the
     /// server's default for the legacy one.
     pub(super) fn pool(&self, workers: u32, repeatable_read: bool) -> Result<Pool, CliError> {
-        let manager = machine_state::Manager::new(&self.url)?;
+        let manager = machine_state::pool::Manager::new(&self.url)?;
         // Without the startup option, sessions keep the server's default.
         let manager = match (repeatable_read, self.mode) {
-            (false, _) => manager.mode(machine_state::ConnectionMode::TransactionPooler),
+            (false, _) => manager.mode(machine_state::pool::ConnectionMode::TransactionPooler),
             (true, Some(mode)) => manager.mode(mode),
             (true, None) => manager,
         };
-        machine_state::pool_builder()
+        machine_state::pool::pool_builder()
             .max_size(workers + 1)
             .min_idle(None)
             .build(manager)
@@ -117,8 +117,8 @@ fn with_database(url: &str, name: &str) -> String {
 /// A connection with the server's defaults (no startup option, the
 /// pooler switch taken out of the URL), for the sandbox's bookkeeping.
 fn plain_connection(url: &str) -> Result<PgConnection, Error> {
-    machine_state::Manager::new(url)?
-        .mode(machine_state::ConnectionMode::TransactionPooler)
+    machine_state::pool::Manager::new(url)?
+        .mode(machine_state::pool::ConnectionMode::TransactionPooler)
         .establish()
 }
 
