@@ -67,6 +67,26 @@ ALTER FUNCTION machine_state_private.uuid_v7() OWNER TO postgres;
 COMMENT ON FUNCTION machine_state_private.uuid_v7() IS 'A new time-ordered UUID (version 7), as the crate makes them: the default operation id of `machine_state_transition`, so the history''s unique index is appended to.';
 
 --
+-- Name: uuid_v7_bound(timestamp with time zone); Type: FUNCTION; Schema: machine_state_private; Owner: postgres
+--
+
+CREATE FUNCTION machine_state_private.uuid_v7_bound(p_at timestamp with time zone) RETURNS uuid
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT (lpad(to_hex(floor(extract(epoch FROM p_at) * 1000)::bigint), 12, '0')
+            || '00000000000000000000')::uuid
+$$;
+
+ALTER FUNCTION machine_state_private.uuid_v7_bound(p_at timestamp with time zone) OWNER TO postgres;
+
+--
+-- Name: FUNCTION uuid_v7_bound(p_at timestamp with time zone); Type: COMMENT; Schema: machine_state_private; Owner: postgres
+--
+
+COMMENT ON FUNCTION machine_state_private.uuid_v7_bound(p_at timestamp with time zone) IS 'The smallest UUIDv7 of the millisecond `p_at`: the bound of a daily partition of the history (`machine_state_prepare_history`, `machine_state_prune_history`).';
+
+--
 -- Name: atomic_complete_machine_state(uuid); Type: FUNCTION; Schema: public; Owner: postgres
 --
 
@@ -417,8 +437,8 @@ BEGIN
         SELECT 'SELECT', 'TABLE', quote_ident(c.relname), NULL, c.oid::regclass, NULL,
                coalesce(c.relacl, acldefault('r', c.relowner))
         FROM pg_class c
-        WHERE c.relnamespace = v_schema AND c.relkind = 'r'
-          AND c.relname IN ('machines', 'machine_state', 'machine_state_transitions',
+        WHERE c.relnamespace = v_schema AND c.relkind IN ('r', 'p')
+          AND c.relname IN ('machines', 'machine_state', 'machine_state_transitions', 'machine_state_transitions_default',
                             '__diesel_schema_migrations')
         UNION ALL
         SELECT 'EXECUTE', 'FUNCTION', p.oid::regprocedure::text, NULL, NULL, p.oid::regprocedure,
@@ -505,7 +525,8 @@ CREATE TABLE public.machine_state (
     is_failure_mode boolean DEFAULT false NOT NULL,
     failure_component text,
     failure_description text,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    history_head uuid
 );
 
 ALTER TABLE public.machine_state OWNER TO postgres;
@@ -565,6 +586,12 @@ COMMENT ON COLUMN public.machine_state.failure_description IS 'What went wrong: 
 --
 
 COMMENT ON COLUMN public.machine_state.updated_at IS 'When this row was last written (a transition or a repair).';
+
+--
+-- Name: COLUMN machine_state.history_head; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state.history_head IS 'The operation id of the machine''s latest `machine_state_transitions` entry, where its chain ends (I6); kept by the trigger `machine_state_transitions_link`, for every writer.';
 
 --
 -- Name: machines; Type: TABLE; Schema: public; Owner: postgres
@@ -673,6 +700,148 @@ ALTER FUNCTION public.machine_state_pair_violations(m public.machines, s public.
 COMMENT ON FUNCTION public.machine_state_pair_violations(m public.machines, s public.machine_state) IS 'What a machine''s pair of rows breaks (I1–I4, unknown states, a missing `machine_state` row), in words; empty when consistent. The SQL twin of the crate''s `Pair::violations` (a test keeps the two equal). Called by the enforcement trigger and `machine_state_enforce_invariants`; read-only, raises nothing.';
 
 --
+-- Name: machine_state_prepare_history(integer, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: postgres
+--
+
+CREATE FUNCTION public.machine_state_prepare_history(p_days_ahead integer DEFAULT 7, p_from timestamp with time zone DEFAULT now()) RETURNS SETOF text
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+DECLARE
+    -- The history's schema (the pinned search_path starts with pg_catalog).
+    v_schema name := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.oid = 'machine_state_transitions'::regclass);
+    v_day date;
+    v_low uuid;
+    v_high uuid;
+    v_name text;
+    v_table regclass;
+    g record;
+BEGIN
+    IF p_days_ahead IS NULL OR p_days_ahead < 0 OR p_days_ahead > 366 THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS005',
+            MESSAGE = format('days ahead must be between 0 and 366, got %s', coalesce(p_days_ahead::text, 'NULL'));
+    END IF;
+    -- One at a time (a scheduled run and the command, say); neither reads
+    -- nor writes of the history wait for it.
+    LOCK TABLE machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
+    FOR v_offset IN 0..p_days_ahead LOOP
+        v_day := (p_from AT TIME ZONE 'UTC')::date + v_offset;
+        v_name := 'machine_state_transitions_p' || to_char(v_day, 'YYYYMMDD');
+        CONTINUE WHEN to_regclass(format('%I.%I', v_schema, v_name)) IS NOT NULL;
+        v_low := machine_state_private.uuid_v7_bound(v_day::timestamp AT TIME ZONE 'UTC');
+        v_high := machine_state_private.uuid_v7_bound((v_day + 1)::timestamp AT TIME ZONE 'UTC');
+        EXECUTE format('CREATE TABLE %I.%I (LIKE machine_state_transitions INCLUDING DEFAULTS)',
+                       v_schema, v_name);
+        v_table := format('%I.%I', v_schema, v_name)::regclass;
+        -- Entries of that day already in the default partition (a random id
+        -- that happens to fall in it) move to the new one, linked.
+        EXECUTE format(
+            'WITH moved AS (DELETE FROM machine_state_transitions_default
+                            WHERE operation_id >= $1 AND operation_id < $2 RETURNING *)
+             INSERT INTO %s SELECT * FROM moved', v_table)
+        USING v_low, v_high;
+        EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (id)', v_table);
+        EXECUTE format('ALTER TABLE machine_state_transitions ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
+                       v_table, v_low, v_high);
+        -- Read through the parent only: no privileges of its own (default
+        -- privileges, as on Supabase, taken back), row level security on,
+        -- with the parent's read policy (whoever could read it directly
+        -- reads every row, as of the other tables; no policy allows a write).
+        FOR g IN SELECT DISTINCT a.grantee
+                 FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+                 WHERE c.oid = v_table AND a.grantee <> c.relowner LOOP
+            EXECUTE format('REVOKE ALL ON %s FROM %s', v_table,
+                           CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END);
+        END LOOP;
+        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', v_table);
+        EXECUTE format('CREATE POLICY machine_state_read ON %s FOR SELECT USING (true)', v_table);
+        RETURN NEXT v_name;
+    END LOOP;
+END
+$_$;
+
+ALTER FUNCTION public.machine_state_prepare_history(p_days_ahead integer, p_from timestamp with time zone) OWNER TO postgres;
+
+--
+-- Name: FUNCTION machine_state_prepare_history(p_days_ahead integer, p_from timestamp with time zone); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_prepare_history(p_days_ahead integer, p_from timestamp with time zone) IS 'Creates the history''s missing daily partitions (`machine_state_transitions_pYYYYMMDD`) from `p_from`''s UTC day to `p_days_ahead` days after it, each with no privileges of its own and the read policy; returns their names. Run daily by the migration owner (`machine-state prune-history`, which prepares the coming days; `machine_state::history::prepare_history`). SQLSTATEs: MS005 `p_days_ahead` outside 0–366; 42501 for other roles.';
+
+--
+-- Name: machine_state_prune_history(interval, integer); Type: FUNCTION; Schema: public; Owner: postgres
+--
+
+CREATE FUNCTION public.machine_state_prune_history(p_older_than interval, p_batch integer DEFAULT 10000) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    v_cutoff timestamptz := now() - p_older_than;
+    v_bound uuid := machine_state_private.uuid_v7_bound(now() - p_older_than);
+    v_part record;
+    v_kept bigint;
+    v_removed bigint := 0::bigint;
+    v_count bigint;
+BEGIN
+    IF p_older_than IS NULL OR p_older_than < interval '1 day' THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS005',
+            MESSAGE = format('the retention window must be at least 1 day, got %s: a retry inside it must still find its operation id',
+                             coalesce(p_older_than::text, 'NULL'));
+    END IF;
+    IF p_batch IS NULL OR p_batch < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS005', MESSAGE = 'a batch must delete at least one entry';
+    END IF;
+    -- Whole daily partitions wholly older than the window: detached (their
+    -- range then falls to the default partition), each machine's latest entry
+    -- among them put back (into the default), the rest dropped with the table.
+    FOR v_part IN
+        SELECT i.inhrelid::regclass AS part,
+               (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::uuid AS high
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'machine_state_transitions'::regclass
+          AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+        ORDER BY 2
+    LOOP
+        EXIT WHEN v_part.high > v_bound;
+        EXECUTE format('ALTER TABLE machine_state_transitions DETACH PARTITION %s', v_part.part);
+        -- found from the heads (one probe of the partition's unique index
+        -- each), not by reading the partition
+        EXECUTE format('INSERT INTO machine_state_transitions SELECT d.* FROM machine_state s
+                        JOIN %s d ON d.operation_id = s.history_head', v_part.part);
+        GET DIAGNOSTICS v_kept = ROW_COUNT;
+        EXECUTE format('SELECT count(*) FROM %s', v_part.part) INTO v_count;
+        EXECUTE format('DROP TABLE %s', v_part.part);
+        v_removed := v_removed + v_count - v_kept;
+    END LOOP;
+    -- The default partition (entries from before the partitioning, and ids
+    -- outside the daily ranges): deleted row by row, in batches, but never a
+    -- machine's latest entry.
+    LOOP
+        DELETE FROM machine_state_transitions_default
+        WHERE id IN (SELECT t.id FROM machine_state_transitions_default t
+                     WHERE t.transitioned_at < v_cutoff
+                       AND NOT EXISTS (SELECT 1 FROM machine_state s
+                                       WHERE s.history_head = t.operation_id)
+                     ORDER BY t.id LIMIT p_batch);
+        GET DIAGNOSTICS v_count = ROW_COUNT;
+        v_removed := v_removed + v_count;
+        EXIT WHEN v_count < p_batch;
+    END LOOP;
+    RETURN v_removed;
+END
+$$;
+
+ALTER FUNCTION public.machine_state_prune_history(p_older_than interval, p_batch integer) OWNER TO postgres;
+
+--
+-- Name: FUNCTION machine_state_prune_history(p_older_than interval, p_batch integer); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_prune_history(p_older_than interval, p_batch integer) IS 'Removes the history entries older than `p_older_than` (at least 1 day) but each machine''s latest, so every chain still ends in the current state (I6): whole daily partitions are detached and dropped, the rest deleted in batches of `p_batch`; returns how many entries were removed. Run by the migration owner (`machine-state prune-history`, `machine_state::history::prune_history`). SQLSTATEs: MS005 a window under 1 day or an empty batch; 42501 for other roles.';
+
+--
 -- Name: machine_state_relax_invariants(); Type: FUNCTION; Schema: public; Owner: postgres
 --
 
@@ -748,8 +917,10 @@ CREATE TABLE public.machine_state_transitions (
     kind text DEFAULT 'transition'::text NOT NULL,
     transitioned_at timestamp with time zone DEFAULT now() NOT NULL,
     isolation_level text DEFAULT current_setting('transaction_isolation'::text) NOT NULL,
-    verb text
-);
+    verb text,
+    previous_operation_id uuid
+)
+PARTITION BY RANGE (operation_id);
 
 ALTER TABLE public.machine_state_transitions OWNER TO postgres;
 
@@ -759,7 +930,7 @@ ALTER TABLE public.machine_state_transitions OWNER TO postgres;
 
 COMMENT ON TABLE public.machine_state_transitions IS 'The history: one entry per transition, registration and repair, appended in the same transaction as the two rows it describes and never updated.
 
-A machine''s entries form one unbroken chain, each `from_state` the previous `to_state`, and the latest holds its current state (I6). The client''s `operation_id` is unique, so an operation whose COMMIT outcome was lost is resolved by looking it up, and a retry applies at most once. Pruning by age keeps each machine''s latest entry.';
+A machine''s entries form one unbroken chain, each `from_state` the previous `to_state`, and the latest holds its current state (I6). The client''s `operation_id` is unique, so an operation whose COMMIT outcome was lost is resolved by looking it up, and a retry applies at most once. Partitioned by `operation_id`, one partition per UTC day of UUIDv7 ids (`machine_state_transitions_pYYYYMMDD`: `machine_state_prepare_history` creates them ahead, `machine_state_prune_history` drops them behind) and `machine_state_transitions_default` for every other id; pruning keeps each machine''s latest entry. Each entry names the machine''s previous one (`previous_operation_id`), and `machine_state.history_head` its latest.';
 
 --
 -- Name: COLUMN machine_state_transitions.id; Type: COMMENT; Schema: public; Owner: postgres
@@ -826,6 +997,12 @@ COMMENT ON COLUMN public.machine_state_transitions.isolation_level IS '`transact
 --
 
 COMMENT ON COLUMN public.machine_state_transitions.verb IS 'The transition recorded: `start`, `complete`, `stop`, `fail`, `reset`, `bring_online`, `take_offline`, `create` or `repair`; NULL on entries written before migration 2026-12-05-100000.';
+
+--
+-- Name: COLUMN machine_state_transitions.previous_operation_id; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions.previous_operation_id IS 'The operation id of the machine''s previous entry, whose `to_state` is this one''s `from_state` (I6); NULL on its first entry and on entries written before migration 2026-12-05-300000. Set by the trigger `machine_state_transitions_link`.';
 
 --
 -- Name: machine_state_transition(uuid, text, text, uuid, text, uuid, text); Type: FUNCTION; Schema: public; Owner: postgres
@@ -994,6 +1171,39 @@ ALTER FUNCTION public.machine_state_transition_result(p_entry public.machine_sta
 COMMENT ON FUNCTION public.machine_state_transition_result(p_entry public.machine_state_transitions) IS 'The JSON the legacy RPCs return for a history entry: the shipped keys (`success`, `machine`, `machine_state`, `updated_at`) and the transition''s (`machine_id`, `previous_state`, `new_state`, `verb`, `process_id`, `operation_id`, `transitioned_at`, `isolation_level`). Called by the `atomic_*` functions.';
 
 --
+-- Name: machine_state_transitions_link(); Type: FUNCTION; Schema: public; Owner: postgres
+--
+
+CREATE FUNCTION public.machine_state_transitions_link() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    v_head uuid;
+BEGIN
+    SELECT history_head INTO v_head FROM machine_state
+    WHERE machine_id = NEW.machine_id FOR UPDATE;
+    -- No state row (a repair writes it first; a legacy writer may not): the
+    -- entry starts a chain. An entry that is already the head is one the
+    -- retention moves, links and all.
+    IF NOT FOUND OR v_head IS NOT DISTINCT FROM NEW.operation_id THEN
+        RETURN NEW;
+    END IF;
+    NEW.previous_operation_id := v_head;
+    UPDATE machine_state SET history_head = NEW.operation_id WHERE machine_id = NEW.machine_id;
+    RETURN NEW;
+END
+$$;
+
+ALTER FUNCTION public.machine_state_transitions_link() OWNER TO postgres;
+
+--
+-- Name: FUNCTION machine_state_transitions_link(); Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON FUNCTION public.machine_state_transitions_link() IS 'Trigger function of `machine_state_transitions_link` (BEFORE INSERT on `machine_state_transitions`, whoever writes): links the entry to the machine''s previous one (`previous_operation_id`) and makes it `machine_state.history_head`, under the `machine_state` row''s lock. Raises nothing of its own.';
+
+--
 -- Name: adopted_objects; Type: TABLE; Schema: machine_state_private; Owner: postgres
 --
 
@@ -1077,17 +1287,68 @@ CREATE TABLE machine_state_private.public_api_changes (
 ALTER TABLE machine_state_private.public_api_changes OWNER TO postgres;
 
 --
+-- Name: machine_state_transitions_default; Type: TABLE; Schema: public; Owner: postgres
+--
+
+CREATE TABLE public.machine_state_transitions_default (
+    id bigint DEFAULT NULL NOT NULL,
+    machine_id uuid NOT NULL,
+    from_state text,
+    to_state text NOT NULL,
+    process_id uuid,
+    description text,
+    operation_id uuid NOT NULL,
+    kind text DEFAULT 'transition'::text NOT NULL,
+    transitioned_at timestamp with time zone DEFAULT now() NOT NULL,
+    isolation_level text DEFAULT current_setting('transaction_isolation'::text) NOT NULL,
+    verb text,
+    previous_operation_id uuid
+);
+
+ALTER TABLE public.machine_state_transitions_default OWNER TO postgres;
+
+--
+-- Name: COLUMN machine_state_transitions_default.verb; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions_default.verb IS 'the transition recorded: start, complete, stop, fail, reset, bring_online, take_offline, create or repair; NULL on entries written before migration 2026-12-05-100000';
+
+--
+-- Name: COLUMN machine_state_transitions_default.previous_operation_id; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON COLUMN public.machine_state_transitions_default.previous_operation_id IS 'the operation id of the machine''s previous entry (NULL on its first, and on entries written before migration 2026-12-05-300000)';
+
+--
 -- Name: machine_state_transitions_id_seq; Type: SEQUENCE; Schema: public; Owner: postgres
 --
 
-ALTER TABLE public.machine_state_transitions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
-    SEQUENCE NAME public.machine_state_transitions_id_seq
+CREATE SEQUENCE public.machine_state_transitions_id_seq
     START WITH 1
     INCREMENT BY 1
     NO MINVALUE
     NO MAXVALUE
-    CACHE 1
-);
+    CACHE 1;
+
+ALTER TABLE public.machine_state_transitions_id_seq OWNER TO postgres;
+
+--
+-- Name: machine_state_transitions_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: postgres
+--
+
+ALTER SEQUENCE public.machine_state_transitions_id_seq OWNED BY public.machine_state_transitions.id;
+
+--
+-- Name: machine_state_transitions_default; Type: TABLE ATTACH; Schema: public; Owner: postgres
+--
+
+ALTER TABLE ONLY public.machine_state_transitions ATTACH PARTITION public.machine_state_transitions_default DEFAULT;
+
+--
+-- Name: machine_state_transitions id; Type: DEFAULT; Schema: public; Owner: postgres
+--
+
+ALTER TABLE ONLY public.machine_state_transitions ALTER COLUMN id SET DEFAULT nextval('public.machine_state_transitions_id_seq'::regclass);
 
 --
 -- Name: doctor_fixes doctor_fixes_pkey; Type: CONSTRAINT; Schema: machine_state_private; Owner: postgres
@@ -1139,10 +1400,17 @@ ALTER TABLE ONLY public.machine_state_transitions
     ADD CONSTRAINT machine_state_transitions_operation_id_key UNIQUE (operation_id);
 
 --
--- Name: machine_state_transitions machine_state_transitions_pkey; Type: CONSTRAINT; Schema: public; Owner: postgres
+-- Name: machine_state_transitions_default machine_state_transitions_default_operation_id_key; Type: CONSTRAINT; Schema: public; Owner: postgres
 --
 
-ALTER TABLE ONLY public.machine_state_transitions
+ALTER TABLE ONLY public.machine_state_transitions_default
+    ADD CONSTRAINT machine_state_transitions_default_operation_id_key UNIQUE (operation_id);
+
+--
+-- Name: machine_state_transitions_default machine_state_transitions_pkey; Type: CONSTRAINT; Schema: public; Owner: postgres
+--
+
+ALTER TABLE ONLY public.machine_state_transitions_default
     ADD CONSTRAINT machine_state_transitions_pkey PRIMARY KEY (id);
 
 --
@@ -1162,7 +1430,7 @@ CREATE INDEX machine_state_processing_since_idx ON public.machine_state USING bt
 -- Name: machine_state_transitions_machine_id_idx; Type: INDEX; Schema: public; Owner: postgres
 --
 
-CREATE INDEX machine_state_transitions_machine_id_idx ON public.machine_state_transitions USING btree (machine_id, id);
+CREATE INDEX machine_state_transitions_machine_id_idx ON public.machine_state_transitions_default USING btree (machine_id, id);
 
 --
 -- Name: machines_current_process_id_key; Type: INDEX; Schema: public; Owner: postgres
@@ -1175,6 +1443,12 @@ CREATE UNIQUE INDEX machines_current_process_id_key ON public.machines USING btr
 --
 
 CREATE INDEX machines_processing_idx ON public.machines USING btree (id) WHERE (status = 'processing'::text);
+
+--
+-- Name: machine_state_transitions_default_operation_id_key; Type: INDEX ATTACH; Schema: public; Owner: postgres
+--
+
+ALTER INDEX public.machine_state_transitions_operation_id_key ATTACH PARTITION public.machine_state_transitions_default_operation_id_key;
 
 --
 -- Name: machine_state machine_state_pair_invariant; Type: TRIGGER; Schema: public; Owner: postgres
@@ -1193,6 +1467,12 @@ CREATE CONSTRAINT TRIGGER machine_state_pair_invariant AFTER INSERT OR UPDATE OF
 ALTER TABLE public.machines DISABLE TRIGGER machine_state_pair_invariant;
 
 --
+-- Name: machine_state_transitions machine_state_transitions_link; Type: TRIGGER; Schema: public; Owner: postgres
+--
+
+CREATE TRIGGER machine_state_transitions_link BEFORE INSERT ON public.machine_state_transitions FOR EACH ROW EXECUTE FUNCTION public.machine_state_transitions_link();
+
+--
 -- Name: machine_state machine_state_machine_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: postgres
 --
 
@@ -1203,7 +1483,7 @@ ALTER TABLE ONLY public.machine_state
 -- Name: machine_state_transitions machine_state_transitions_machine_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: postgres
 --
 
-ALTER TABLE ONLY public.machine_state_transitions
+ALTER TABLE public.machine_state_transitions
     ADD CONSTRAINT machine_state_transitions_machine_id_fkey FOREIGN KEY (machine_id) REFERENCES public.machines(id) ON DELETE CASCADE;
 
 --
@@ -1237,6 +1517,18 @@ CREATE POLICY machine_state_read ON public.machine_state_transitions FOR SELECT 
 COMMENT ON POLICY machine_state_read ON public.machine_state_transitions IS 'machine-state: whoever holds SELECT on the table reads every row; no policy allows a write';
 
 --
+-- Name: machine_state_transitions_default machine_state_read; Type: POLICY; Schema: public; Owner: postgres
+--
+
+CREATE POLICY machine_state_read ON public.machine_state_transitions_default FOR SELECT USING (true);
+
+--
+-- Name: POLICY machine_state_read ON machine_state_transitions_default; Type: COMMENT; Schema: public; Owner: postgres
+--
+
+COMMENT ON POLICY machine_state_read ON public.machine_state_transitions_default IS 'machine-state: whoever holds SELECT on the table reads every row; no policy allows a write';
+
+--
 -- Name: machines machine_state_read; Type: POLICY; Schema: public; Owner: postgres
 --
 
@@ -1255,6 +1547,12 @@ COMMENT ON POLICY machine_state_read ON public.machines IS 'machine-state: whoev
 ALTER TABLE public.machine_state_transitions ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: machine_state_transitions_default; Type: ROW SECURITY; Schema: public; Owner: postgres
+--
+
+ALTER TABLE public.machine_state_transitions_default ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: machines; Type: ROW SECURITY; Schema: public; Owner: postgres
 --
 
@@ -1265,6 +1563,12 @@ ALTER TABLE public.machines ENABLE ROW LEVEL SECURITY;
 --
 
 REVOKE ALL ON FUNCTION machine_state_private.uuid_v7() FROM PUBLIC;
+
+--
+-- Name: FUNCTION uuid_v7_bound(p_at timestamp with time zone); Type: ACL; Schema: machine_state_private; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION machine_state_private.uuid_v7_bound(p_at timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION atomic_complete_machine_state(p_machine_id uuid); Type: ACL; Schema: public; Owner: postgres
@@ -1339,6 +1643,18 @@ REVOKE ALL ON FUNCTION public.machine_state_invariants_enforced() FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.machine_state_pair_violations(m public.machines, s public.machine_state) FROM PUBLIC;
 
 --
+-- Name: FUNCTION machine_state_prepare_history(p_days_ahead integer, p_from timestamp with time zone); Type: ACL; Schema: public; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION public.machine_state_prepare_history(p_days_ahead integer, p_from timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION machine_state_prune_history(p_older_than interval, p_batch integer); Type: ACL; Schema: public; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION public.machine_state_prune_history(p_older_than interval, p_batch integer) FROM PUBLIC;
+
+--
 -- Name: FUNCTION machine_state_relax_invariants(); Type: ACL; Schema: public; Owner: postgres
 --
 
@@ -1361,6 +1677,12 @@ REVOKE ALL ON FUNCTION public.machine_state_transition(p_machine_id uuid, p_from
 --
 
 REVOKE ALL ON FUNCTION public.machine_state_transition_result(p_entry public.machine_state_transitions) FROM PUBLIC;
+
+--
+-- Name: FUNCTION machine_state_transitions_link(); Type: ACL; Schema: public; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION public.machine_state_transitions_link() FROM PUBLIC;
 
 --
 -- PostgreSQL database dump complete

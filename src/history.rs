@@ -9,10 +9,10 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::schema::machine_state_transitions;
 
-pub use crate::retention::{DEFAULT_BATCH, MIN_RETENTION, prune_history};
+pub use crate::retention::{DEFAULT_BATCH, MIN_RETENTION, prepare_history, prune_history};
 
 /// One row of `machine_state_transitions`.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, QueryableByName, Selectable)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[diesel(table_name = machine_state_transitions, check_for_backend(diesel::pg::Pg))]
 pub struct HistoryEntry {
@@ -53,16 +53,17 @@ pub fn new_operation_id() -> Uuid {
     Uuid::now_v7()
 }
 
-/// A machine's history, oldest first.
+/// A machine's history, oldest first: its chain of entries, walked back from
+/// its latest (`machine_state.history_head`) one index lookup per entry, then
+/// the entries written before the history was partitioned (see
+/// `history.sql`).
 ///
 /// # Errors
 ///
 /// Database errors only; an unknown machine has an empty history.
 pub fn history(conn: &mut PgConnection, machine_id: Uuid) -> Result<Vec<HistoryEntry>, Error> {
-    machine_state_transitions::table
-        .filter(machine_state_transitions::machine_id.eq(machine_id))
-        .order(machine_state_transitions::id)
-        .select(HistoryEntry::as_select())
+    diesel::sql_query(include_str!("history.sql"))
+        .bind::<diesel::sql_types::Uuid, _>(machine_id)
         .load(conn)
         .map_err(|error| crate::connection::mark_broken_if_gone(conn, error))
         .map_err(crate::migrations::explain_missing_tables)

@@ -21,13 +21,15 @@ diesel::table! {
         failure_description -> Nullable<Text>,
         /// When this row was last written (a transition or a repair).
         updated_at -> Timestamptz,
+        /// The operation id of the machine's latest `machine_state_transitions` entry, where its chain ends (I6); kept by the trigger `machine_state_transitions_link`, for every writer.
+        history_head -> Nullable<Uuid>,
     }
 }
 
 diesel::table! {
     /// The history: one entry per transition, registration and repair, appended in the same transaction as the two rows it describes and never updated.
     ///
-    /// A machine's entries form one unbroken chain, each `from_state` the previous `to_state`, and the latest holds its current state (I6). The client's `operation_id` is unique, so an operation whose COMMIT outcome was lost is resolved by looking it up, and a retry applies at most once. Pruning by age keeps each machine's latest entry.
+    /// A machine's entries form one unbroken chain, each `from_state` the previous `to_state`, and the latest holds its current state (I6). The client's `operation_id` is unique, so an operation whose COMMIT outcome was lost is resolved by looking it up, and a retry applies at most once. Partitioned by `operation_id`, one partition per UTC day of UUIDv7 ids (`machine_state_transitions_pYYYYMMDD`: `machine_state_prepare_history` creates them ahead, `machine_state_prune_history` drops them behind) and `machine_state_transitions_default` for every other id; pruning keeps each machine's latest entry. Each entry names the machine's previous one (`previous_operation_id`), and `machine_state.history_head` its latest.
     machine_state_transitions (id) {
         /// The order in which the entries were written.
         id -> Int8,
@@ -51,6 +53,8 @@ diesel::table! {
         isolation_level -> Text,
         /// The transition recorded: `start`, `complete`, `stop`, `fail`, `reset`, `bring_online`, `take_offline`, `create` or `repair`; NULL on entries written before migration 2026-12-05-100000.
         verb -> Nullable<Text>,
+        /// The operation id of the machine's previous entry, whose `to_state` is this one's `from_state` (I6); NULL on its first entry and on entries written before migration 2026-12-05-300000. Set by the trigger `machine_state_transitions_link`.
+        previous_operation_id -> Nullable<Uuid>,
     }
 }
 

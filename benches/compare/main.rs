@@ -43,8 +43,11 @@
 //! - (b) through a delay proxy of about 1 ms round trip (`proxy.rs`,
 //!   `delay.rs`): the default path, the legacy two-write, pgbench's floor,
 //!   and client-side time;
-//! - (a) transitions over a history pre-filled to 5M and 20M rows against an
-//!   empty one: p50 and WAL per transition (`history.rs`);
+//! - (a) transitions over a history pre-filled to 5M, 20M and 50M rows
+//!   against an empty one, in two regimes (a checkpoint before each run, or
+//!   before each sweep: every machine's first write since the latest
+//!   checkpoint): p50 and WAL per transition; then the time and WAL of
+//!   pruning the oldest 10M rows (`history.rs`);
 //! - (d) the hot spot, 8 workers on one machine, the crate against pgbench
 //!   running the same REPEATABLE READ transition with `--max-tries`
 //!   (`hotspot.rs`);
@@ -56,8 +59,8 @@
 //!
 //! Options (after `--`): `--quick` (3 rounds, a history of 1M and 4M rows, 2 s
 //! hot spot rounds: a few minutes), `--rounds N` (default 7, at least 3),
-//! `--hot-seconds S` (default 3), `--history-rows A,B` (default
-//! `5000000,20000000`), `--no-durable` (skip the durable main scenarios),
+//! `--hot-seconds S` (default 3), `--history-rows A,B,...` (default
+//! `5000000,20000000,50000000`), `--no-durable` (skip the durable main scenarios),
 //! `--only PARTS` (comma-separated: `main`, `pooler`, `delay`, `history`,
 //! `hot`, `fleet`), `--pooler-only` (`--only pooler`). Exit status: 0 when
 //! every correctness check passed (timing targets are reported, not
@@ -181,6 +184,9 @@ pub struct Plan {
     pub transactions_per_client: u32,
     /// pgbench's `-j` is `min(clients, cores)`.
     pub cores: u32,
+    /// 1 when the run's first sweep completes recipes (a run of one sweep,
+    /// [`Plan::sweep`]).
+    pub first_sweep: u32,
 }
 
 impl Plan {
@@ -203,6 +209,17 @@ impl Plan {
             offset: 0,
             transactions_per_client: 2 * window * cycles,
             cores,
+            first_sweep: 0,
+        }
+    }
+
+    /// One sweep of this plan's (first, then second): starts a recipe on each
+    /// machine of the window (`which` 0), or completes each (1).
+    fn sweep(self, which: u32) -> Plan {
+        Plan {
+            transactions_per_client: self.window,
+            first_sweep: which,
+            ..self
         }
     }
 
@@ -222,7 +239,7 @@ impl Plan {
     /// Whether a client's `k`-th transaction (from 0) starts a recipe (or
     /// completes one).
     pub fn starts(&self, k: u32) -> bool {
-        (k / self.window).is_multiple_of(2)
+        (k / self.window + self.first_sweep).is_multiple_of(2)
     }
 
     pub fn transactions(&self) -> usize {
@@ -308,7 +325,7 @@ struct Options {
     /// `--quick`: fewer rounds, a smaller history pre-fill.
     quick: bool,
     /// History pre-fill sizes of (a).
-    history_rows: [u64; 2],
+    history_rows: Vec<u64>,
     /// What to run (`--only`; everything by default).
     parts: Vec<Part>,
 }
@@ -320,7 +337,7 @@ impl Options {
             hot_seconds: 3.0,
             no_durable: false,
             quick: false,
-            history_rows: [5_000_000, 20_000_000],
+            history_rows: vec![5_000_000, 20_000_000, 50_000_000],
             parts: Vec::new(),
         };
         let mut rounds_given = false;
@@ -341,14 +358,13 @@ impl Options {
                 }
                 "--quick" => options.quick = true,
                 "--history-rows" => {
-                    let sizes: Vec<u64> = value("--history-rows")?
+                    options.history_rows = value("--history-rows")?
                         .split(',')
                         .map(|n| n.parse().map_err(|e| format!("`--history-rows`: {e}")))
                         .collect::<Result<_, _>>()?;
-                    options.history_rows = match sizes[..] {
-                        [a, b] => [a, b],
-                        _ => return Err("`--history-rows` takes two sizes: `A,B`".into()),
-                    };
+                    if options.history_rows.contains(&0) {
+                        return Err("`--history-rows` takes sizes above 0: `A,B,...`".into());
+                    }
                     history_given = true;
                 }
                 "--only" => {
@@ -374,7 +390,7 @@ impl Options {
             }
             options.hot_seconds = options.hot_seconds.min(2.0);
             if !history_given {
-                options.history_rows = [1_000_000, 4_000_000];
+                options.history_rows = vec![1_000_000, 4_000_000];
             }
         }
         if options.parts.is_empty() {
@@ -438,9 +454,8 @@ fn run(options: &Options) -> Result<bool, String> {
         options.rounds,
         if options.quick {
             format!(
-                " (`--quick`: history pre-filled to {}M and {}M rows instead of 5M and 20M)",
-                options.history_rows[0] / 1_000_000,
-                options.history_rows[1] / 1_000_000
+                " (`--quick`: history pre-filled to {:?} rows instead of 5M, 20M and 50M)",
+                options.history_rows
             )
         } else {
             String::new()
@@ -549,7 +564,7 @@ fn run(options: &Options) -> Result<bool, String> {
         let long = history::run(
             &server,
             admin,
-            options.history_rows,
+            &options.history_rows,
             MACHINES,
             Plan::new(true, 1, cores),
             options.rounds,

@@ -97,8 +97,12 @@ fn prepare(
         .map(|j| {
             let n = plan.machine(client, j);
             match AnyMachine::load(conn, common::machine_id(n)) {
-                Ok(AnyMachine::Idle(machine)) => {
+                Ok(AnyMachine::Idle(machine)) if plan.starts(0) => {
                     Ok(Slot::Idle(machine.with_write_path(write_path)))
+                }
+                // a run of one sweep that completes (`Plan::sweep`)
+                Ok(AnyMachine::Processing(machine)) if !plan.starts(0) => {
+                    Ok(Slot::Processing(machine.with_write_path(write_path)))
                 }
                 Ok(other) => Err(format!("machine {n} is {} before the run", other.state())),
                 Err(e) => Err(format!("cannot load machine {n}: {e}")),

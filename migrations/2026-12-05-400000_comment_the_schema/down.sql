@@ -19,6 +19,7 @@ COMMENT ON COLUMN machine_state.is_failure_mode IS NULL;
 COMMENT ON COLUMN machine_state.failure_component IS NULL;
 COMMENT ON COLUMN machine_state.failure_description IS NULL;
 COMMENT ON COLUMN machine_state.updated_at IS NULL;
+COMMENT ON COLUMN machine_state.history_head IS NULL;
 
 COMMENT ON TABLE machine_state_transitions IS NULL;
 COMMENT ON COLUMN machine_state_transitions.id IS NULL;
@@ -32,6 +33,7 @@ COMMENT ON COLUMN machine_state_transitions.kind IS NULL;
 COMMENT ON COLUMN machine_state_transitions.transitioned_at IS NULL;
 COMMENT ON COLUMN machine_state_transitions.isolation_level IS NULL;
 COMMENT ON COLUMN machine_state_transitions.verb IS NULL;
+COMMENT ON COLUMN machine_state_transitions.previous_operation_id IS NULL;
 
 COMMENT ON FUNCTION machine_state_transition(uuid, text, text, uuid, text, uuid, text) IS NULL;
 COMMENT ON FUNCTION machine_state_transition_result(machine_state_transitions) IS NULL;
@@ -47,9 +49,13 @@ COMMENT ON FUNCTION machine_state_check_machine_state_pair() IS NULL;
 COMMENT ON FUNCTION machine_state_enforce_invariants() IS NULL;
 COMMENT ON FUNCTION machine_state_relax_invariants() IS NULL;
 COMMENT ON FUNCTION machine_state_invariants_enforced() IS NULL;
+COMMENT ON FUNCTION machine_state_transitions_link() IS NULL;
+COMMENT ON FUNCTION machine_state_prepare_history(integer, timestamptz) IS NULL;
+COMMENT ON FUNCTION machine_state_prune_history(interval, integer) IS NULL;
 COMMENT ON FUNCTION machine_state_grant_application(regrole) IS NULL;
 COMMENT ON FUNCTION machine_state_revoke_application(regrole) IS NULL;
 COMMENT ON FUNCTION machine_state_private.uuid_v7() IS NULL;
+COMMENT ON FUNCTION machine_state_private.uuid_v7_bound(timestamptz) IS NULL;
 
 DO $$
 DECLARE

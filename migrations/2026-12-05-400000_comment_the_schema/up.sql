@@ -73,13 +73,15 @@ COMMENT ON COLUMN machine_state.failure_description IS
 'What went wrong: set in `error` (I4: not blank, at most 4096 characters), NULL in every other state.';
 COMMENT ON COLUMN machine_state.updated_at IS
 'When this row was last written (a transition or a repair).';
+COMMENT ON COLUMN machine_state.history_head IS
+'The operation id of the machine''s latest `machine_state_transitions` entry, where its chain ends (I6); kept by the trigger `machine_state_transitions_link`, for every writer.';
 
 ----------------------------------------------------------------------------
 -- machine_state_transitions
 COMMENT ON TABLE machine_state_transitions IS
 'The history: one entry per transition, registration and repair, appended in the same transaction as the two rows it describes and never updated.
 
-A machine''s entries form one unbroken chain, each `from_state` the previous `to_state`, and the latest holds its current state (I6). The client''s `operation_id` is unique, so an operation whose COMMIT outcome was lost is resolved by looking it up, and a retry applies at most once. Pruning by age keeps each machine''s latest entry.';
+A machine''s entries form one unbroken chain, each `from_state` the previous `to_state`, and the latest holds its current state (I6). The client''s `operation_id` is unique, so an operation whose COMMIT outcome was lost is resolved by looking it up, and a retry applies at most once. Partitioned by `operation_id`, one partition per UTC day of UUIDv7 ids (`machine_state_transitions_pYYYYMMDD`: `machine_state_prepare_history` creates them ahead, `machine_state_prune_history` drops them behind) and `machine_state_transitions_default` for every other id; pruning keeps each machine''s latest entry. Each entry names the machine''s previous one (`previous_operation_id`), and `machine_state.history_head` its latest.';
 COMMENT ON COLUMN machine_state_transitions.id IS
 'The order in which the entries were written.';
 COMMENT ON COLUMN machine_state_transitions.machine_id IS
@@ -102,6 +104,8 @@ COMMENT ON COLUMN machine_state_transitions.isolation_level IS
 '`transaction_isolation` when it was written: `repeatable read` for the crate''s write path; the SQL functions, which lock the rows instead, record their caller''s level (`read committed` through PostgREST).';
 COMMENT ON COLUMN machine_state_transitions.verb IS
 'The transition recorded: `start`, `complete`, `stop`, `fail`, `reset`, `bring_online`, `take_offline`, `create` or `repair`; NULL on entries written before migration 2026-12-05-100000.';
+COMMENT ON COLUMN machine_state_transitions.previous_operation_id IS
+'The operation id of the machine''s previous entry, whose `to_state` is this one''s `from_state` (I6); NULL on its first entry and on entries written before migration 2026-12-05-300000. Set by the trigger `machine_state_transitions_link`.';
 
 ----------------------------------------------------------------------------
 -- The transitions, for callers that are not the crate's Rust write path.
@@ -138,6 +142,15 @@ COMMENT ON FUNCTION machine_state_invariants_enforced() IS
 'Whether enforcement is on (both triggers enabled). Read by `machine-state doctor` and `watch` (the gauge `machine_state_invariants_enforced`).';
 
 ----------------------------------------------------------------------------
+-- The history's chain and partitions.
+COMMENT ON FUNCTION machine_state_transitions_link() IS
+'Trigger function of `machine_state_transitions_link` (BEFORE INSERT on `machine_state_transitions`, whoever writes): links the entry to the machine''s previous one (`previous_operation_id`) and makes it `machine_state.history_head`, under the `machine_state` row''s lock. Raises nothing of its own.';
+COMMENT ON FUNCTION machine_state_prepare_history(integer, timestamptz) IS
+'Creates the history''s missing daily partitions (`machine_state_transitions_pYYYYMMDD`) from `p_from`''s UTC day to `p_days_ahead` days after it, each with no privileges of its own and the read policy; returns their names. Run daily by the migration owner (`machine-state prune-history`, which prepares the coming days; `machine_state::history::prepare_history`). SQLSTATEs: MS005 `p_days_ahead` outside 0–366; 42501 for other roles.';
+COMMENT ON FUNCTION machine_state_prune_history(interval, integer) IS
+'Removes the history entries older than `p_older_than` (at least 1 day) but each machine''s latest, so every chain still ends in the current state (I6): whole daily partitions are detached and dropped, the rest deleted in batches of `p_batch`; returns how many entries were removed. Run by the migration owner (`machine-state prune-history`, `machine_state::history::prune_history`). SQLSTATEs: MS005 a window under 1 day or an empty batch; 42501 for other roles.';
+
+----------------------------------------------------------------------------
 -- Roles.
 COMMENT ON FUNCTION machine_state_grant_application(regrole) IS
 'Grants an application role what it needs and nothing more: USAGE on the schema, SELECT on the three tables, EXECUTE on `machine_state_transition` and the `atomic_*` functions; records it in `machine_state_private.application_grants`, returns each statement, and warns if the role can still write the tables through grants made elsewhere. Run by the migration owner (`machine-state grant`, sql/roles.sql). SQLSTATEs: MS005 no role given; 42501 for other roles.';
@@ -148,3 +161,5 @@ COMMENT ON FUNCTION machine_state_revoke_application(regrole) IS
 -- Bookkeeping.
 COMMENT ON FUNCTION machine_state_private.uuid_v7() IS
 'A new time-ordered UUID (version 7), as the crate makes them: the default operation id of `machine_state_transition`, so the history''s unique index is appended to.';
+COMMENT ON FUNCTION machine_state_private.uuid_v7_bound(timestamptz) IS
+'The smallest UUIDv7 of the millisecond `p_at`: the bound of a daily partition of the history (`machine_state_prepare_history`, `machine_state_prune_history`).';

@@ -28,8 +28,8 @@ BEGIN
         SELECT 'SELECT', 'TABLE', quote_ident(c.relname), NULL, c.oid::regclass, NULL,
                coalesce(c.relacl, acldefault('r', c.relowner))
         FROM pg_class c
-        WHERE c.relnamespace = v_schema AND c.relkind = 'r'
-          AND c.relname IN ('machines', 'machine_state', 'machine_state_transitions',
+        WHERE c.relnamespace = v_schema AND c.relkind IN ('r', 'p')
+          AND c.relname IN ('machines', 'machine_state', 'machine_state_transitions', 'machine_state_transitions_default',
                             '__diesel_schema_migrations')
         UNION ALL
         SELECT 'EXECUTE', 'FUNCTION', p.oid::regprocedure::text, NULL, NULL, p.oid::regprocedure,

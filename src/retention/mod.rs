@@ -1,11 +1,19 @@
 //! Retention of the transition history, which otherwise grows forever (a plant
 //! of 1000 machines writes tens of millions of rows a year).
 //!
-//! [`prune_history`] deletes entries older than a window, in batches of
-//! autocommit statements (short locks, no long transaction holding back
-//! vacuum), oldest first, and never a machine's latest entry: the history of
-//! every machine stays one unbroken chain that ends in its current state (I6),
-//! only shorter.
+//! The history is partitioned by operation id, one partition per UTC day of
+//! UUIDv7 ids (migration `2026-12-05-300000`). [`prune_history`] detaches and
+//! drops the daily partitions wholly older than a window (no row is deleted
+//! one by one: seconds and next to no WAL for millions of entries), after
+//! putting each machine's latest entry among them back into the default
+//! partition, so the history of every machine stays one unbroken chain that
+//! ends in its current state (I6), only shorter. Entries of the default
+//! partition (written before the partitioning, or with ids outside the daily
+//! ranges) are deleted in batches. [`prepare_history`] creates the coming
+//! days' partitions ahead: schedule both daily (`pg_cron` can call the SQL
+//! functions `machine_state_prepare_history()` and
+//! `machine_state_prune_history(interval)` directly); a write never fails for
+//! want of a partition, it lands in the default one.
 //!
 //! **At most once holds inside the window.** The operation id of a pruned
 //! entry is forgotten: an operation retried after its entry was pruned is
@@ -18,7 +26,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_query;
-use diesel::sql_types::{BigInt, Double};
+use diesel::sql_types::{BigInt, Double, Integer, Text};
 
 use crate::error::Error;
 
@@ -34,13 +42,13 @@ struct Deleted {
     deleted: i64,
 }
 
-/// Delete the history entries older than `older_than`, except each machine's
-/// latest one, in batches of at most `batch` entries (each its own
-/// statement); returns how many were deleted.
+/// Remove the history entries older than `older_than`, except each machine's
+/// latest one: the daily partitions wholly older than the window are dropped,
+/// the default partition's entries deleted in batches of at most `batch`;
+/// returns how many were removed. One transaction.
 ///
-/// Run it as the owner of the tables (no other role may delete history), on a
-/// schedule (e.g. daily); a large first run can be spread out by calling it
-/// with decreasing windows.
+/// Run it as the owner of the tables (no other role may remove history), on a
+/// schedule (e.g. daily).
 ///
 /// # Errors
 ///
@@ -65,18 +73,51 @@ pub fn prune_history(
             "a batch must delete at least one entry".into(),
         ));
     }
-    let mut total = 0;
-    loop {
-        let deleted = sql_query(include_str!("prune.sql"))
-            .bind::<Double, _>(older_than.as_secs_f64())
-            .bind::<BigInt, _>(i64::from(batch))
-            .get_result::<Deleted>(conn)
-            .map_err(|error| crate::connection::mark_broken_if_gone(conn, error))
-            .map_err(crate::migrations::explain_missing_tables)?
-            .deleted;
-        total += u64::try_from(deleted).unwrap_or(0);
-        if deleted < i64::from(batch) {
-            return Ok(total);
-        }
-    }
+    let batch = i32::try_from(batch).map_err(|_| {
+        Error::InvalidInput(format!("a batch must be at most {} entries", i32::MAX))
+    })?;
+    let deleted = sql_query(include_str!("prune.sql"))
+        .bind::<Double, _>(older_than.as_secs_f64())
+        .bind::<Integer, _>(batch)
+        .get_result::<Deleted>(conn)
+        .map_err(|error| crate::connection::mark_broken_if_gone(conn, error))
+        .map_err(crate::migrations::explain_missing_tables)?
+        .deleted;
+    Ok(u64::try_from(deleted).unwrap_or(0))
+}
+
+#[derive(QueryableByName)]
+struct Prepared {
+    #[diesel(sql_type = Text)]
+    partition: String,
+}
+
+/// Create the history's daily partitions from today (UTC) to `days_ahead`
+/// days after it, those missing; returns the names of those created. Run it
+/// as the owner of the tables, daily, with a margin (the default of
+/// `machine_state_prepare_history` is 7 days): a transition on a day without
+/// its partition still succeeds, in the default partition, whose entries
+/// cost a row-by-row delete at retention.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] when `days_ahead` is over 366;
+/// [`Error::NotMigrated`] and database errors otherwise.
+pub fn prepare_history(conn: &mut PgConnection, days_ahead: u32) -> Result<Vec<String>, Error> {
+    let days = i32::try_from(days_ahead)
+        .ok()
+        .filter(|days| *days <= 366)
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "partitions can be prepared at most 366 days ahead, got {days_ahead}"
+            ))
+        })?;
+    Ok(sql_query(include_str!("prepare.sql"))
+        .bind::<Integer, _>(days)
+        .load::<Prepared>(conn)
+        .map_err(|error| crate::connection::mark_broken_if_gone(conn, error))
+        .map_err(crate::migrations::explain_missing_tables)?
+        .into_iter()
+        .map(|prepared| prepared.partition)
+        .collect())
 }

@@ -1,18 +1,5 @@
--- One batch of the history's retention: delete at most $2 entries older than
--- $1 seconds, oldest first, but never a machine's latest entry (the history
--- must end in the current state: I6). Returns the number deleted.
-WITH doomed AS (
-    SELECT t.id
-    FROM machine_state_transitions t
-    WHERE t.transitioned_at < now() - make_interval(secs => $1)
-      AND t.id < (SELECT max(latest.id) FROM machine_state_transitions latest
-                  WHERE latest.machine_id = t.machine_id)
-    ORDER BY t.id
-    LIMIT $2
-),
-deleted AS (
-    DELETE FROM machine_state_transitions
-    WHERE id IN (SELECT id FROM doomed)
-    RETURNING 1
-)
-SELECT count(*) AS deleted FROM deleted
+-- The history's retention ($1: the window in seconds, $2: the batch of the
+-- default partition's deletes): machine_state_prune_history (migration
+-- 2026-12-05-300000) drops the daily partitions wholly older than the
+-- window, keeping each machine's latest entry. Returns the number removed.
+SELECT machine_state_prune_history(make_interval(secs => $1), $2::integer) AS deleted

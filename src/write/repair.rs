@@ -7,7 +7,6 @@ use uuid::Uuid;
 use crate::connection::lost_race;
 use crate::error::Error;
 use crate::pair::Pair;
-use crate::schema::machine_state_transitions;
 use crate::sql_file::SqlFile;
 use crate::state::State;
 
@@ -17,6 +16,13 @@ pub(crate) struct Repaired<'a> {
     pub process_id: Option<Uuid>,
     /// The failure description, when the state is `error`.
     pub description: Option<&'a str>,
+}
+
+/// The state a machine's history ends in (`last_state.sql`).
+#[derive(QueryableByName)]
+struct LastState {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    to_state: Option<String>,
 }
 
 /// Write a repaired pair (see [`crate::repair`] for the policy): both rows and
@@ -33,12 +39,10 @@ pub(crate) fn repair(
         if Pair::load(conn, id)?.as_ref() != Some(read) {
             return Ok(false);
         }
-        let last_state: Option<String> = machine_state_transitions::table
-            .filter(machine_state_transitions::machine_id.eq(id))
-            .order(machine_state_transitions::id.desc())
-            .select(machine_state_transitions::to_state)
-            .first(conn)
-            .optional()?;
+        let last_state = diesel::sql_query(include_str!("last_state.sql"))
+            .bind::<diesel::sql_types::Uuid, _>(id)
+            .get_result::<LastState>(conn)?
+            .to_state;
         Repair::with((
             id,
             repaired.state.as_str(),

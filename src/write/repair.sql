@@ -31,6 +31,13 @@ WITH machine_row AS (
     WHERE NOT EXISTS (SELECT FROM machine_state WHERE machine_id = $1)
     RETURNING machine_id
 )
+-- The entry is inserted after the state row is written (it reads the state
+-- CTEs): the history's BEFORE INSERT trigger then updates that row's
+-- `history_head` (migration 2026-12-05-300000), which the CTE could not
+-- update again in the same statement.
 INSERT INTO machine_state_transitions
     (machine_id, from_state, to_state, process_id, description, operation_id, kind, verb)
-VALUES ($1, $5, $2, $3, $6, $7, 'repair', 'repair')
+SELECT $1, $5, $2, $3, $6, $7, 'repair', 'repair'
+FROM (SELECT machine_id FROM updated_state
+      UNION ALL
+      SELECT machine_id FROM inserted_state) state_row

@@ -131,14 +131,23 @@ fn explain_afresh(
     })
 }
 
-/// The success path's insert met an operation id already in the history.
+/// The success path's insert met an operation id already in the history:
+/// the unique index on the operation ids of one of the history's partitions
+/// (`machine_state_transitions_default_operation_id_key`,
+/// `machine_state_transitions_p20261205_operation_id_key`, ...; PostgreSQL
+/// names the partition's index, not the parent's).
 fn operation_id_taken(error: &DieselError) -> bool {
     matches!(error, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
-        if info.constraint_name() == Some(OPERATION_ID_KEY))
+        if info.table_name().is_some_and(|table| table.starts_with(HISTORY))
+            && info.constraint_name().is_some_and(|key| key.starts_with(HISTORY)
+                && key.ends_with(OPERATION_ID_KEY)))
 }
 
-/// The unique index on the history's operation ids.
-const OPERATION_ID_KEY: &str = "machine_state_transitions_operation_id_key";
+/// The history, and the prefix of its partitions' names.
+const HISTORY: &str = "machine_state_transitions";
+
+/// The suffix of the unique indexes on the history's operation ids.
+const OPERATION_ID_KEY: &str = "_operation_id_key";
 
 /// The one row `diagnosis.sql` returns.
 #[derive(Queryable)]

@@ -155,8 +155,17 @@ fn prune_history_as_a_command() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("deleted 1 history entries"), "{out:?}");
+    // the migration prepared tomorrow's partition on: today's is created
+    let today = format!(
+        "machine_state_transitions_p{}",
+        chrono::Utc::now().format("%Y%m%d")
+    );
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("deleted 1 history entries"),
+        stdout.contains(&format!(
+            "prepared 1 daily partitions up to 7 days ahead: {today}"
+        )),
         "{out:?}"
     );
     let refused = assert_cmd::Command::cargo_bin("machine-state")
@@ -171,4 +180,81 @@ fn prune_history_as_a_command() {
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+}
+
+/// An operation id of `days` days ago (a UUIDv7 of that time), distinct by
+/// `n`.
+fn operation_days_ago(days: u64, n: u16) -> Uuid {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        - Duration::from_secs(days * 24 * 60 * 60);
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, at.as_secs(), u32::from(n) * 1_000_000);
+    Uuid::new_v7(ts)
+}
+
+/// The number of daily partitions of the history.
+fn daily_partitions(conn: &mut diesel::PgConnection) -> i64 {
+    use diesel::prelude::*;
+    diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'machine_state_transitions'::regclass \
+         AND inhrelid <> 'machine_state_transitions_default'::regclass",
+    )
+    .get_result(conn)
+    .unwrap()
+}
+
+#[test]
+fn pruning_drops_whole_daily_partitions_but_keeps_each_machines_latest_entry() {
+    use diesel::prelude::*;
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let moved = Machine::<Idle>::create(conn, Uuid::new_v4()).unwrap().id();
+    let still = Machine::<Idle>::create(conn, Uuid::new_v4()).unwrap().id();
+    // Their registrations are 100 days old; the partitions of 40 to 38 days
+    // ago get one recipe of each machine, with operation ids of that time.
+    age(conn, moved, 100);
+    age(conn, still, 100);
+    let before = daily_partitions(conn);
+    conn.batch_execute("SELECT machine_state_prepare_history(2, now() - interval '40 days')")
+        .unwrap();
+    assert_eq!(daily_partitions(conn), before + 3);
+    for (n, machine) in [(0u16, moved), (2, still)] {
+        let process = Uuid::new_v4();
+        for (k, (from, to)) in [("idle", "processing"), ("processing", "idle")]
+            .into_iter()
+            .enumerate()
+        {
+            diesel::sql_query("SELECT 1 FROM machine_state_transition($1, $2, $3, $4, NULL, $5)")
+                .bind::<diesel::sql_types::Uuid, _>(machine)
+                .bind::<diesel::sql_types::Text, _>(from)
+                .bind::<diesel::sql_types::Text, _>(to)
+                .bind::<diesel::sql_types::Uuid, _>(process)
+                .bind::<diesel::sql_types::Uuid, _>(operation_days_ago(40, n + k as u16))
+                .execute(conn)
+                .unwrap();
+        }
+    }
+    let kept = history(conn, still).unwrap().pop().unwrap();
+    // One machine moves today: its entries of 40 days ago all go.
+    let AnyMachine::Idle(machine) = AnyMachine::load(conn, moved).unwrap() else {
+        panic!("expected an idle machine");
+    };
+    machine.take_offline(conn).unwrap();
+
+    // 2 registrations (default partition, row by row) + 2 entries of
+    // `moved` + 1 of `still` (whole partition); `still`'s latest stays.
+    assert_eq!(prune_history(conn, 30 * DAY, 1000).unwrap(), 5);
+    assert_eq!(
+        daily_partitions(conn),
+        before,
+        "the partitions of 40 to 38 days ago are dropped"
+    );
+    assert_eq!(history(conn, still).unwrap(), vec![kept.clone()]);
+    assert_eq!(find_operation(conn, kept.operation_id).unwrap(), Some(kept));
+    let moved_history = history(conn, moved).unwrap();
+    assert_eq!(moved_history.len(), 1);
+    assert_eq!(moved_history[0].to_state, "offline");
+    assert_consistent(conn, moved);
+    assert_consistent(conn, still);
 }

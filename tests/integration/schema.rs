@@ -11,7 +11,8 @@
 //!
 //! (the habit of rust-analyzer's generated files and trybuild's
 //! `TRYBUILD=overwrite`). `src/schema.rs` itself is written by `diesel
-//! print-schema` (diesel.toml, `with_docs`); its docs are checked here.
+//! print-schema` (diesel.toml, `with_docs`; `sql/print_schema.sql` says how);
+//! its docs are checked here.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -363,8 +364,8 @@ fn schema_rs_docs_are_the_database_comments() {
     assert!(
         differ.is_empty(),
         "src/schema.rs is not what `diesel print-schema` prints for the migrated tables \
-         (regenerate it: `diesel migration run` on a fresh database, diesel.toml has \
-         `with_docs`):\n{}",
+         (regenerate it with `diesel print-schema` on a scratch database: \
+         `sql/print_schema.sql` says how):\n{}",
         differ.join("\n")
     );
 }

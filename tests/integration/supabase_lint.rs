@@ -52,13 +52,22 @@ fn plpgsql_check_finds_nothing_in_our_functions_on_an_adopted_project() {
     assert_eq!(plpgsql_check_findings(&db), Vec::<String>::new());
 }
 
-/// Splinter's rules (`splinter.sql`) over the whole database: every finding.
+/// Splinter's rules (`splinter.sql`) over the whole database: every finding
+/// but one kept on purpose: the history's daily partitions have no index on
+/// `machine_id` (migration 2026-12-05-300000: that index cost a full-page
+/// image per transition once the history was long; a machine's entries are
+/// found by their chain), so their foreign key to `machines` is unindexed
+/// (0001) and deleting a machine reads them whole.
 pub(crate) fn splinter_findings(conn: &mut PgConnection) -> Vec<String> {
     sql_query(include_str!("splinter.sql"))
         .load::<Value>(conn)
         .unwrap()
         .into_iter()
         .map(|v| v.value)
+        .filter(|f| {
+            !(f.starts_with("0001 unindexed_foreign_keys: public.machine_state_transitions_p")
+                && f.ends_with(" machine_state_transitions_machine_id_fkey"))
+        })
         .collect()
 }
 

@@ -387,21 +387,30 @@ pub(crate) enum Command {
         json: bool,
     },
 
-    /// Delete history entries older than a window (retention).
+    /// Remove history entries older than a window (retention), then create
+    /// the coming days' partitions.
     ///
-    /// Keeps each machine's latest entry, so every history still ends in the
-    /// machine's state. An operation id older than the window is forgotten: a
-    /// retry of it after pruning may apply again. Run it as the owner of the
-    /// tables, e.g. daily.
+    /// Drops the history's daily partitions wholly older than the window
+    /// (seconds and next to no WAL, whatever their size) and keeps each
+    /// machine's latest entry, so every history still ends in the machine's
+    /// state. An operation id older than the window is forgotten: a retry of
+    /// it after pruning may apply again. Run it as the owner of the tables,
+    /// daily.
     PruneHistory {
         /// The retention window, e.g. `90days`; at least `1day`.
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         older_than: Duration,
-        /// At most this many entries per statement (each its own
-        /// transaction); defaults to 10000.
+        /// At most this many entries of the default partition (entries from
+        /// before the partitioning, ids outside the daily ranges) per
+        /// delete; defaults to 10000.
         #[arg(long, default_value_t = machine_state::history::DEFAULT_BATCH,
               value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,
+        /// Then create the daily partitions from today to this many days
+        /// ahead, those missing (at most 366).
+        #[arg(long, value_name = "DAYS", default_value_t = 7,
+              value_parser = clap::value_parser!(u32).range(0..=366))]
+        prepare_days: u32,
     },
 
     /// Check who can reach the tables and functions (a security check).

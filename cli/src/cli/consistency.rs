@@ -259,11 +259,19 @@ pub(crate) fn prune_history(
     conn: &mut PgConnection,
     older_than: Duration,
     batch: u32,
+    prepare_days: u32,
 ) -> Result<Exit, CliError> {
     let deleted = machine_state::history::prune_history(conn, older_than, batch)?;
     output::line(format_args!(
         "deleted {deleted} history entries older than {} (each machine's latest kept)",
         humantime::format_duration(older_than)
+    ))?;
+    let prepared = machine_state::history::prepare_history(conn, prepare_days)?;
+    output::line(format_args!(
+        "prepared {} daily partitions up to {prepare_days} days ahead{}{}",
+        prepared.len(),
+        if prepared.is_empty() { "" } else { ": " },
+        prepared.join(", ")
     ))?;
     Ok(Exit::Success)
 }

@@ -129,9 +129,11 @@ fn dispatch(
             fix,
             undo_fix,
         } => consistency::doctor(&mut connect()?, json, fix, undo_fix),
-        Command::PruneHistory { older_than, batch } => {
-            consistency::prune_history(&mut connect()?, older_than, batch)
-        }
+        Command::PruneHistory {
+            older_than,
+            batch,
+            prepare_days,
+        } => consistency::prune_history(&mut connect()?, older_than, batch, prepare_days),
         Command::Stuck { older_than, json } => {
             consistency::stuck(&mut connect()?, older_than, json)
         }

@@ -1,0 +1,65 @@
+-- The current definition of machine_state_prepare_history, as the migrations leave it
+-- (`pg_get_functiondef`, PostgreSQL 15). Generated: do not edit; change it
+-- with a new migration, then regenerate this file with
+--   MACHINE_STATE_BLESS=1 cargo test --test integration -- schema::
+
+CREATE OR REPLACE FUNCTION public.machine_state_prepare_history(p_days_ahead integer DEFAULT 7, p_from timestamp with time zone DEFAULT now())
+ RETURNS SETOF text
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    -- The history's schema (the pinned search_path starts with pg_catalog).
+    v_schema name := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.oid = 'machine_state_transitions'::regclass);
+    v_day date;
+    v_low uuid;
+    v_high uuid;
+    v_name text;
+    v_table regclass;
+    g record;
+BEGIN
+    IF p_days_ahead IS NULL OR p_days_ahead < 0 OR p_days_ahead > 366 THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS005',
+            MESSAGE = format('days ahead must be between 0 and 366, got %s', coalesce(p_days_ahead::text, 'NULL'));
+    END IF;
+    -- One at a time (a scheduled run and the command, say); neither reads
+    -- nor writes of the history wait for it.
+    LOCK TABLE machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
+    FOR v_offset IN 0..p_days_ahead LOOP
+        v_day := (p_from AT TIME ZONE 'UTC')::date + v_offset;
+        v_name := 'machine_state_transitions_p' || to_char(v_day, 'YYYYMMDD');
+        CONTINUE WHEN to_regclass(format('%I.%I', v_schema, v_name)) IS NOT NULL;
+        v_low := machine_state_private.uuid_v7_bound(v_day::timestamp AT TIME ZONE 'UTC');
+        v_high := machine_state_private.uuid_v7_bound((v_day + 1)::timestamp AT TIME ZONE 'UTC');
+        EXECUTE format('CREATE TABLE %I.%I (LIKE machine_state_transitions INCLUDING DEFAULTS)',
+                       v_schema, v_name);
+        v_table := format('%I.%I', v_schema, v_name)::regclass;
+        -- Entries of that day already in the default partition (a random id
+        -- that happens to fall in it) move to the new one, linked.
+        EXECUTE format(
+            'WITH moved AS (DELETE FROM machine_state_transitions_default
+                            WHERE operation_id >= $1 AND operation_id < $2 RETURNING *)
+             INSERT INTO %s SELECT * FROM moved', v_table)
+        USING v_low, v_high;
+        EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (id)', v_table);
+        EXECUTE format('ALTER TABLE machine_state_transitions ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
+                       v_table, v_low, v_high);
+        -- Read through the parent only: no privileges of its own (default
+        -- privileges, as on Supabase, taken back), row level security on,
+        -- with the parent's read policy (whoever could read it directly
+        -- reads every row, as of the other tables; no policy allows a write).
+        FOR g IN SELECT DISTINCT a.grantee
+                 FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+                 WHERE c.oid = v_table AND a.grantee <> c.relowner LOOP
+            EXECUTE format('REVOKE ALL ON %s FROM %s', v_table,
+                           CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END);
+        END LOOP;
+        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', v_table);
+        EXECUTE format('CREATE POLICY machine_state_read ON %s FOR SELECT USING (true)', v_table);
+        RETURN NEXT v_name;
+    END LOOP;
+END
+$function$;
+
+COMMENT ON FUNCTION public.machine_state_prepare_history(p_days_ahead integer, p_from timestamp with time zone) IS 'Creates the history''s missing daily partitions (`machine_state_transitions_pYYYYMMDD`) from `p_from`''s UTC day to `p_days_ahead` days after it, each with no privileges of its own and the read policy; returns their names. Run daily by the migration owner (`machine-state prune-history`, which prepares the coming days; `machine_state::history::prepare_history`). SQLSTATEs: MS005 `p_days_ahead` outside 0–366; 42501 for other roles.';
