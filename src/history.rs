@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::schema::machine_state_transitions;
+use crate::state::StoredState;
 
 pub use crate::retention::{DEFAULT_BATCH, MIN_RETENTION, prepare_history, prune_history};
 
@@ -21,9 +22,9 @@ pub struct HistoryEntry {
     /// The machine.
     pub machine_id: Uuid,
     /// The state left; `None` on the entry that registered the machine.
-    pub from_state: Option<String>,
+    pub from_state: Option<StoredState>,
     /// The state entered.
-    pub to_state: String,
+    pub to_state: StoredState,
     /// The process started (to `processing`) or ended (from it).
     pub process_id: Option<Uuid>,
     /// The failure description, or the note of a repair.

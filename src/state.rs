@@ -211,7 +211,7 @@ mod tests {
 /// crate does not know (the legacy system wrote `running` and upper-case
 /// `IDLE`). Compares equal to the [`State`] it holds, so
 /// `status.state == State::Processing` reads as it should.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, diesel::deserialize::FromSqlRow)]
 pub enum StoredState {
     /// One of the four states.
     Known(State),
@@ -244,6 +244,16 @@ impl StoredState {
     }
 }
 
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for StoredState {
+    fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        let stored = <String as diesel::deserialize::FromSql<
+            diesel::sql_types::Text,
+            diesel::pg::Pg,
+        >>::from_sql(bytes)?;
+        Ok(StoredState::parse(&stored))
+    }
+}
+
 impl From<State> for StoredState {
     fn from(state: State) -> Self {
         StoredState::Known(state)
@@ -253,6 +263,19 @@ impl From<State> for StoredState {
 impl PartialEq<State> for StoredState {
     fn eq(&self, other: &State) -> bool {
         self.known() == Some(*other)
+    }
+}
+
+impl PartialEq<str> for StoredState {
+    /// The stored string is `other`.
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for StoredState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

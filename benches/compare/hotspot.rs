@@ -376,13 +376,13 @@ fn check_history(
         .collect();
     let chained = history
         .windows(2)
-        .all(|pair| pair[1].from_state.as_deref() == Some(pair[0].to_state.as_str()));
+        .all(|pair| pair[1].from_state.as_ref() == Some(&pair[0].to_state));
     let repeatable = history
         .iter()
         .filter(|entry| entry.kind == "transition")
         .all(|entry| entry.isolation_level == "repeatable read");
     let ends_right = match (AnyMachine::load(conn, id), history.last()) {
-        (Ok(machine), Some(last)) => machine.state().as_str() == last.to_state,
+        (Ok(machine), Some(last)) => last.to_state == machine.state(),
         _ => false,
     };
     Ok((

@@ -97,7 +97,11 @@ pub(crate) fn print_history(conn: &mut PgConnection, machine: Uuid) -> Result<()
     for entry in machine_state::history::history(conn, machine)? {
         println!(
             "  {:>10} -> {:<10} {:<10} {}",
-            entry.from_state.as_deref().unwrap_or("(new)"),
+            entry
+                .from_state
+                .as_ref()
+                .map(machine_state::StoredState::as_str)
+                .unwrap_or("(new)"),
             entry.to_state,
             entry.kind,
             entry.description.as_deref().unwrap_or("")

@@ -239,7 +239,7 @@ fn chain_violations(pair: &Pair, chain: &[HistoryEntry]) -> Vec<String> {
     let id = pair.machine_id;
     let mut found = Vec::new();
     for link in chain.windows(2) {
-        if link[1].from_state.as_deref() != Some(link[0].to_state.as_str()) {
+        if link[1].from_state.as_ref() != Some(&link[0].to_state) {
             found.push(format!(
                 "machine `{id}`: I6: the history goes to `{}`, then from {:?}",
                 link[0].to_state, link[1].from_state
@@ -248,7 +248,7 @@ fn chain_violations(pair: &Pair, chain: &[HistoryEntry]) -> Vec<String> {
     }
     match chain.last() {
         None => found.push(format!("machine `{id}`: I6: no history")),
-        Some(last) if last.to_state != pair.status => found.push(format!(
+        Some(last) if last.to_state.as_str() != pair.status => found.push(format!(
             "machine `{id}`: I6: the history ends in `{}`, `machines` says `{}`",
             last.to_state, pair.status
         )),

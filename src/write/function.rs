@@ -81,8 +81,8 @@ fn explain_refusal(conn: &mut PgConnection, change: &Change<'_>, error: DieselEr
         machine_state: pair.as_ref().and_then(Pair::machine_state_status),
         prior: prior.map(|e| Prior {
             machine_id: e.machine_id,
-            from: e.from_state,
-            to: e.to_state,
+            from: e.from_state.map(|state| state.as_str().to_owned()),
+            to: e.to_state.as_str().to_owned(),
             verb: e.verb,
             at: e.transitioned_at,
         }),

@@ -115,7 +115,12 @@ fn repair_continues_the_history_chain() {
     assert_consistent(conn, idle.id());
     let entries = history(conn, idle.id()).unwrap();
     let last = entries.last().unwrap();
-    assert_eq!(last.from_state.as_deref(), Some("idle"));
+    assert_eq!(
+        last.from_state
+            .as_ref()
+            .map(machine_state::StoredState::as_str),
+        Some("idle")
+    );
     assert_eq!(last.to_state, "offline");
 }
 

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::support::{TestDb, assert_consistent};
 
-/// Walk all eight edges of the transition table, checking after each step.
+/// Walk every edge of the transition table (`TRANSITIONS`, nine), checking after each step.
 pub(crate) fn walk_every_edge(conn: &mut PgConnection, path: WritePath) -> Uuid {
     let offline = Machine::<Offline>::create(conn, Uuid::new_v4())
         .unwrap()

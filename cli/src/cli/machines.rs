@@ -71,7 +71,11 @@ pub(crate) fn show(conn: &mut PgConnection, id: Uuid, json: bool) -> Result<Exit
     ))?;
     output::line("history")?;
     for entry in &view.history {
-        let from = entry.from_state.as_deref().unwrap_or("(new)");
+        let from = entry
+            .from_state
+            .as_ref()
+            .map(machine_state::StoredState::as_str)
+            .unwrap_or("(new)");
         let process = entry
             .process_id
             .map(|p| format!(" process {p}"))
@@ -187,7 +191,11 @@ pub(crate) fn transition(
         if !same {
             return Err(Error::OperationReused(operation_id).into());
         }
-        let from = entry.from_state.as_deref().unwrap_or("(new)");
+        let from = entry
+            .from_state
+            .as_ref()
+            .map(machine_state::StoredState::as_str)
+            .unwrap_or("(new)");
         output::line(format_args!(
             "{id}: {from} -> {}{} (already applied, operation {operation_id})",
             entry.to_state,
@@ -237,7 +245,11 @@ pub(crate) fn operation(
             "entry": entry,
         }))?;
     } else if let Some(entry) = &entry {
-        let from = entry.from_state.as_deref().unwrap_or("(new)");
+        let from = entry
+            .from_state
+            .as_ref()
+            .map(machine_state::StoredState::as_str)
+            .unwrap_or("(new)");
         let verb = entry.verb.as_deref().unwrap_or(&entry.kind);
         output::line(format_args!(
             "operation {operation_id} applied: {verb} of machine {}, {from} -> {}{} at {}",
