@@ -57,7 +57,7 @@
 //!   (55P03), `process_in_use`, `operation_reused`, `not_repeatable_read`,
 //!   `invalid_input`, `unknown_state`; the failures `unknown_outcome` (the
 //!   connection broke in flight: resolve it by operation id),
-//!   `retries_exhausted`, `not_migrated`, `connection_error`,
+//!   `retries_exhausted`, `not_migrated`, `connection_lost`, `connection_error`,
 //!   `database_error` and `other`. [`outcome_label`] is the mapping. Inside
 //!   a caller's transaction a lost race is not retried by the transition but
 //!   by the whole transaction: its outcome is `lost_race`, and

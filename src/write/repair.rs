@@ -25,7 +25,7 @@ struct LastState {
     to_state: Option<String>,
 }
 
-/// Write a repaired pair (see [`crate::repair`] for the policy): both rows and
+/// Write a repaired pair (see [`crate::audit::repair`] for the policy): both rows and
 /// a `repair` history entry, in one REPEATABLE READ transaction, only if the
 /// pair still holds what the audit read. Returns whether it was written.
 pub(crate) fn repair(
