@@ -39,6 +39,51 @@ ALTER SCHEMA machine_state_replaced OWNER TO postgres;
 COMMENT ON SCHEMA machine_state_replaced IS 'legacy functions replaced by machine-state, kept for its down migration; grant no one USAGE';
 
 --
+-- Name: lock_retry(integer, timestamp with time zone, interval, interval, regclass[], text); Type: FUNCTION; Schema: machine_state_private; Owner: postgres
+--
+
+CREATE FUNCTION machine_state_private.lock_retry(p_attempt integer, p_started timestamp with time zone, p_budget interval, p_lock_timeout interval, p_tables regclass[], p_what text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_left interval := p_started + p_budget - clock_timestamp();
+    v_pause interval := least(random() * p_lock_timeout * power(2, least(p_attempt, 16) - 1),
+                              interval '5 seconds');
+    v_holders text;
+BEGIN
+    IF v_left < p_lock_timeout THEN
+        SELECT string_agg(format('backend %s (%s%s)', a.pid,
+                                 coalesce(nullif(a.application_name, '') || ', ', ''),
+                                 coalesce(a.state, 'unknown')), '; ' ORDER BY a.pid)
+        INTO v_holders
+        FROM pg_stat_activity a
+        WHERE a.pid <> pg_backend_pid()
+          AND EXISTS (SELECT FROM pg_locks l
+                      WHERE l.pid = a.pid AND l.granted AND l.locktype = 'relation'
+                        AND (l.relation = ANY (p_tables)
+                             OR l.relation IN (SELECT i.inhrelid FROM pg_inherits i
+                                               WHERE i.inhparent = ANY (p_tables))));
+        RAISE EXCEPTION USING ERRCODE = '55P03',
+            MESSAGE = format('%s gave up after %s attempt(s) in %s: other sessions held the tables'' locks: %s',
+                             p_what, p_attempt,
+                             date_trunc('milliseconds', clock_timestamp() - p_started),
+                             coalesce(v_holders, 'none visible to this role (they may have ended)')),
+            HINT = 'End them (SELECT pg_terminate_backend(pid)) or wait for them, and run it again.';
+    END IF;
+    PERFORM pg_sleep(extract(epoch FROM least(v_pause, v_left - p_lock_timeout)));
+END
+$$;
+
+ALTER FUNCTION machine_state_private.lock_retry(p_attempt integer, p_started timestamp with time zone, p_budget interval, p_lock_timeout interval, p_tables regclass[], p_what text) OWNER TO postgres;
+
+--
+-- Name: FUNCTION lock_retry(p_attempt integer, p_started timestamp with time zone, p_budget interval, p_lock_timeout interval, p_tables regclass[], p_what text); Type: COMMENT; Schema: machine_state_private; Owner: postgres
+--
+
+COMMENT ON FUNCTION machine_state_private.lock_retry(p_attempt integer, p_started timestamp with time zone, p_budget interval, p_lock_timeout interval, p_tables regclass[], p_what text) IS 'Between two attempts of a step whose lock wait timed out (`machine_state_prepare_history`, `machine_state_prune_history`, `machine_state_enforce_invariants`): pauses (jittered, growing, at most 5 s), or raises 55P03 naming the sessions holding `p_tables` (or their partitions) once the budget cannot hold another wait.';
+
+--
 -- Name: uuid_v7(); Type: FUNCTION; Schema: machine_state_private; Owner: postgres
 --
 
@@ -367,6 +412,13 @@ DECLARE
     diverged bigint;
     total bigint;
     example text;
+    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
+                                        '500ms')::interval;
+    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
+                                  '60s')::interval;
+    v_caller_lock_timeout text := current_setting('lock_timeout');
+    v_started timestamptz := clock_timestamp();
+    v_attempt integer := 0;
 BEGIN
     -- The check below must see every committed write, and nothing may diverge
     -- between it and the triggers going on. The lock (which every INSERT,
@@ -380,7 +432,23 @@ BEGIN
                              current_setting('transaction_isolation')),
             HINT = 'call it in autocommit or a READ COMMITTED transaction';
     END IF;
-    LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
+    -- Waiting for the lock (behind a legacy writer stalled between its two
+    -- writes, say) would queue every writer behind this call: each wait is
+    -- limited to machine_state.ddl_lock_timeout (default 500 ms) and tried
+    -- again until machine_state.ddl_budget (default 60 s) is spent.
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
+            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            v_attempt := v_attempt + 1;
+            PERFORM machine_state_private.lock_retry(
+                v_attempt, v_started, v_budget, v_lock_timeout,
+                ARRAY['machines'::regclass, 'machine_state'::regclass], 'enforcing the pair invariants');
+        END;
+    END LOOP;
     SELECT count(*) FILTER (WHERE cardinality(v.broken) > 0),
            count(*),
            min(format('machine `%s`: %s', m.id, array_to_string(v.broken, '; ')))
@@ -407,7 +475,7 @@ ALTER FUNCTION public.machine_state_enforce_invariants() OWNER TO postgres;
 -- Name: FUNCTION machine_state_enforce_invariants(); Type: COMMENT; Schema: public; Owner: postgres
 --
 
-COMMENT ON FUNCTION public.machine_state_enforce_invariants() IS 'Turns enforcement on: from then on PostgreSQL refuses, at COMMIT, any transaction that leaves a machine''s pair inconsistent (MS007). Run once by the migration owner, after the audit shows 0% diverged. SQLSTATEs: MS008 while any pair is diverged (counts them, names one) or inside a REPEATABLE READ transaction; 42501 for other roles.';
+COMMENT ON FUNCTION public.machine_state_enforce_invariants() IS 'Turns enforcement on: from then on PostgreSQL refuses, at COMMIT, any transaction that leaves a machine''s pair inconsistent (MS007). Run once by the migration owner, after the audit shows 0% diverged. Waits for the tables'' locks at most `machine_state.ddl_lock_timeout` (default 500 ms) at a time, retried until `machine_state.ddl_budget` (default 60 s) is spent. SQLSTATEs: MS008 while any pair is diverged (counts them, names one) or inside a REPEATABLE READ transaction; 55P03 the budget spent (the sessions holding the tables named; nothing changed); 42501 for other roles.';
 
 --
 -- Name: machine_state_grant_application(regrole); Type: FUNCTION; Schema: public; Owner: postgres
@@ -711,6 +779,14 @@ DECLARE
     -- The history's schema (the pinned search_path starts with pg_catalog).
     v_schema name := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                       WHERE c.oid = 'machine_state_transitions'::regclass);
+    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
+                                        '500ms')::interval;
+    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
+                                  '60s')::interval;
+    v_caller_lock_timeout text := current_setting('lock_timeout');
+    v_started timestamptz := clock_timestamp();
+    v_attempt integer := 0;
+    v_created text[];
     v_day date;
     v_low uuid;
     v_high uuid;
@@ -722,42 +798,69 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MS005',
             MESSAGE = format('days ahead must be between 0 and 366, got %s', coalesce(p_days_ahead::text, 'NULL'));
     END IF;
-    -- One at a time (a scheduled run and the command, say); neither reads
-    -- nor writes of the history wait for it.
-    LOCK TABLE machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
-    FOR v_offset IN 0..p_days_ahead LOOP
-        v_day := (p_from AT TIME ZONE 'UTC')::date + v_offset;
-        v_name := 'machine_state_transitions_p' || to_char(v_day, 'YYYYMMDD');
-        CONTINUE WHEN to_regclass(format('%I.%I', v_schema, v_name)) IS NOT NULL;
-        v_low := machine_state_private.uuid_v7_bound(v_day::timestamp AT TIME ZONE 'UTC');
-        v_high := machine_state_private.uuid_v7_bound((v_day + 1)::timestamp AT TIME ZONE 'UTC');
-        EXECUTE format('CREATE TABLE %I.%I (LIKE machine_state_transitions INCLUDING DEFAULTS)',
-                       v_schema, v_name);
-        v_table := format('%I.%I', v_schema, v_name)::regclass;
-        -- Entries of that day already in the default partition (a random id
-        -- that happens to fall in it) move to the new one, linked.
-        EXECUTE format(
-            'WITH moved AS (DELETE FROM machine_state_transitions_default
-                            WHERE operation_id >= $1 AND operation_id < $2 RETURNING *)
-             INSERT INTO %s SELECT * FROM moved', v_table)
-        USING v_low, v_high;
-        EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (id)', v_table);
-        EXECUTE format('ALTER TABLE machine_state_transitions ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
-                       v_table, v_low, v_high);
-        -- Read through the parent only: no privileges of its own (default
-        -- privileges, as on Supabase, taken back), row level security on,
-        -- with the parent's read policy (whoever could read it directly
-        -- reads every row, as of the other tables; no policy allows a write).
-        FOR g IN SELECT DISTINCT a.grantee
-                 FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
-                 WHERE c.oid = v_table AND a.grantee <> c.relowner LOOP
-            EXECUTE format('REVOKE ALL ON %s FROM %s', v_table,
-                           CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END);
-        END LOOP;
-        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', v_table);
-        EXECUTE format('CREATE POLICY machine_state_read ON %s FOR SELECT USING (true)', v_table);
-        RETURN NEXT v_name;
+    IF v_lock_timeout <= interval '0' OR v_budget < interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS005',
+            MESSAGE = format('machine_state.ddl_lock_timeout must be positive and machine_state.ddl_budget not negative, got %s and %s',
+                             v_lock_timeout, v_budget);
+    END IF;
+    LOOP
+        BEGIN
+            -- Every lock wait of the attempt limited; the setting, like the
+            -- locks, goes with the subtransaction when it fails.
+            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            v_created := ARRAY[]::text[];
+            -- One at a time (a scheduled run and the command, say); neither
+            -- reads nor writes of the history wait for it.
+            LOCK TABLE machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
+            FOR v_offset IN 0..p_days_ahead LOOP
+                v_day := (p_from AT TIME ZONE 'UTC')::date + v_offset;
+                v_name := 'machine_state_transitions_p' || to_char(v_day, 'YYYYMMDD');
+                CONTINUE WHEN to_regclass(format('%I.%I', v_schema, v_name)) IS NOT NULL;
+                v_low := machine_state_private.uuid_v7_bound(v_day::timestamp AT TIME ZONE 'UTC');
+                v_high := machine_state_private.uuid_v7_bound((v_day + 1)::timestamp AT TIME ZONE 'UTC');
+                EXECUTE format('CREATE TABLE %I.%I (LIKE machine_state_transitions INCLUDING DEFAULTS)',
+                               v_schema, v_name);
+                v_table := format('%I.%I', v_schema, v_name)::regclass;
+                -- Entries of that day already in the default partition (a
+                -- random id that happens to fall in it) move to the new one,
+                -- linked.
+                EXECUTE format(
+                    'WITH moved AS (DELETE FROM machine_state_transitions_default
+                                    WHERE operation_id >= $1 AND operation_id < $2 RETURNING *)
+                     INSERT INTO %s SELECT * FROM moved', v_table)
+                USING v_low, v_high;
+                EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (id)', v_table);
+                -- SHARE UPDATE EXCLUSIVE on the history (held), ACCESS
+                -- EXCLUSIVE on the default partition while it is checked
+                -- for entries of the new range: writes and reads of the
+                -- default partition wait for that, nothing else.
+                EXECUTE format('ALTER TABLE machine_state_transitions ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
+                               v_table, v_low, v_high);
+                -- Read through the parent only: no privileges of its own
+                -- (default privileges, as on Supabase, taken back), row level
+                -- security on, with the parent's read policy (whoever could
+                -- read it directly reads every row, as of the other tables;
+                -- no policy allows a write).
+                FOR g IN SELECT DISTINCT a.grantee
+                         FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+                         WHERE c.oid = v_table AND a.grantee <> c.relowner LOOP
+                    EXECUTE format('REVOKE ALL ON %s FROM %s', v_table,
+                                   CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END);
+                END LOOP;
+                EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', v_table);
+                EXECUTE format('CREATE POLICY machine_state_read ON %s FOR SELECT USING (true)', v_table);
+                v_created := v_created || v_name;
+            END LOOP;
+            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            v_attempt := v_attempt + 1;
+            PERFORM machine_state_private.lock_retry(
+                v_attempt, v_started, v_budget, v_lock_timeout,
+                ARRAY['machine_state_transitions'::regclass], 'preparing the history''s partitions');
+        END;
     END LOOP;
+    RETURN QUERY SELECT unnest(v_created);
 END
 $_$;
 
@@ -767,7 +870,7 @@ ALTER FUNCTION public.machine_state_prepare_history(p_days_ahead integer, p_from
 -- Name: FUNCTION machine_state_prepare_history(p_days_ahead integer, p_from timestamp with time zone); Type: COMMENT; Schema: public; Owner: postgres
 --
 
-COMMENT ON FUNCTION public.machine_state_prepare_history(p_days_ahead integer, p_from timestamp with time zone) IS 'Creates the history''s missing daily partitions (`machine_state_transitions_pYYYYMMDD`) from `p_from`''s UTC day to `p_days_ahead` days after it, each with no privileges of its own and the read policy; returns their names. Run daily by the migration owner (`machine-state prune-history`, which prepares the coming days; `machine_state::history::prepare_history`). SQLSTATEs: MS005 `p_days_ahead` outside 0–366; 42501 for other roles.';
+COMMENT ON FUNCTION public.machine_state_prepare_history(p_days_ahead integer, p_from timestamp with time zone) IS 'Creates the history''s missing daily partitions (`machine_state_transitions_pYYYYMMDD`) from `p_from`''s UTC day to `p_days_ahead` days after it, each with no privileges of its own and the read policy; returns their names. Run daily by the migration owner (`machine-state prune-history`, which prepares the coming days; `machine_state::history::prepare_history`). Every lock wait is limited to `machine_state.ddl_lock_timeout` (default 500 ms) and retried until `machine_state.ddl_budget` (default 60 s) is spent. SQLSTATEs: MS005 `p_days_ahead` outside 0–366; 55P03 the budget spent (the sessions holding the history named; nothing created); 42501 for other roles.';
 
 --
 -- Name: machine_state_prune_history(interval, integer); Type: FUNCTION; Schema: public; Owner: postgres
@@ -780,8 +883,18 @@ CREATE FUNCTION public.machine_state_prune_history(p_older_than interval, p_batc
 DECLARE
     v_cutoff timestamptz := now() - p_older_than;
     v_bound uuid := machine_state_private.uuid_v7_bound(now() - p_older_than);
-    v_part record;
+    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
+                                        '500ms')::interval;
+    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
+                                  '60s')::interval;
+    v_caller_lock_timeout text := current_setting('lock_timeout');
+    v_started timestamptz := clock_timestamp();
+    v_attempt integer := 0;
+    v_parts regclass[];
+    v_part regclass;
+    v_in_parts bigint := 0::bigint;
     v_kept bigint;
+    v_kept_all bigint;
     v_removed bigint := 0::bigint;
     v_count bigint;
 BEGIN
@@ -793,31 +906,45 @@ BEGIN
     IF p_batch IS NULL OR p_batch < 1 THEN
         RAISE EXCEPTION USING ERRCODE = 'MS005', MESSAGE = 'a batch must delete at least one entry';
     END IF;
-    -- Whole daily partitions wholly older than the window: detached (their
-    -- range then falls to the default partition), each machine's latest entry
-    -- among them put back (into the default), the rest dropped with the table.
-    FOR v_part IN
-        SELECT i.inhrelid::regclass AS part,
-               (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::uuid AS high
-        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-        WHERE i.inhparent = 'machine_state_transitions'::regclass
-          AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
-        ORDER BY 2
+    IF v_lock_timeout <= interval '0' OR v_budget < interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS005',
+            MESSAGE = format('machine_state.ddl_lock_timeout must be positive and machine_state.ddl_budget not negative, got %s and %s',
+                             v_lock_timeout, v_budget);
+    END IF;
+    -- 1. One at a time with prepare (SHARE UPDATE EXCLUSIVE on the history:
+    -- neither reads nor writes wait for it), and the daily partitions wholly
+    -- older than the window held still (SHARE: no entry lands in them) so
+    -- that their count is what the drop removes.
     LOOP
-        EXIT WHEN v_part.high > v_bound;
-        EXECUTE format('ALTER TABLE machine_state_transitions DETACH PARTITION %s', v_part.part);
-        -- found from the heads (one probe of the partition's unique index
-        -- each), not by reading the partition
-        EXECUTE format('INSERT INTO machine_state_transitions SELECT d.* FROM machine_state s
-                        JOIN %s d ON d.operation_id = s.history_head', v_part.part);
-        GET DIAGNOSTICS v_kept = ROW_COUNT;
-        EXECUTE format('SELECT count(*) FROM %s', v_part.part) INTO v_count;
-        EXECUTE format('DROP TABLE %s', v_part.part);
-        v_removed := v_removed + v_count - v_kept;
+        BEGIN
+            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            LOCK TABLE machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
+            SELECT coalesce(array_agg(part ORDER BY high), ARRAY[]::regclass[]) INTO v_parts
+            FROM (SELECT i.inhrelid::regclass AS part,
+                         (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::uuid AS high
+                  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = 'machine_state_transitions'::regclass
+                    AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT') daily
+            WHERE high <= v_bound;
+            FOREACH v_part IN ARRAY v_parts LOOP
+                EXECUTE format('LOCK TABLE %s IN SHARE MODE', v_part);
+            END LOOP;
+            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            v_attempt := v_attempt + 1;
+            PERFORM machine_state_private.lock_retry(
+                v_attempt, v_started, v_budget, v_lock_timeout,
+                ARRAY['machine_state_transitions'::regclass], 'pruning the history');
+        END;
     END LOOP;
-    -- The default partition (entries from before the partitioning, and ids
-    -- outside the daily ranges): deleted row by row, in batches, but never a
-    -- machine's latest entry.
+    FOREACH v_part IN ARRAY v_parts LOOP
+        EXECUTE format('SELECT count(*) FROM %s', v_part) INTO v_count;
+        v_in_parts := v_in_parts + v_count;
+    END LOOP;
+    -- 2. The default partition (entries from before the partitioning, and
+    -- ids outside the daily ranges): deleted row by row, in batches, but
+    -- never a machine's latest entry.
     LOOP
         DELETE FROM machine_state_transitions_default
         WHERE id IN (SELECT t.id FROM machine_state_transitions_default t
@@ -829,7 +956,42 @@ BEGIN
         v_removed := v_removed + v_count;
         EXIT WHEN v_count < p_batch;
     END LOOP;
-    RETURN v_removed;
+    -- 3. The old daily partitions, all in one attempt: the state rows of
+    -- the machines whose latest entry is in one of them locked first (in the
+    -- order a transition takes them: no deadlock with one), then each
+    -- partition detached (ACCESS EXCLUSIVE on the history, held to the end:
+    -- from here on only catalog changes and at most one entry per machine),
+    -- those latest entries put back (into the default partition, whose
+    -- range now covers them), the rest dropped with the partition.
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            v_kept_all := 0;
+            FOREACH v_part IN ARRAY v_parts LOOP
+                EXECUTE format('SELECT count(*) FROM (SELECT FROM machine_state s JOIN %s d
+                                ON d.operation_id = s.history_head FOR UPDATE OF s) heads', v_part)
+                INTO v_count;
+            END LOOP;
+            FOREACH v_part IN ARRAY v_parts LOOP
+                EXECUTE format('ALTER TABLE machine_state_transitions DETACH PARTITION %s', v_part);
+                -- found from the heads (one probe of the partition's unique
+                -- index each), not by reading the partition
+                EXECUTE format('INSERT INTO machine_state_transitions SELECT d.* FROM machine_state s
+                                JOIN %s d ON d.operation_id = s.history_head', v_part);
+                GET DIAGNOSTICS v_kept = ROW_COUNT;
+                v_kept_all := v_kept_all + v_kept;
+                EXECUTE format('DROP TABLE %s', v_part);
+            END LOOP;
+            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            v_attempt := v_attempt + 1;
+            PERFORM machine_state_private.lock_retry(
+                v_attempt, v_started, v_budget, v_lock_timeout,
+                ARRAY['machine_state_transitions'::regclass], 'pruning the history');
+        END;
+    END LOOP;
+    RETURN v_removed + v_in_parts - v_kept_all;
 END
 $$;
 
@@ -839,7 +1001,7 @@ ALTER FUNCTION public.machine_state_prune_history(p_older_than interval, p_batch
 -- Name: FUNCTION machine_state_prune_history(p_older_than interval, p_batch integer); Type: COMMENT; Schema: public; Owner: postgres
 --
 
-COMMENT ON FUNCTION public.machine_state_prune_history(p_older_than interval, p_batch integer) IS 'Removes the history entries older than `p_older_than` (at least 1 day) but each machine''s latest, so every chain still ends in the current state (I6): whole daily partitions are detached and dropped, the rest deleted in batches of `p_batch`; returns how many entries were removed. Run by the migration owner (`machine-state prune-history`, `machine_state::history::prune_history`). SQLSTATEs: MS005 a window under 1 day or an empty batch; 42501 for other roles.';
+COMMENT ON FUNCTION public.machine_state_prune_history(p_older_than interval, p_batch integer) IS 'Removes the history entries older than `p_older_than` (at least 1 day) but each machine''s latest, so every chain still ends in the current state (I6): whole daily partitions are detached and dropped, the rest deleted in batches of `p_batch`; returns how many entries were removed. Run by the migration owner (`machine-state prune-history`, `machine_state::history::prune_history`). Every lock wait is limited to `machine_state.ddl_lock_timeout` (default 500 ms) and retried until `machine_state.ddl_budget` (default 60 s) is spent; the history is held exclusively only for the detaches. SQLSTATEs: MS005 a window under 1 day, an empty batch, or a bad setting; 55P03 the budget spent (the sessions holding the history named; nothing removed); 42501 for other roles.';
 
 --
 -- Name: machine_state_relax_invariants(); Type: FUNCTION; Schema: public; Owner: postgres
@@ -849,7 +1011,30 @@ CREATE FUNCTION public.machine_state_relax_invariants() RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+DECLARE
+    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
+                                        '500ms')::interval;
+    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
+                                  '60s')::interval;
+    v_caller_lock_timeout text := current_setting('lock_timeout');
+    v_started timestamptz := clock_timestamp();
+    v_attempt integer := 0;
 BEGIN
+    -- Disabling a trigger locks its table against writes: waited for as in
+    -- machine_state_enforce_invariants.
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
+            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            v_attempt := v_attempt + 1;
+            PERFORM machine_state_private.lock_retry(
+                v_attempt, v_started, v_budget, v_lock_timeout,
+                ARRAY['machines'::regclass, 'machine_state'::regclass], 'relaxing the pair invariants');
+        END;
+    END LOOP;
     ALTER TABLE machines DISABLE TRIGGER machine_state_pair_invariant;
     ALTER TABLE machine_state DISABLE TRIGGER machine_state_pair_invariant;
 END
@@ -861,7 +1046,7 @@ ALTER FUNCTION public.machine_state_relax_invariants() OWNER TO postgres;
 -- Name: FUNCTION machine_state_relax_invariants(); Type: COMMENT; Schema: public; Owner: postgres
 --
 
-COMMENT ON FUNCTION public.machine_state_relax_invariants() IS 'Turns enforcement off (the triggers disabled); run by the migration owner. SQLSTATE 42501 for other roles.';
+COMMENT ON FUNCTION public.machine_state_relax_invariants() IS 'Turns enforcement off (the triggers disabled); run by the migration owner. Waits for the tables'' locks at most `machine_state.ddl_lock_timeout` (default 500 ms) at a time, retried until `machine_state.ddl_budget` (default 60 s) is spent. SQLSTATEs: 55P03 the budget spent (the sessions holding the tables named; nothing changed); 42501 for other roles.';
 
 --
 -- Name: machine_state_revoke_application(regrole); Type: FUNCTION; Schema: public; Owner: postgres
@@ -1557,6 +1742,12 @@ ALTER TABLE public.machine_state_transitions_default ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.machines ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: FUNCTION lock_retry(p_attempt integer, p_started timestamp with time zone, p_budget interval, p_lock_timeout interval, p_tables regclass[], p_what text); Type: ACL; Schema: machine_state_private; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION machine_state_private.lock_retry(p_attempt integer, p_started timestamp with time zone, p_budget interval, p_lock_timeout interval, p_tables regclass[], p_what text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION uuid_v7(); Type: ACL; Schema: machine_state_private; Owner: postgres

@@ -196,6 +196,28 @@ pub enum Error {
         blockers: Vec<crate::migrations::BlockingSession>,
     },
 
+    /// Other sessions (a long read, a transaction left open) held locks that
+    /// a change of the schema's objects needs (preparing or pruning the
+    /// history's partitions, `doctor`'s fixes or their undo) on every attempt
+    /// until the budget was spent
+    /// ([`MigrationOptions`](crate::MigrationOptions)): nothing of it was
+    /// applied. Retry once the sessions are gone (or ended:
+    /// `pg_terminate_backend(pid)`).
+    #[error(
+        "{operation} gave up after {:.1?}, blocked by {}",
+        waited,
+        crate::migrations::blockers::describe(blockers)
+    )]
+    Blocked {
+        /// What gave up: `pruning the history`, `preparing the history's
+        /// partitions`, `fixing the exposures`, `undoing the fixes`.
+        operation: &'static str,
+        /// How long it kept trying.
+        waited: Duration,
+        /// The sessions that held the locks, as far as the role may see them.
+        blockers: Vec<crate::migrations::BlockingSession>,
+    },
+
     /// The embedded PostgreSQL server could not be started or stopped.
     #[error("embedded PostgreSQL: {0}")]
     Server(String),
@@ -212,6 +234,7 @@ impl Error {
             Error::RetriesExhausted { .. }
                 | Error::LockTimeout { .. }
                 | Error::MigrationBlocked { .. }
+                | Error::Blocked { .. }
                 | Error::OutcomeUnknown { .. }
                 | Error::ConnectionLost(_)
                 | Error::Connection(_)

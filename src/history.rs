@@ -10,7 +10,10 @@ use crate::error::Error;
 use crate::schema::machine_state_transitions;
 use crate::state::StoredState;
 
-pub use crate::retention::{DEFAULT_BATCH, MIN_RETENTION, prepare_history, prune_history};
+pub use crate::retention::{
+    DEFAULT_BATCH, MIN_RETENTION, prepare_history, prepare_history_with, prune_history,
+    prune_history_with,
+};
 
 /// One row of `machine_state_transitions`.
 #[derive(Clone, Debug, PartialEq, Eq, Queryable, QueryableByName, Selectable)]

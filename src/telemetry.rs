@@ -158,6 +158,7 @@ pub fn outcome_label(error: &Error) -> &'static str {
         Error::AlreadyExists(_)
         | Error::Migration(_)
         | Error::MigrationBlocked { .. }
+        | Error::Blocked { .. }
         | Error::Server(_) => "other",
     }
 }

@@ -12,6 +12,13 @@ DECLARE
     diverged bigint;
     total bigint;
     example text;
+    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
+                                        '500ms')::interval;
+    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
+                                  '60s')::interval;
+    v_caller_lock_timeout text := current_setting('lock_timeout');
+    v_started timestamptz := clock_timestamp();
+    v_attempt integer := 0;
 BEGIN
     -- The check below must see every committed write, and nothing may diverge
     -- between it and the triggers going on. The lock (which every INSERT,
@@ -25,7 +32,23 @@ BEGIN
                              current_setting('transaction_isolation')),
             HINT = 'call it in autocommit or a READ COMMITTED transaction';
     END IF;
-    LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
+    -- Waiting for the lock (behind a legacy writer stalled between its two
+    -- writes, say) would queue every writer behind this call: each wait is
+    -- limited to machine_state.ddl_lock_timeout (default 500 ms) and tried
+    -- again until machine_state.ddl_budget (default 60 s) is spent.
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
+            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            v_attempt := v_attempt + 1;
+            PERFORM machine_state_private.lock_retry(
+                v_attempt, v_started, v_budget, v_lock_timeout,
+                ARRAY['machines'::regclass, 'machine_state'::regclass], 'enforcing the pair invariants');
+        END;
+    END LOOP;
     SELECT count(*) FILTER (WHERE cardinality(v.broken) > 0),
            count(*),
            min(format('machine `%s`: %s', m.id, array_to_string(v.broken, '; ')))
@@ -46,4 +69,4 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public.machine_state_enforce_invariants() IS 'Turns enforcement on: from then on PostgreSQL refuses, at COMMIT, any transaction that leaves a machine''s pair inconsistent (MS007). Run once by the migration owner, after the audit shows 0% diverged. SQLSTATEs: MS008 while any pair is diverged (counts them, names one) or inside a REPEATABLE READ transaction; 42501 for other roles.';
+COMMENT ON FUNCTION public.machine_state_enforce_invariants() IS 'Turns enforcement on: from then on PostgreSQL refuses, at COMMIT, any transaction that leaves a machine''s pair inconsistent (MS007). Run once by the migration owner, after the audit shows 0% diverged. Waits for the tables'' locks at most `machine_state.ddl_lock_timeout` (default 500 ms) at a time, retried until `machine_state.ddl_budget` (default 60 s) is spent. SQLSTATEs: MS008 while any pair is diverged (counts them, names one) or inside a REPEATABLE READ transaction; 55P03 the budget spent (the sessions holding the tables named; nothing changed); 42501 for other roles.';

@@ -11,8 +11,18 @@ AS $function$
 DECLARE
     v_cutoff timestamptz := now() - p_older_than;
     v_bound uuid := machine_state_private.uuid_v7_bound(now() - p_older_than);
-    v_part record;
+    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
+                                        '500ms')::interval;
+    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
+                                  '60s')::interval;
+    v_caller_lock_timeout text := current_setting('lock_timeout');
+    v_started timestamptz := clock_timestamp();
+    v_attempt integer := 0;
+    v_parts regclass[];
+    v_part regclass;
+    v_in_parts bigint := 0::bigint;
     v_kept bigint;
+    v_kept_all bigint;
     v_removed bigint := 0::bigint;
     v_count bigint;
 BEGIN
@@ -24,31 +34,45 @@ BEGIN
     IF p_batch IS NULL OR p_batch < 1 THEN
         RAISE EXCEPTION USING ERRCODE = 'MS005', MESSAGE = 'a batch must delete at least one entry';
     END IF;
-    -- Whole daily partitions wholly older than the window: detached (their
-    -- range then falls to the default partition), each machine's latest entry
-    -- among them put back (into the default), the rest dropped with the table.
-    FOR v_part IN
-        SELECT i.inhrelid::regclass AS part,
-               (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::uuid AS high
-        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-        WHERE i.inhparent = 'machine_state_transitions'::regclass
-          AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
-        ORDER BY 2
+    IF v_lock_timeout <= interval '0' OR v_budget < interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS005',
+            MESSAGE = format('machine_state.ddl_lock_timeout must be positive and machine_state.ddl_budget not negative, got %s and %s',
+                             v_lock_timeout, v_budget);
+    END IF;
+    -- 1. One at a time with prepare (SHARE UPDATE EXCLUSIVE on the history:
+    -- neither reads nor writes wait for it), and the daily partitions wholly
+    -- older than the window held still (SHARE: no entry lands in them) so
+    -- that their count is what the drop removes.
     LOOP
-        EXIT WHEN v_part.high > v_bound;
-        EXECUTE format('ALTER TABLE machine_state_transitions DETACH PARTITION %s', v_part.part);
-        -- found from the heads (one probe of the partition's unique index
-        -- each), not by reading the partition
-        EXECUTE format('INSERT INTO machine_state_transitions SELECT d.* FROM machine_state s
-                        JOIN %s d ON d.operation_id = s.history_head', v_part.part);
-        GET DIAGNOSTICS v_kept = ROW_COUNT;
-        EXECUTE format('SELECT count(*) FROM %s', v_part.part) INTO v_count;
-        EXECUTE format('DROP TABLE %s', v_part.part);
-        v_removed := v_removed + v_count - v_kept;
+        BEGIN
+            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            LOCK TABLE machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
+            SELECT coalesce(array_agg(part ORDER BY high), ARRAY[]::regclass[]) INTO v_parts
+            FROM (SELECT i.inhrelid::regclass AS part,
+                         (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::uuid AS high
+                  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = 'machine_state_transitions'::regclass
+                    AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT') daily
+            WHERE high <= v_bound;
+            FOREACH v_part IN ARRAY v_parts LOOP
+                EXECUTE format('LOCK TABLE %s IN SHARE MODE', v_part);
+            END LOOP;
+            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            v_attempt := v_attempt + 1;
+            PERFORM machine_state_private.lock_retry(
+                v_attempt, v_started, v_budget, v_lock_timeout,
+                ARRAY['machine_state_transitions'::regclass], 'pruning the history');
+        END;
     END LOOP;
-    -- The default partition (entries from before the partitioning, and ids
-    -- outside the daily ranges): deleted row by row, in batches, but never a
-    -- machine's latest entry.
+    FOREACH v_part IN ARRAY v_parts LOOP
+        EXECUTE format('SELECT count(*) FROM %s', v_part) INTO v_count;
+        v_in_parts := v_in_parts + v_count;
+    END LOOP;
+    -- 2. The default partition (entries from before the partitioning, and
+    -- ids outside the daily ranges): deleted row by row, in batches, but
+    -- never a machine's latest entry.
     LOOP
         DELETE FROM machine_state_transitions_default
         WHERE id IN (SELECT t.id FROM machine_state_transitions_default t
@@ -60,8 +84,43 @@ BEGIN
         v_removed := v_removed + v_count;
         EXIT WHEN v_count < p_batch;
     END LOOP;
-    RETURN v_removed;
+    -- 3. The old daily partitions, all in one attempt: the state rows of
+    -- the machines whose latest entry is in one of them locked first (in the
+    -- order a transition takes them: no deadlock with one), then each
+    -- partition detached (ACCESS EXCLUSIVE on the history, held to the end:
+    -- from here on only catalog changes and at most one entry per machine),
+    -- those latest entries put back (into the default partition, whose
+    -- range now covers them), the rest dropped with the partition.
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            v_kept_all := 0;
+            FOREACH v_part IN ARRAY v_parts LOOP
+                EXECUTE format('SELECT count(*) FROM (SELECT FROM machine_state s JOIN %s d
+                                ON d.operation_id = s.history_head FOR UPDATE OF s) heads', v_part)
+                INTO v_count;
+            END LOOP;
+            FOREACH v_part IN ARRAY v_parts LOOP
+                EXECUTE format('ALTER TABLE machine_state_transitions DETACH PARTITION %s', v_part);
+                -- found from the heads (one probe of the partition's unique
+                -- index each), not by reading the partition
+                EXECUTE format('INSERT INTO machine_state_transitions SELECT d.* FROM machine_state s
+                                JOIN %s d ON d.operation_id = s.history_head', v_part);
+                GET DIAGNOSTICS v_kept = ROW_COUNT;
+                v_kept_all := v_kept_all + v_kept;
+                EXECUTE format('DROP TABLE %s', v_part);
+            END LOOP;
+            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            v_attempt := v_attempt + 1;
+            PERFORM machine_state_private.lock_retry(
+                v_attempt, v_started, v_budget, v_lock_timeout,
+                ARRAY['machine_state_transitions'::regclass], 'pruning the history');
+        END;
+    END LOOP;
+    RETURN v_removed + v_in_parts - v_kept_all;
 END
 $function$;
 
-COMMENT ON FUNCTION public.machine_state_prune_history(p_older_than interval, p_batch integer) IS 'Removes the history entries older than `p_older_than` (at least 1 day) but each machine''s latest, so every chain still ends in the current state (I6): whole daily partitions are detached and dropped, the rest deleted in batches of `p_batch`; returns how many entries were removed. Run by the migration owner (`machine-state prune-history`, `machine_state::history::prune_history`). SQLSTATEs: MS005 a window under 1 day or an empty batch; 42501 for other roles.';
+COMMENT ON FUNCTION public.machine_state_prune_history(p_older_than interval, p_batch integer) IS 'Removes the history entries older than `p_older_than` (at least 1 day) but each machine''s latest, so every chain still ends in the current state (I6): whole daily partitions are detached and dropped, the rest deleted in batches of `p_batch`; returns how many entries were removed. Run by the migration owner (`machine-state prune-history`, `machine_state::history::prune_history`). Every lock wait is limited to `machine_state.ddl_lock_timeout` (default 500 ms) and retried until `machine_state.ddl_budget` (default 60 s) is spent; the history is held exclusively only for the detaches. SQLSTATEs: MS005 a window under 1 day, an empty batch, or a bad setting; 55P03 the budget spent (the sessions holding the history named; nothing removed); 42501 for other roles.';

@@ -10,6 +10,7 @@ use diesel::sql_types::{Array, BigInt, Text};
 
 use super::{Exposure, ExposureKind, exposures};
 use crate::error::Error;
+use crate::migrations::{MigrationOptions, with_lock_retries};
 
 /// One exposure closed by [`fix_exposures`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,16 +33,35 @@ pub struct AppliedFix {
 /// ([`super::LockedOut`]) is the operator's grant, not a fix.
 ///
 /// Run it as the owner of the tables and functions (the role that ran the
-/// migrations).
+/// migrations). Safe while the machines run: its locks are waited for as
+/// [`MigrationOptions::default`] says (see [`fix_exposures_with`]).
 ///
 /// # Errors
 ///
 /// [`Error::NotMigrated`] before the migrations (or their bookkeeping) are
 /// applied; [`Error::Database`] when a statement fails (the role is not the
-/// owner: SQLSTATE 42501), and then nothing is changed.
+/// owner: SQLSTATE 42501), and [`Error::Blocked`] when other sessions held
+/// the tables past the budget; then nothing is changed.
 pub fn fix_exposures(conn: &mut PgConnection) -> Result<Vec<AppliedFix>, Error> {
+    fix_exposures_with(conn, &MigrationOptions::default())
+}
+
+/// [`fix_exposures`], waiting for locks as `options` say. Turning row level
+/// security on (`ALTER TABLE`) and creating a policy take an ACCESS
+/// EXCLUSIVE lock on the table, and PostgreSQL queues every later writer
+/// behind a lock request that waits (for a legacy writer stalled between its
+/// two writes, say): so each attempt waits at most `options.lock_timeout()`
+/// for any one lock, and is tried again until `options.budget()` is spent.
+///
+/// # Errors
+///
+/// As [`fix_exposures`].
+pub fn fix_exposures_with(
+    conn: &mut PgConnection,
+    options: &MigrationOptions,
+) -> Result<Vec<AppliedFix>, Error> {
     require_bookkeeping(conn)?;
-    conn.transaction(|conn| {
+    with_lock_retries(conn, options, "fixing the exposures", |conn| {
         let mut applied = Vec::new();
         for exposure in exposures(conn)? {
             if exposure.fix.is_empty() {
@@ -79,14 +99,30 @@ struct Recorded {
 
 /// Undo every fix [`fix_exposures`] recorded, newest first, in one transaction, and
 /// forget them; returns the statements run (none when nothing is recorded).
+/// Waits for locks as [`MigrationOptions::default`] says (see
+/// [`undo_fixes_with`]).
 ///
 /// # Errors
 ///
 /// [`Error::NotMigrated`] before the migrations are applied;
-/// [`Error::Database`] when a statement fails, and then nothing is changed.
+/// [`Error::Database`] when a statement fails, and [`Error::Blocked`] when
+/// other sessions held the tables past the budget; then nothing is changed.
 pub fn undo_fixes(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
+    undo_fixes_with(conn, &MigrationOptions::default())
+}
+
+/// [`undo_fixes`], waiting for locks as `options` say (as in
+/// [`fix_exposures_with`]).
+///
+/// # Errors
+///
+/// As [`undo_fixes`].
+pub fn undo_fixes_with(
+    conn: &mut PgConnection,
+    options: &MigrationOptions,
+) -> Result<Vec<String>, Error> {
     require_bookkeeping(conn)?;
-    conn.transaction(|conn| {
+    with_lock_retries(conn, options, "undoing the fixes", |conn| {
         let recorded = sql_query(include_str!("recorded_fixes.sql")).load::<Recorded>(conn)?;
         let mut run = Vec::new();
         for fix in recorded {

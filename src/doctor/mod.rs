@@ -17,7 +17,7 @@
 
 mod fix;
 
-pub use fix::{AppliedFix, fix_exposures, undo_fixes};
+pub use fix::{AppliedFix, fix_exposures, fix_exposures_with, undo_fixes, undo_fixes_with};
 
 pub use crate::application_role::{grant_application, revoke_application};
 use diesel::prelude::*;

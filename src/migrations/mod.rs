@@ -1,10 +1,12 @@
 //! The embedded schema migrations (the `migrations/` folder, which the diesel
 //! CLI runs as well), and how they are applied and reverted on a live
 //! database: `options` (the lock timeout and the budget), `runner` (the
-//! attempts), `blockers` (who was in the way).
+//! attempts), `blockers` (who was in the way); `lock_retries`, the same
+//! patience for `doctor`'s fixes.
 
 pub(crate) mod blockers;
 mod export;
+mod lock_retries;
 mod options;
 mod runner;
 
@@ -18,6 +20,7 @@ use crate::error::Error;
 
 pub use blockers::BlockingSession;
 pub use export::pending_migrations_script;
+pub(crate) use lock_retries::with_lock_retries;
 pub use options::MigrationOptions;
 
 /// Every migration of this crate, compiled in.

@@ -22,13 +22,14 @@
 //! minutes) keep their guarantee; the window cannot be shorter than
 //! [`MIN_RETENTION`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{BigInt, Double, Integer, Text};
 
 use crate::error::Error;
+use crate::migrations::MigrationOptions;
 
 /// The shortest retention window [`prune_history`] accepts: one day.
 pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -45,7 +46,9 @@ struct Deleted {
 /// Remove the history entries older than `older_than`, except each machine's
 /// latest one: the daily partitions wholly older than the window are dropped,
 /// the default partition's entries deleted in batches of at most `batch`;
-/// returns how many were removed. One transaction.
+/// returns how many were removed. One transaction, waiting for the history's
+/// locks as patiently as [`MigrationOptions::default`] (see
+/// [`prune_history_with`]).
 ///
 /// Run it as the owner of the tables (no other role may remove history), on a
 /// schedule (e.g. daily).
@@ -53,12 +56,38 @@ struct Deleted {
 /// # Errors
 ///
 /// [`Error::InvalidInput`] (nothing deleted) when `older_than` is shorter
-/// than [`MIN_RETENTION`] or `batch` is 0; [`Error::NotMigrated`] and
-/// database errors otherwise (what earlier batches deleted stays deleted).
+/// than [`MIN_RETENTION`] or `batch` is 0; [`Error::Blocked`] (nothing
+/// deleted) when other sessions held the history past the budget;
+/// [`Error::NotMigrated`] and database errors otherwise.
 pub fn prune_history(
     conn: &mut PgConnection,
     older_than: Duration,
     batch: u32,
+) -> Result<u64, Error> {
+    prune_history_with(conn, older_than, batch, &MigrationOptions::default())
+}
+
+/// [`prune_history`], waiting for the history's locks as `options` say.
+///
+/// Detaching a partition takes an ACCESS EXCLUSIVE lock on the history, and
+/// PostgreSQL queues every later transition behind a lock request that
+/// waits (for a report reading the history, say, or a session left idle in
+/// a transaction). So every lock wait of the run is limited to
+/// `options.lock_timeout()`; a wait that times out rolls that step back (its
+/// locks released: the transitions queued behind it go on) and it is tried
+/// again after a jittered pause, until `options.budget()` is spent. The
+/// detaches come last, after every read and delete of many rows, so the
+/// history is held exclusively only for catalog changes and at most one
+/// entry per machine. A transition stalls at most about the lock timeout.
+///
+/// # Errors
+///
+/// As [`prune_history`].
+pub fn prune_history_with(
+    conn: &mut PgConnection,
+    older_than: Duration,
+    batch: u32,
+    options: &MigrationOptions,
 ) -> Result<u64, Error> {
     if older_than < MIN_RETENTION {
         return Err(Error::InvalidInput(format!(
@@ -76,13 +105,13 @@ pub fn prune_history(
     let batch = i32::try_from(batch).map_err(|_| {
         Error::InvalidInput(format!("a batch must be at most {} entries", i32::MAX))
     })?;
-    let deleted = sql_query(include_str!("prune.sql"))
-        .bind::<Double, _>(older_than.as_secs_f64())
-        .bind::<Integer, _>(batch)
-        .get_result::<Deleted>(conn)
-        .map_err(|error| crate::connection::mark_broken_if_gone(conn, error))
-        .map_err(crate::migrations::explain_missing_tables)?
-        .deleted;
+    let deleted = guarded(conn, options, "pruning the history", |conn| {
+        sql_query(include_str!("prune.sql"))
+            .bind::<Double, _>(older_than.as_secs_f64())
+            .bind::<Integer, _>(batch)
+            .get_result::<Deleted>(conn)
+    })?
+    .deleted;
     Ok(u64::try_from(deleted).unwrap_or(0))
 }
 
@@ -97,13 +126,32 @@ struct Prepared {
 /// as the owner of the tables, daily, with a margin (the default of
 /// `machine_state_prepare_history` is 7 days): a transition on a day without
 /// its partition still succeeds, in the default partition, whose entries
-/// cost a row-by-row delete at retention.
+/// cost a row-by-row delete at retention. Waits for the history's locks as
+/// patiently as [`MigrationOptions::default`] (see [`prepare_history_with`]).
 ///
 /// # Errors
 ///
 /// [`Error::InvalidInput`] when `days_ahead` is over 366;
-/// [`Error::NotMigrated`] and database errors otherwise.
+/// [`Error::Blocked`] (nothing created) when other sessions held the
+/// history past the budget; [`Error::NotMigrated`] and database errors
+/// otherwise.
 pub fn prepare_history(conn: &mut PgConnection, days_ahead: u32) -> Result<Vec<String>, Error> {
+    prepare_history_with(conn, days_ahead, &MigrationOptions::default())
+}
+
+/// [`prepare_history`], waiting for the history's locks as `options` say:
+/// attaching a partition holds the default partition exclusively while it is
+/// checked for entries of the new day, so every lock wait is limited and
+/// retried as in [`prune_history_with`].
+///
+/// # Errors
+///
+/// As [`prepare_history`].
+pub fn prepare_history_with(
+    conn: &mut PgConnection,
+    days_ahead: u32,
+    options: &MigrationOptions,
+) -> Result<Vec<String>, Error> {
     let days = i32::try_from(days_ahead)
         .ok()
         .filter(|days| *days <= 366)
@@ -112,12 +160,51 @@ pub fn prepare_history(conn: &mut PgConnection, days_ahead: u32) -> Result<Vec<S
                 "partitions can be prepared at most 366 days ahead, got {days_ahead}"
             ))
         })?;
-    Ok(sql_query(include_str!("prepare.sql"))
-        .bind::<Integer, _>(days)
-        .load::<Prepared>(conn)
-        .map_err(|error| crate::connection::mark_broken_if_gone(conn, error))
-        .map_err(crate::migrations::explain_missing_tables)?
-        .into_iter()
-        .map(|prepared| prepared.partition)
-        .collect())
+    Ok(guarded(
+        conn,
+        options,
+        "preparing the history's partitions",
+        |conn| {
+            sql_query(include_str!("prepare.sql"))
+                .bind::<Integer, _>(days)
+                .load::<Prepared>(conn)
+        },
+    )?
+    .into_iter()
+    .map(|prepared| prepared.partition)
+    .collect())
+}
+
+/// Run `call` (one of the SQL functions) in a READ COMMITTED transaction
+/// (its steps lock the rows they find as they find them, whatever the
+/// connection's default isolation) whose `machine_state.ddl_lock_timeout`
+/// and `machine_state.ddl_budget` are the options'. A spent budget
+/// (SQLSTATE 55P03) is [`Error::Blocked`], naming the sessions that
+/// held the history.
+fn guarded<T>(
+    conn: &mut PgConnection,
+    options: &MigrationOptions,
+    operation: &'static str,
+    call: impl FnOnce(&mut PgConnection) -> QueryResult<T>,
+) -> Result<T, Error> {
+    let started = Instant::now();
+    let result = conn.build_transaction().read_committed().run(|conn| {
+        sql_query(include_str!("ddl_options.sql"))
+            .bind::<Text, _>(crate::lock::setting(options.lock_timeout()))
+            .bind::<Text, _>(crate::lock::setting(options.budget()))
+            .execute(conn)?;
+        call(conn)
+    });
+    result.map_err(|error| {
+        if crate::lock::timed_out(&error) {
+            return Error::Blocked {
+                operation,
+                waited: started.elapsed(),
+                blockers: crate::migrations::blockers::find(conn, options.lock_timeout()),
+            };
+        }
+        crate::migrations::explain_missing_tables(crate::connection::mark_broken_if_gone(
+            conn, error,
+        ))
+    })
 }

@@ -14,6 +14,7 @@ mod faults;
 mod idempotency;
 mod language;
 mod live_deploy;
+mod live_maintenance;
 mod load;
 mod metrics;
 mod migrations;

@@ -15,7 +15,7 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Move every history entry of `machine` back by `days` (the rows' times
 /// with them, so I5 holds).
-fn age(conn: &mut diesel::PgConnection, machine: Uuid, days: u32) {
+pub(crate) fn age(conn: &mut diesel::PgConnection, machine: Uuid, days: u32) {
     conn.batch_execute(&format!(
         "UPDATE machine_state_transitions
              SET transitioned_at = transitioned_at - interval '{days} days'
@@ -184,7 +184,7 @@ fn prune_history_as_a_command() {
 
 /// An operation id of `days` days ago (a UUIDv7 of that time), distinct by
 /// `n`.
-fn operation_days_ago(days: u64, n: u16) -> Uuid {
+pub(crate) fn operation_days_ago(days: u64, n: u16) -> Uuid {
     let at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -194,7 +194,7 @@ fn operation_days_ago(days: u64, n: u16) -> Uuid {
 }
 
 /// The number of daily partitions of the history.
-fn daily_partitions(conn: &mut diesel::PgConnection) -> i64 {
+pub(crate) fn daily_partitions(conn: &mut diesel::PgConnection) -> i64 {
     use diesel::prelude::*;
     diesel::dsl::sql::<diesel::sql_types::BigInt>(
         "SELECT count(*) FROM pg_inherits WHERE inhparent = 'machine_state_transitions'::regclass \

@@ -377,3 +377,100 @@ fn the_exported_script_applies_with_psql_and_leaves_no_pending_migration() {
     assert_eq!(report.exposures, vec![], "{report:#?}");
     assert!(report.locked_out.is_some());
 }
+
+/// A legacy writer stalled between its two writes: a row of `machines`
+/// locked in an open transaction, named `stalled-executor`; its connection
+/// and pid.
+fn stalled_executor(db: &TestDb) -> (PgConnection, i32) {
+    let mut conn = db.conn();
+    let pid: i32 = value(&mut conn, "SELECT pg_backend_pid()::text AS value")
+        .parse()
+        .unwrap();
+    conn.batch_execute(&format!(
+        "SET application_name = 'stalled-executor';
+         BEGIN;
+         UPDATE machines SET updated_at = updated_at WHERE id = '{IDLE}';"
+    ))
+    .unwrap();
+    (conn, pid)
+}
+
+#[test]
+fn doctor_fix_on_a_live_project_waits_out_a_stalled_writer_and_stalls_no_other() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let db = legacy_supabase_project();
+    assert_eq!(command(&db, &["migrate"]).status.code(), Some(0));
+    // The other executors go on writing, the legacy way, every 20 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, mut conn) = (Arc::clone(&stop), db.conn());
+        std::thread::spawn(move || {
+            let (mut worst, mut writes) = (Duration::ZERO, 0);
+            for state in ["offline", "idle"].iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let began = Instant::now();
+                let at = chrono::Utc::now();
+                let id = OTHER_IDLE.parse().unwrap();
+                machine_state::testing::legacy::write_machines(&mut conn, id, state, None, at)
+                    .unwrap();
+                machine_state::testing::legacy::write_machine_state(
+                    &mut conn, id, state, None, None, at,
+                )
+                .unwrap();
+                worst = worst.max(began.elapsed());
+                writes += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (worst, writes)
+        })
+    };
+
+    // Behind the stalled executor, `--fix` gives up within its budget,
+    // naming it, and fixes nothing.
+    let (mut holder, pid) = stalled_executor(&db);
+    let gave_up = command(
+        &db,
+        &[
+            "doctor",
+            "--fix",
+            "--ddl-lock-timeout",
+            "200ms",
+            "--budget",
+            "1s",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&gave_up.stderr);
+    assert_eq!(gave_up.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: fixing the exposures gave up after")
+            && stderr.contains(&format!("backend {pid} (`stalled-executor`")),
+        "{stderr}"
+    );
+    let report = machine_state::doctor::doctor(&mut db.conn()).unwrap();
+    assert_eq!(report.exposures.len(), 8, "{report:?}");
+
+    // Once it ends (2 s from now), `--fix` applies.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        holder.batch_execute("ROLLBACK").unwrap();
+    });
+    let fixed = command(&db, &["doctor", "--fix"]);
+    release.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (worst, writes) = writer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&fixed.stdout);
+    assert!(stdout.contains("fixed: "), "{stdout}");
+    let report = machine_state::doctor::doctor(&mut db.conn()).unwrap();
+    assert!(report.exposures.is_empty(), "{report:?}");
+    eprintln!("doctor --fix behind a stalled executor: worst legacy write {worst:?}");
+    assert!(writes > 10, "the writer wrote only {writes} times");
+    assert!(
+        worst < Duration::from_secs(2),
+        "a legacy write stalled for {worst:?}"
+    );
+}

@@ -20,9 +20,9 @@ Exit codes:
   1  a transition was refused (illegal from the current state, or another
      transition got there first), or an inconsistency was found (`audit`,
      `repair`, an inconsistent or unknown state in the database), or
-     `migrate`/`rollback` gave up because other sessions held the locks a
-     migration needs past its budget (that migration is not applied; the
-     message names the sessions)
+     `migrate`/`rollback`/`prune-history`/`doctor --fix` gave up because
+     other sessions held the locks it needs past its budget (that step is
+     not applied; the message names the sessions)
   2  bad usage or input (malformed id, unknown machine, invalid message),
      or no usable database (unreachable, not migrated): nothing was applied
   3  the outcome of a transition is unknown (the connection broke while it
@@ -125,14 +125,17 @@ pub(crate) struct DatabaseArgs {
     pub(crate) lock_timeout: Duration,
 }
 
-/// How `migrate` and `rollback` wait for locks other sessions hold.
+/// How `migrate`, `rollback`, `prune-history` and `doctor --fix` wait for
+/// locks other sessions hold.
 #[derive(Clone, Copy, Debug, Args)]
 pub(crate) struct MigrationArgs {
-    /// How long one attempt of a migration waits for any one lock before it
-    /// steps out of the lock queue and tries again later, e.g. `200ms`,
-    /// `2s`. (The global `--lock-timeout` is the transitions'.)
+    /// How long one attempt of a migration (or of preparing or pruning the
+    /// history's partitions, or of `doctor`'s fixes) waits for any one lock before it steps out of
+    /// the lock queue and tries again later, e.g. `200ms`, `2s`. (The global
+    /// `--lock-timeout` is the transitions'.)
     #[arg(
         long,
+        visible_alias = "ddl-lock-timeout",
         value_name = "DURATION",
         env = "MACHINE_STATE_MIGRATION_LOCK_TIMEOUT",
         default_value = "500ms",
@@ -142,7 +145,8 @@ pub(crate) struct MigrationArgs {
 
     /// How long the command keeps trying in all before it gives up (exit
     /// code 1, naming the sessions in its way; the migration it waited for
-    /// is not applied, the ones before it are).
+    /// is not applied, the ones before it are; a prune removes nothing,
+    /// `doctor --fix` fixes nothing).
     #[arg(
         long,
         value_name = "DURATION",
@@ -395,7 +399,10 @@ pub(crate) enum Command {
     /// machine's latest entry, so every history still ends in the machine's
     /// state. An operation id older than the window is forgotten: a retry of
     /// it after pruning may apply again. Run it as the owner of the tables,
-    /// daily.
+    /// daily. Safe while the machines run: every wait for the history's
+    /// locks is limited and retried, as in `migrate`, so a session holding
+    /// the history open stalls no transition for longer than about
+    /// `--migration-lock-timeout`.
     PruneHistory {
         /// The retention window, e.g. `90days`; at least `1day`.
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -411,6 +418,9 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DAYS", default_value_t = 7,
               value_parser = clap::value_parser!(u32).range(0..=366))]
         prepare_days: u32,
+        /// How patiently the history's locks are waited for.
+        #[command(flatten)]
+        patience: MigrationArgs,
     },
 
     /// Check who can reach the tables and functions (a security check).
@@ -438,6 +448,13 @@ pub(crate) enum Command {
         /// Undo every fix `--fix` applied, newest first.
         #[arg(long)]
         undo_fix: bool,
+
+        /// How patiently `--fix` and `--undo-fix` wait for the tables'
+        /// locks (turning row level security on waits for every session
+        /// using the table; a waiting attempt steps out of the queue after
+        /// the lock timeout, so the writers go on).
+        #[command(flatten)]
+        patience: MigrationArgs,
     },
 
     /// Reproduce the legacy race next to this crate, and compare them.

@@ -150,14 +150,15 @@ pub(crate) fn doctor(
     json: bool,
     fix: bool,
     undo_fix: bool,
+    options: &machine_state::MigrationOptions,
 ) -> Result<Exit, CliError> {
     let applied = if fix {
-        machine_state::doctor::fix_exposures(conn)?
+        machine_state::doctor::fix_exposures_with(conn, options)?
     } else {
         Vec::new()
     };
     let undone = if undo_fix {
-        machine_state::doctor::undo_fixes(conn)?
+        machine_state::doctor::undo_fixes_with(conn, options)?
     } else {
         Vec::new()
     };
@@ -260,13 +261,14 @@ pub(crate) fn prune_history(
     older_than: Duration,
     batch: u32,
     prepare_days: u32,
+    options: &machine_state::MigrationOptions,
 ) -> Result<Exit, CliError> {
-    let deleted = machine_state::history::prune_history(conn, older_than, batch)?;
+    let deleted = machine_state::history::prune_history_with(conn, older_than, batch, options)?;
     output::line(format_args!(
         "deleted {deleted} history entries older than {} (each machine's latest kept)",
         humantime::format_duration(older_than)
     ))?;
-    let prepared = machine_state::history::prepare_history(conn, prepare_days)?;
+    let prepared = machine_state::history::prepare_history_with(conn, prepare_days, options)?;
     output::line(format_args!(
         "prepared {} daily partitions up to {prepare_days} days ahead{}{}",
         prepared.len(),

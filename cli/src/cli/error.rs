@@ -107,7 +107,8 @@ impl CliError {
                 | Error::ProcessInUse(_)
                 | Error::RetriesExhausted { .. }
                 | Error::LockTimeout { .. }
-                | Error::MigrationBlocked { .. } => Exit::Refused,
+                | Error::MigrationBlocked { .. }
+                | Error::Blocked { .. } => Exit::Refused,
                 Error::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
                 _ => Exit::BadInput,
             },

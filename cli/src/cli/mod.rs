@@ -128,12 +128,20 @@ fn dispatch(
             json,
             fix,
             undo_fix,
-        } => consistency::doctor(&mut connect()?, json, fix, undo_fix),
+            patience,
+        } => consistency::doctor(&mut connect()?, json, fix, undo_fix, &patience.options()),
         Command::PruneHistory {
             older_than,
             batch,
             prepare_days,
-        } => consistency::prune_history(&mut connect()?, older_than, batch, prepare_days),
+            patience,
+        } => consistency::prune_history(
+            &mut connect()?,
+            older_than,
+            batch,
+            prepare_days,
+            &patience.options(),
+        ),
         Command::Stuck { older_than, json } => {
             consistency::stuck(&mut connect()?, older_than, json)
         }

@@ -338,12 +338,15 @@ fn reconnect(conn: &mut Result<PooledConnection, String>, pool: &Pool) {
     drop(std::mem::replace(conn, Err("reconnecting".into())));
     // A checkout waits at most the pool's 0.6 s; while backends are being
     // killed (and the machine is loaded) a new connection can be killed too:
-    // try a few times, as a service would, before calling it a failure.
-    for _ in 0..10 {
+    // try again, with a short pause, as a service would, before calling it
+    // a failure (10 quick tries in a row were all killed once, on a loaded
+    // machine).
+    for _ in 0..30 {
         *conn = pool.get().map_err(|error| error.to_string());
         if conn.is_ok() {
             return;
         }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
