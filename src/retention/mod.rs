@@ -177,10 +177,10 @@ pub fn prepare_history_with(
 
 /// Run `call` (one of the SQL functions) in a READ COMMITTED transaction
 /// (its steps lock the rows they find as they find them, whatever the
-/// connection's default isolation) whose `machine_state.ddl_lock_timeout`
-/// and `machine_state.ddl_budget` are the options'. A spent budget
-/// (SQLSTATE 55P03) is [`Error::Blocked`], naming the sessions that
-/// held the history.
+/// connection's default isolation; inside the caller's transaction, in a
+/// savepoint of it) whose `machine_state.ddl_lock_timeout` and
+/// `machine_state.ddl_budget` are the options'. A spent budget (SQLSTATE
+/// 55P03) is [`Error::Blocked`], naming the sessions that held the history.
 fn guarded<T>(
     conn: &mut PgConnection,
     options: &MigrationOptions,
@@ -188,13 +188,18 @@ fn guarded<T>(
     call: impl FnOnce(&mut PgConnection) -> QueryResult<T>,
 ) -> Result<T, Error> {
     let started = Instant::now();
-    let result = conn.build_transaction().read_committed().run(|conn| {
+    let body = |conn: &mut PgConnection| {
         sql_query(include_str!("ddl_options.sql"))
             .bind::<Text, _>(crate::lock::setting(options.lock_timeout()))
             .bind::<Text, _>(crate::lock::setting(options.budget()))
             .execute(conn)?;
         call(conn)
-    });
+    };
+    let result = if crate::connection::in_transaction(conn) {
+        conn.transaction(body)
+    } else {
+        conn.build_transaction().read_committed().run(body)
+    };
     result.map_err(|error| {
         if crate::lock::timed_out(&error) {
             return Error::Blocked {

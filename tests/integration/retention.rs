@@ -258,3 +258,30 @@ fn pruning_drops_whole_daily_partitions_but_keeps_each_machines_latest_entry() {
     assert_consistent(conn, moved);
     assert_consistent(conn, still);
 }
+
+#[test]
+fn pruning_and_preparing_inside_the_callers_transaction_work_and_roll_back_with_it() {
+    use machine_state::history::prepare_history;
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let machine = Machine::<Idle>::create(conn, Uuid::new_v4()).unwrap().id();
+    age(conn, machine, 100);
+    conn.batch_execute("SELECT machine_state_prepare_history(0, now() - interval '40 days')")
+        .unwrap();
+    let partitions = daily_partitions(conn);
+    let outcome = diesel::Connection::transaction::<(), Error, _>(conn, |conn| {
+        let created = prepare_history(conn, 0)?;
+        assert_eq!(created.len(), 1, "today's partition");
+        assert_eq!(daily_partitions(conn), partitions + 1);
+        prune_history(conn, 30 * DAY, 1000)?;
+        assert_eq!(
+            daily_partitions(conn),
+            partitions,
+            "one dropped, one created"
+        );
+        Err(Error::InvalidInput("roll back".into()))
+    });
+    assert!(matches!(outcome, Err(Error::InvalidInput(_))));
+    assert_eq!(daily_partitions(conn), partitions, "both rolled back");
+    assert_eq!(history(conn, machine).unwrap().len(), 1);
+}
