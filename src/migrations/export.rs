@@ -25,7 +25,11 @@ struct Version {
 /// one SQL script for the Supabase CLI (`supabase/migrations/`) or its SQL
 /// editor: one transaction that applies each `up.sql` and records it in
 /// diesel's `__diesel_schema_migrations` (created if missing, as diesel
-/// does), so that [`run_migrations`](super::run_migrations) then finds nothing to do. Reads only.
+/// does), so that [`run_migrations`](super::run_migrations) then finds nothing to do. Its
+/// transaction waits at most 500 ms for any lock (`SET LOCAL lock_timeout`),
+/// so that, pasted into the SQL editor of a running project, it fails
+/// (SQLSTATE 55P03, nothing applied) rather than queue every writer behind
+/// a session left in a transaction. Reads only.
 /// `None` when nothing is pending.
 ///
 /// # Errors
@@ -58,7 +62,14 @@ pub fn pending_migrations_script(conn: &mut PgConnection) -> Result<Option<Strin
          -- as the crate's own migration runner records it. Run it as the role that owns the\n\
          -- tables (on Supabase, `postgres`): `supabase/migrations/`, the SQL editor,\n\
          -- or `psql -v ON_ERROR_STOP=1 -f`.\n\
-         BEGIN;\n\n\
+         --\n\
+         -- Safe while the machines run: no lock is waited for longer than 500 ms (a\n\
+         -- waiting lock request would queue every writer of its table behind it). If\n\
+         -- it stops with SQLSTATE 55P03 (lock timeout), nothing was applied: another\n\
+         -- session held a table; run it again, or once that session is gone\n\
+         -- (`machine-state migrate` retries by itself).\n\
+         BEGIN;\n\
+         SET LOCAL lock_timeout = '500ms';\n\n\
          CREATE TABLE IF NOT EXISTS __diesel_schema_migrations (\n\
          \x20      version VARCHAR(50) PRIMARY KEY NOT NULL,\n\
          \x20      run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP\n\

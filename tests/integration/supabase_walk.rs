@@ -474,3 +474,47 @@ fn doctor_fix_on_a_live_project_waits_out_a_stalled_writer_and_stalls_no_other()
         "a legacy write stalled for {worst:?}"
     );
 }
+
+#[test]
+fn the_exported_script_stops_behind_a_stalled_writer_and_applies_nothing() {
+    let db = legacy_supabase_project();
+    let exported = command(&db, &["export-migrations"]);
+    assert_eq!(exported.status.code(), Some(0), "{exported:?}");
+    let script = std::env::temp_dir().join(format!("machine-state-{}.sql", db.name));
+    std::fs::write(&script, &exported.stdout).unwrap();
+    let (mut holder, _) = stalled_executor(&db);
+    let began = std::time::Instant::now();
+    let psql = std::process::Command::new(crate::support::server().bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=verbose",
+        ])
+        .args(["-d", &db.url, "-f"])
+        .arg(&script)
+        // Without a lock timeout of its own the script would wait as long as
+        // the writer stays: cut that at 10 s (SQLSTATE 57014, not 55P03).
+        .env("PGOPTIONS", "-c statement_timeout=10s")
+        .output()
+        .unwrap();
+    let took = began.elapsed();
+    holder.batch_execute("ROLLBACK").unwrap();
+    std::fs::remove_file(&script).unwrap();
+    let stderr = String::from_utf8_lossy(&psql.stderr);
+    assert!(
+        !psql.status.success() && stderr.contains("55P03"),
+        "{stderr}"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert_eq!(
+        value(
+            &mut db.conn(),
+            "SELECT coalesce(to_regclass('__diesel_schema_migrations')::text, 'none') AS value"
+        ),
+        "none",
+        "nothing is applied"
+    );
+}
