@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use diesel::pg::sql_state;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
 
+use super::runner::set_lock_timeout;
 use super::{MigrationOptions, blockers};
 use crate::connection::has_sqlstate;
 use crate::error::Error;
@@ -35,11 +35,12 @@ pub(crate) fn with_lock_retries<T>(
     loop {
         attempts += 1;
         let result = conn.transaction(|conn| {
-            diesel::sql_query(include_str!("set_lock_timeout.sql"))
-                .bind::<Text, _>(&setting)
-                .bind::<diesel::sql_types::Bool, _>(true)
-                .execute(conn)?;
-            attempt(conn)
+            // Put back after the attempt: inside the caller's transaction
+            // (a savepoint of it) the setting would outlive the attempt.
+            let previous = set_lock_timeout(conn, &setting, true)?;
+            let done = attempt(conn)?;
+            set_lock_timeout(conn, &previous, true)?;
+            Ok(done)
         });
         match result {
             Err(error) if waited_for_a_lock(&error) => {

@@ -382,7 +382,11 @@ struct Setting {
 
 /// Set `lock_timeout` (for the transaction when `local`); returns the value
 /// it had.
-fn set_lock_timeout(conn: &mut PgConnection, value: &str, local: bool) -> QueryResult<String> {
+pub(super) fn set_lock_timeout(
+    conn: &mut PgConnection,
+    value: &str,
+    local: bool,
+) -> QueryResult<String> {
     let previous = diesel::sql_query(include_str!("lock_timeout.sql"))
         .get_result::<Setting>(conn)?
         .previous;

@@ -335,3 +335,29 @@ fn enforcing_behind_a_stalled_executor_stalls_no_transition_and_gives_up_within_
     assert!(!crate::support::invariants_enforced(conn));
     writer.assert_never_stalled();
 }
+
+#[derive(QueryableByName)]
+struct Setting {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+#[test]
+fn doctors_fixes_inside_the_callers_transaction_leave_its_lock_timeout_as_it_was() {
+    let db = TestDb::new();
+    let conn = &mut db.conn();
+    let lock_timeout = |conn: &mut PgConnection| {
+        sql_query("SELECT current_setting('lock_timeout') AS value")
+            .get_result::<Setting>(conn)
+            .unwrap()
+            .value
+    };
+    conn.transaction::<_, Error, _>(|conn| {
+        conn.batch_execute("SET LOCAL lock_timeout = '7s'")?;
+        machine_state::doctor::fix_exposures(conn)?;
+        machine_state::doctor::undo_fixes(conn)?;
+        assert_eq!(lock_timeout(conn), "7s");
+        Ok(())
+    })
+    .unwrap();
+}
