@@ -181,7 +181,7 @@ pub enum Error {
         "{} migration `{migration}` gave up after {attempts} attempt(s) in {:.1?}, blocked by {}",
         if *reverting { "reverting" } else { "applying" },
         waited,
-        crate::migrations::blockers::describe(blockers)
+        crate::blockers::describe(blockers)
     )]
     MigrationBlocked {
         /// The migration (its directory name).
@@ -193,7 +193,7 @@ pub enum Error {
         /// How long it kept trying.
         waited: Duration,
         /// The sessions that held the locks, as far as the role may see them.
-        blockers: Vec<crate::migrations::BlockingSession>,
+        blockers: Vec<crate::blockers::BlockingSession>,
     },
 
     /// Other sessions (a long read, a transaction left open) held locks that
@@ -206,7 +206,7 @@ pub enum Error {
     #[error(
         "{operation} gave up after {:.1?}, blocked by {}",
         waited,
-        crate::migrations::blockers::describe(blockers)
+        crate::blockers::describe(blockers)
     )]
     Blocked {
         /// What gave up: `pruning the history`, `preparing the history's
@@ -215,7 +215,7 @@ pub enum Error {
         /// How long it kept trying.
         waited: Duration,
         /// The sessions that held the locks, as far as the role may see them.
-        blockers: Vec<crate::migrations::BlockingSession>,
+        blockers: Vec<crate::blockers::BlockingSession>,
     },
 
     /// The embedded PostgreSQL server could not be started or stopped.

@@ -100,6 +100,7 @@
 
 mod application_role;
 pub mod audit;
+mod blockers;
 mod connection;
 pub mod doctor;
 #[cfg(feature = "embedded")]

@@ -15,8 +15,9 @@ use std::time::Instant;
 use diesel::pg::sql_state;
 use diesel::prelude::*;
 
+use super::MigrationOptions;
 use super::runner::set_lock_timeout;
-use super::{MigrationOptions, blockers};
+use crate::blockers;
 use crate::connection::has_sqlstate;
 use crate::error::Error;
 

@@ -1,10 +1,9 @@
 //! The embedded schema migrations (the `migrations/` folder, which the diesel
 //! CLI runs as well), and how they are applied and reverted on a live
 //! database: `options` (the lock timeout and the budget), `runner` (the
-//! attempts), `blockers` (who was in the way); `lock_retries`, the same
-//! patience for `doctor`'s fixes.
+//! attempts; `crate::blockers` names who was in the way); `lock_retries`,
+//! the same patience for `doctor`'s fixes.
 
-pub(crate) mod blockers;
 mod export;
 mod lock_retries;
 mod options;
@@ -18,7 +17,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 use crate::error::Error;
 
-pub use blockers::BlockingSession;
+pub use crate::blockers::BlockingSession;
 pub use export::pending_migrations_script;
 pub(crate) use lock_retries::with_lock_retries;
 pub use options::MigrationOptions;

@@ -29,7 +29,7 @@ use diesel::sql_types::{Bool, Text};
 use diesel_migrations::MigrationHarness;
 
 use super::MigrationOptions;
-use super::blockers;
+use crate::blockers;
 use crate::connection::sqlstate;
 use crate::error::Error;
 

@@ -205,7 +205,7 @@ fn guarded<T>(
             return Error::Blocked {
                 operation,
                 waited: started.elapsed(),
-                blockers: crate::migrations::blockers::find(conn, options.lock_timeout()),
+                blockers: crate::blockers::find(conn, options.lock_timeout()),
             };
         }
         crate::migrations::explain_missing_tables(crate::connection::mark_broken_if_gone(

@@ -1,5 +1,7 @@
-//! Who kept a migration from its locks: the sessions `pg_stat_activity` and
-//! `pg_locks` show holding a table lock since before the wait began.
+//! Who kept a change of the schema from its locks (a migration, the
+//! history's prepare and prune, `doctor`'s fixes): the sessions
+//! `pg_stat_activity` and `pg_locks` show holding a table lock since before
+//! the wait began.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz};
 
-/// A session that held a lock a migration (or revert) waited for, as
+/// A session that held a lock a migration (or revert, or other DDL) waited for, as
 /// `pg_stat_activity` shows it to the migrating role: a role that may not see
 /// another role's sessions (without `pg_read_all_stats`) gets their pid only.
 #[derive(Clone, Debug, PartialEq, Eq)]
