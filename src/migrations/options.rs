@@ -2,10 +2,14 @@
 
 use std::time::Duration;
 
-/// How a migration or a revert waits for locks that other sessions hold:
-/// each attempt waits at most [`lock_timeout`](Self::lock_timeout) for any
-/// one lock, and attempts are retried, with jittered backoff, until the
-/// run's [`budget`](Self::budget) is spent.
+/// How a migration or a revert (and the other changes of the schema's
+/// objects: the history's [`prepare`](crate::history::prepare_history_with)
+/// and [`prune`](crate::history::prune_history_with), `doctor`'s
+/// [fixes](crate::doctor::fix_exposures_with)) waits for locks that other
+/// sessions hold: each attempt waits at most
+/// [`lock_timeout`](Self::lock_timeout) for any one lock, and attempts are
+/// retried, with jittered backoff, until the run's [`budget`](Self::budget)
+/// is spent.
 ///
 /// PostgreSQL queues lock requests: while a migration waits for a lock, every
 /// later writer of that table waits behind it. With a short lock timeout a
@@ -49,8 +53,10 @@ impl MigrationOptions {
 
     /// How long one run (applying the pending migrations, or reverting) may
     /// keep trying, in all, before it stops with
-    /// [`Error::MigrationBlocked`](crate::Error::MigrationBlocked). A new
-    /// attempt starts only while a full lock wait still fits in the budget.
+    /// [`Error::MigrationBlocked`](crate::Error::MigrationBlocked)
+    /// ([`Error::Blocked`](crate::Error::Blocked) for the other changes). A
+    /// new attempt starts only while a full lock wait still fits in the
+    /// budget.
     /// Defaults to 60 s.
     #[must_use]
     pub fn with_budget(mut self, budget: Duration) -> Self {

@@ -15,6 +15,11 @@
 //! `machine_state_prune_history(interval)` directly); a write never fails for
 //! want of a partition, it lands in the default one.
 //!
+//! Both are safe while the machines run: every wait for the history's locks
+//! is limited and retried within a budget ([`prune_history_with`]), in the
+//! SQL functions themselves (migration `2026-12-05-500000`), so a scheduled
+//! call gets it too.
+//!
 //! **At most once holds inside the window.** The operation id of a pruned
 //! entry is forgotten: an operation retried after its entry was pruned is
 //! applied again if its transition is still legal. Operations younger than
