@@ -118,11 +118,11 @@ BEGIN
         BEGIN
             -- Every lock wait of the attempt limited; the setting, like the
             -- locks, goes with the subtransaction when it fails.
-            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms', true);
             v_created := ARRAY[]::text[];
             -- One at a time (a scheduled run and the command, say); neither
             -- reads nor writes of the history wait for it.
-            LOCK TABLE machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
+            LOCK TABLE ONLY machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
             FOR v_offset IN 0..p_days_ahead LOOP
                 v_day := (p_from AT TIME ZONE 'UTC')::date + v_offset;
                 v_name := 'machine_state_transitions_p' || to_char(v_day, 'YYYYMMDD');
@@ -133,8 +133,12 @@ BEGIN
                                v_schema, v_name);
                 v_table := format('%I.%I', v_schema, v_name)::regclass;
                 -- Entries of that day already in the default partition (a
-                -- random id that happens to fall in it) move to the new one,
-                -- linked.
+                -- random id that happens to fall in it, or today's before
+                -- today's partition) move to the new one, linked; the
+                -- default partition held from here (the attach below would
+                -- hold it anyway), so that no such entry lands in it between
+                -- the move and the attach's check.
+                LOCK TABLE machine_state_transitions_default IN ACCESS EXCLUSIVE MODE;
                 EXECUTE format(
                     'WITH moved AS (DELETE FROM machine_state_transitions_default
                                     WHERE operation_id >= $1 AND operation_id < $2 RETURNING *)
@@ -187,12 +191,14 @@ DECLARE
                                         '500ms')::interval;
     v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
                                   '60s')::interval;
+    v_limited text;
     v_caller_lock_timeout text := current_setting('lock_timeout');
     v_started timestamptz := clock_timestamp();
     v_attempt integer := 0;
     v_parts regclass[];
     v_part regclass;
-    v_in_parts bigint := 0::bigint;
+    v_heads uuid[];
+    v_in_parts bigint;
     v_kept bigint;
     v_kept_all bigint;
     v_removed bigint := 0::bigint;
@@ -211,25 +217,25 @@ BEGIN
             MESSAGE = format('machine_state.ddl_lock_timeout must be positive and machine_state.ddl_budget not negative, got %s and %s',
                              v_lock_timeout, v_budget);
     END IF;
-    -- 1. One at a time with prepare (SHARE UPDATE EXCLUSIVE on the history:
-    -- neither reads nor writes wait for it), and the daily partitions wholly
-    -- older than the window held still (SHARE: no entry lands in them) so
-    -- that their count is what the drop removes.
+    -- The locks below are taken from what this transaction sees; a
+    -- REPEATABLE READ snapshot could be older than them.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS005',
+            MESSAGE = format('cannot prune the history in a %s transaction', current_setting('transaction_isolation')),
+            HINT = 'call it in autocommit or a READ COMMITTED transaction';
+    END IF;
+    -- Whole milliseconds, at least one (0 would mean no limit).
+    v_limited := greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms';
+    -- Every lock wait of the run limited from here on (the caller's setting
+    -- is put back at the end); a wait that times out outside the guarded
+    -- steps fails the call (55P03), nothing removed.
+    PERFORM set_config('lock_timeout', v_limited, true);
+    -- 1. One at a time with prepare: SHARE UPDATE EXCLUSIVE on the history
+    -- itself (ONLY: not on its partitions, where autovacuum works), which
+    -- neither reads nor writes wait for.
     LOOP
         BEGIN
-            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
-            LOCK TABLE machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
-            SELECT coalesce(array_agg(part ORDER BY high), ARRAY[]::regclass[]) INTO v_parts
-            FROM (SELECT i.inhrelid::regclass AS part,
-                         (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::uuid AS high
-                  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                  WHERE i.inhparent = 'machine_state_transitions'::regclass
-                    AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT') daily
-            WHERE high <= v_bound;
-            FOREACH v_part IN ARRAY v_parts LOOP
-                EXECUTE format('LOCK TABLE %s IN SHARE MODE', v_part);
-            END LOOP;
-            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
+            LOCK TABLE ONLY machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
             EXIT;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             v_attempt := v_attempt + 1;
@@ -238,10 +244,13 @@ BEGIN
                 ARRAY['machine_state_transitions'::regclass], 'pruning the history');
         END;
     END LOOP;
-    FOREACH v_part IN ARRAY v_parts LOOP
-        EXECUTE format('SELECT count(*) FROM %s', v_part) INTO v_count;
-        v_in_parts := v_in_parts + v_count;
-    END LOOP;
+    SELECT coalesce(array_agg(part ORDER BY high), ARRAY[]::regclass[]) INTO v_parts
+    FROM (SELECT i.inhrelid::regclass AS part,
+                 (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::uuid AS high
+          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'machine_state_transitions'::regclass
+            AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT') daily
+    WHERE high <= v_bound;
     -- 2. The default partition (entries from before the partitioning, and
     -- ids outside the daily ranges): deleted row by row, in batches, but
     -- never a machine's latest entry.
@@ -256,33 +265,46 @@ BEGIN
         v_removed := v_removed + v_count;
         EXIT WHEN v_count < p_batch;
     END LOOP;
-    -- 3. The old daily partitions, all in one attempt: the state rows of
-    -- the machines whose latest entry is in one of them locked first (in the
-    -- order a transition takes them: no deadlock with one), then each
-    -- partition detached (ACCESS EXCLUSIVE on the history, held to the end:
-    -- from here on only catalog changes and at most one entry per machine),
-    -- those latest entries put back (into the default partition, whose
-    -- range now covers them), the rest dropped with the partition.
+    -- 3. The old daily partitions, all in one attempt (a budget of its own:
+    -- the deletes above may have taken long), so that a failed attempt
+    -- releases every lock it took. Before the history is held exclusively:
+    -- the partitions held still (SHARE: no entry lands in them) and counted;
+    -- the rows of the machines whose latest entry is in one of them locked
+    -- in the order a transition takes them (`machines`, for the foreign key
+    -- the entry put back checks, then `machine_state`), and those entries'
+    -- ids collected. Then each partition detached (ACCESS EXCLUSIVE on the
+    -- history, held to the end: from there on only catalog changes and one
+    -- index probe per latest entry), the latest entries put back (into the
+    -- default partition, whose range now covers them), the rest dropped
+    -- with the partition.
+    v_started := clock_timestamp();
+    v_attempt := 0;
     LOOP
         BEGIN
-            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            v_in_parts := 0;
             v_kept_all := 0;
+            v_heads := ARRAY[]::uuid[];
             FOREACH v_part IN ARRAY v_parts LOOP
-                EXECUTE format('SELECT count(*) FROM (SELECT FROM machine_state s JOIN %s d
-                                ON d.operation_id = s.history_head FOR UPDATE OF s) heads', v_part)
+                EXECUTE format('LOCK TABLE %s IN SHARE MODE', v_part);
+                EXECUTE format('SELECT count(*) FROM %s', v_part) INTO v_count;
+                v_in_parts := v_in_parts + v_count;
+                EXECUTE format('SELECT count(*) FROM (SELECT FROM machines m JOIN machine_state s ON s.machine_id = m.id
+                                JOIN %s d ON d.operation_id = s.history_head FOR KEY SHARE OF m) locked', v_part)
                 INTO v_count;
+                EXECUTE format('SELECT $1 || coalesce(array_agg(locked.history_head), ARRAY[]::uuid[])
+                                FROM (SELECT s.history_head FROM machine_state s JOIN %s d
+                                      ON d.operation_id = s.history_head FOR UPDATE OF s) locked', v_part)
+                INTO v_heads USING v_heads;
             END LOOP;
             FOREACH v_part IN ARRAY v_parts LOOP
                 EXECUTE format('ALTER TABLE machine_state_transitions DETACH PARTITION %s', v_part);
-                -- found from the heads (one probe of the partition's unique
-                -- index each), not by reading the partition
-                EXECUTE format('INSERT INTO machine_state_transitions SELECT d.* FROM machine_state s
-                                JOIN %s d ON d.operation_id = s.history_head', v_part);
+                EXECUTE format('INSERT INTO machine_state_transitions SELECT d.* FROM %s d
+                                WHERE d.operation_id = ANY ($1)', v_part)
+                USING v_heads;
                 GET DIAGNOSTICS v_kept = ROW_COUNT;
                 v_kept_all := v_kept_all + v_kept;
                 EXECUTE format('DROP TABLE %s', v_part);
             END LOOP;
-            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
             EXIT;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             v_attempt := v_attempt + 1;
@@ -291,6 +313,7 @@ BEGIN
                 ARRAY['machine_state_transitions'::regclass], 'pruning the history');
         END;
     END LOOP;
+    PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
     RETURN v_removed + v_in_parts - v_kept_all;
 END
 $fn$;
@@ -330,7 +353,7 @@ BEGIN
     -- again until machine_state.ddl_budget (default 60 s) is spent.
     LOOP
         BEGIN
-            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms', true);
             LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
             PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
             EXIT;
@@ -380,7 +403,7 @@ BEGIN
     -- machine_state_enforce_invariants.
     LOOP
         BEGIN
-            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms', true);
             LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
             PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
             EXIT;

@@ -38,7 +38,7 @@ BEGIN
     -- again until machine_state.ddl_budget (default 60 s) is spent.
     LOOP
         BEGIN
-            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms', true);
             LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
             PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
             EXIT;

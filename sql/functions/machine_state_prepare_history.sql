@@ -40,11 +40,11 @@ BEGIN
         BEGIN
             -- Every lock wait of the attempt limited; the setting, like the
             -- locks, goes with the subtransaction when it fails.
-            PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint || 'ms', true);
+            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms', true);
             v_created := ARRAY[]::text[];
             -- One at a time (a scheduled run and the command, say); neither
             -- reads nor writes of the history wait for it.
-            LOCK TABLE machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
+            LOCK TABLE ONLY machine_state_transitions IN SHARE UPDATE EXCLUSIVE MODE;
             FOR v_offset IN 0..p_days_ahead LOOP
                 v_day := (p_from AT TIME ZONE 'UTC')::date + v_offset;
                 v_name := 'machine_state_transitions_p' || to_char(v_day, 'YYYYMMDD');
@@ -55,8 +55,12 @@ BEGIN
                                v_schema, v_name);
                 v_table := format('%I.%I', v_schema, v_name)::regclass;
                 -- Entries of that day already in the default partition (a
-                -- random id that happens to fall in it) move to the new one,
-                -- linked.
+                -- random id that happens to fall in it, or today's before
+                -- today's partition) move to the new one, linked; the
+                -- default partition held from here (the attach below would
+                -- hold it anyway), so that no such entry lands in it between
+                -- the move and the attach's check.
+                LOCK TABLE machine_state_transitions_default IN ACCESS EXCLUSIVE MODE;
                 EXECUTE format(
                     'WITH moved AS (DELETE FROM machine_state_transitions_default
                                     WHERE operation_id >= $1 AND operation_id < $2 RETURNING *)

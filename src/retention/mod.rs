@@ -61,7 +61,8 @@ struct Deleted {
 /// # Errors
 ///
 /// [`Error::InvalidInput`] (nothing deleted) when `older_than` is shorter
-/// than [`MIN_RETENTION`] or `batch` is 0; [`Error::Blocked`] (nothing
+/// than [`MIN_RETENTION`] or `batch` is 0, or when called inside a
+/// transaction (it runs in one of its own); [`Error::Blocked`] (nothing
 /// deleted) when other sessions held the history past the budget;
 /// [`Error::NotMigrated`] and database errors otherwise.
 pub fn prune_history(
@@ -136,7 +137,8 @@ struct Prepared {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidInput`] when `days_ahead` is over 366;
+/// [`Error::InvalidInput`] when `days_ahead` is over 366 or when called
+/// inside a transaction (it runs in one of its own);
 /// [`Error::Blocked`] (nothing created) when other sessions held the
 /// history past the budget; [`Error::NotMigrated`] and database errors
 /// otherwise.
@@ -180,12 +182,13 @@ pub fn prepare_history_with(
     .collect())
 }
 
-/// Run `call` (one of the SQL functions) in a READ COMMITTED transaction
-/// (its steps lock the rows they find as they find them, whatever the
-/// connection's default isolation; inside the caller's transaction, in a
-/// savepoint of it) whose `machine_state.ddl_lock_timeout` and
-/// `machine_state.ddl_budget` are the options'. A spent budget (SQLSTATE
-/// 55P03) is [`Error::Blocked`], naming the sessions that held the history.
+/// Run `call` (one of the SQL functions) in a READ COMMITTED transaction of
+/// its own (its steps lock the rows they find as they find them, whatever
+/// the connection's default isolation) whose `machine_state.ddl_lock_timeout`
+/// and `machine_state.ddl_budget` are the options'. Refused inside the
+/// caller's transaction, which would hold the history's locks (exclusive,
+/// after a detach) until it ends. A spent budget (SQLSTATE 55P03) is
+/// [`Error::Blocked`], naming the sessions that held the history.
 fn guarded<T>(
     conn: &mut PgConnection,
     options: &MigrationOptions,
@@ -200,11 +203,13 @@ fn guarded<T>(
             .execute(conn)?;
         call(conn)
     };
-    let result = if crate::connection::in_transaction(conn) {
-        conn.transaction(body)
-    } else {
-        conn.build_transaction().read_committed().run(body)
-    };
+    if crate::connection::in_transaction(conn) {
+        return Err(Error::InvalidInput(format!(
+            "{operation} runs in a transaction of its own: call it outside a transaction \
+             (inside one, the history's locks would be held until it ends)"
+        )));
+    }
+    let result = conn.build_transaction().read_committed().run(body);
     result.map_err(|error| {
         if crate::lock::timed_out(&error) {
             return Error::Blocked {
