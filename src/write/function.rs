@@ -48,12 +48,16 @@ pub(super) fn attempt(
     }
 }
 
-/// Whether `error` says the SQL function does not exist (SQLSTATE 42883,
-/// naming `machine_state_transition`: identifiers are not translated).
+/// Whether `error` says the SQL function does not exist: SQLSTATE 42883
+/// with a position in our statement (`transition_call.sql`, whose only
+/// function that is not built in is `machine_state_transition`). A
+/// function missing inside its body has a position in the body's query
+/// instead, and is not a reason to fall back. Never the message: it is in
+/// the server's language.
 pub(super) fn is_missing(error: &DieselError) -> bool {
     matches!(error, DieselError::DatabaseError(_, info)
         if info.sqlstate() == Some(sql_state::UNDEFINED_FUNCTION)
-            && info.message().contains("machine_state_transition("))
+            && info.statement_position().is_some())
 }
 
 /// The class of the SQL functions' own SQLSTATEs (`MS001`–`MS009`,
