@@ -1,6 +1,6 @@
 -- Back to the functions as 2026-12-05-300000 and 2026-12-05-400000 left them:
 -- the lock waits of prepare, prune, enforce and relax unlimited again, and the
--- helper dropped.
+-- helpers dropped.
 
 CREATE OR REPLACE FUNCTION machine_state_prepare_history(p_days_ahead integer DEFAULT 7, p_from timestamp with time zone DEFAULT now())
  RETURNS SETOF text
@@ -196,4 +196,6 @@ BEGIN
 END
 $$;
 
+DROP FUNCTION machine_state_private.lock_pair_tables(text);
+DROP FUNCTION machine_state_private.ddl_patience();
 DROP FUNCTION machine_state_private.lock_retry(integer, timestamptz, interval, interval, regclass[], text);

@@ -63,21 +63,91 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION machine_state_private.lock_retry(integer, timestamptz, interval, interval, regclass[], text) IS
-    'Between two attempts of a step whose lock wait timed out (`machine_state_prepare_history`, `machine_state_prune_history`, `machine_state_enforce_invariants`): pauses (jittered, growing, at most 5 s), or raises 55P03 naming the sessions holding `p_tables` (or their partitions) once the budget cannot hold another wait.';
+    'Between two attempts of a step whose lock wait timed out (`machine_state_prepare_history`, `machine_state_prune_history`, `machine_state_private.lock_pair_tables`): pauses (jittered, growing, at most 5 s), or raises 55P03 naming the sessions holding `p_tables` (or their partitions) once the budget cannot hold another wait.';
 
+-- The patience asked for: `machine_state.ddl_lock_timeout` (default 500 ms)
+-- and `machine_state.ddl_budget` (default 60 s), checked, and the lock
+-- timeout as `lock_timeout` takes it (whole milliseconds, at least one: 0
+-- would mean no limit).
+CREATE FUNCTION machine_state_private.ddl_patience(
+    OUT lock_timeout interval, OUT budget interval, OUT setting text)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    lock_timeout := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
+                             '500ms')::interval;
+    budget := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''), '60s')::interval;
+    IF lock_timeout <= interval '0' OR budget < interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS005',
+            MESSAGE = format('machine_state.ddl_lock_timeout must be positive and machine_state.ddl_budget not negative, got %s and %s',
+                             lock_timeout, budget);
+    END IF;
+    setting := greatest(1, ceil(extract(epoch FROM lock_timeout) * 1000))::bigint || 'ms';
+END
+$fn$;
+COMMENT ON FUNCTION machine_state_private.ddl_patience() IS
+    'The lock timeout and budget of the DDL that runs while the machines do (prepare, prune, enforce, relax): `machine_state.ddl_lock_timeout` (default 500 ms) and `machine_state.ddl_budget` (default 60 s), and the lock timeout as a `lock_timeout` setting. SQLSTATE MS005 for a lock timeout not positive or a negative budget.';
+
+-- `machines` and `machine_state` locked against writes (SHARE ROW
+-- EXCLUSIVE, held to the end of the caller's transaction), as patiently as
+-- `ddl_patience` says: what turning the pair's triggers on or off needs.
+CREATE FUNCTION machine_state_private.lock_pair_tables(p_what text)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_lock_timeout interval;
+    v_budget interval;
+    v_setting text;
+    v_caller_lock_timeout text := current_setting('lock_timeout');
+    v_started timestamptz := clock_timestamp();
+    v_attempt integer := 0;
+BEGIN
+    SELECT * INTO v_lock_timeout, v_budget, v_setting FROM machine_state_private.ddl_patience();
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', v_setting, true);
+            LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
+            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            v_attempt := v_attempt + 1;
+            PERFORM machine_state_private.lock_retry(
+                v_attempt, v_started, v_budget, v_lock_timeout,
+                ARRAY['machines'::regclass, 'machine_state'::regclass], p_what);
+        END;
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION machine_state_private.lock_pair_tables(text) IS
+    'Locks `machines` and `machine_state` in SHARE ROW EXCLUSIVE mode for the caller''s transaction (`machine_state_enforce_invariants`, `machine_state_relax_invariants`), each wait limited and retried as `machine_state_private.ddl_patience` says; `p_what` names the caller in the 55P03 raised when the budget is spent.';
+
+-- Pinned `search_path` (lock_pair_tables names the tables), and EXECUTE for
+-- the owner alone.
 DO $$
 DECLARE
-    f regprocedure := 'machine_state_private.lock_retry(integer, timestamptz, interval, interval, regclass[], text)';
+    f regprocedure;
     item record;
 BEGIN
-    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
-    FOR item IN
-        SELECT a.grantee::regrole AS grantee FROM pg_proc p
-        CROSS JOIN LATERAL aclexplode(p.proacl) a
-        WHERE p.oid = f AND a.grantee <> p.proowner AND a.grantee <> 0
+    FOREACH f IN ARRAY ARRAY[
+        'machine_state_private.lock_retry(integer, timestamptz, interval, interval, regclass[], text)',
+        'machine_state_private.ddl_patience()',
+        'machine_state_private.lock_pair_tables(text)'
+    ]::regprocedure[]
     LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', f, item.grantee);
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+        FOR item IN
+            SELECT a.grantee::regrole AS grantee FROM pg_proc p
+            CROSS JOIN LATERAL aclexplode(p.proacl) a
+            WHERE p.oid = f AND a.grantee <> p.proowner AND a.grantee <> 0
+        LOOP
+            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', f, item.grantee);
+        END LOOP;
     END LOOP;
+    EXECUTE format('ALTER FUNCTION machine_state_private.lock_pair_tables(text) SET search_path = pg_catalog, %I, pg_temp',
+                   current_schema());
 END
 $$;
 
@@ -90,10 +160,9 @@ DECLARE
     -- The history's schema (the pinned search_path starts with pg_catalog).
     v_schema name := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                       WHERE c.oid = 'machine_state_transitions'::regclass);
-    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
-                                        '500ms')::interval;
-    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
-                                  '60s')::interval;
+    v_lock_timeout interval;
+    v_budget interval;
+    v_setting text;
     v_caller_lock_timeout text := current_setting('lock_timeout');
     v_started timestamptz := clock_timestamp();
     v_attempt integer := 0;
@@ -109,16 +178,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MS005',
             MESSAGE = format('days ahead must be between 0 and 366, got %s', coalesce(p_days_ahead::text, 'NULL'));
     END IF;
-    IF v_lock_timeout <= interval '0' OR v_budget < interval '0' THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS005',
-            MESSAGE = format('machine_state.ddl_lock_timeout must be positive and machine_state.ddl_budget not negative, got %s and %s',
-                             v_lock_timeout, v_budget);
-    END IF;
+    SELECT * INTO v_lock_timeout, v_budget, v_setting FROM machine_state_private.ddl_patience();
     LOOP
         BEGIN
             -- Every lock wait of the attempt limited; the setting, like the
             -- locks, goes with the subtransaction when it fails.
-            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms', true);
+            PERFORM set_config('lock_timeout', v_setting, true);
             v_created := ARRAY[]::text[];
             -- One at a time (a scheduled run and the command, say); neither
             -- reads nor writes of the history wait for it.
@@ -187,11 +252,9 @@ AS $fn$
 DECLARE
     v_cutoff timestamptz := now() - p_older_than;
     v_bound uuid := machine_state_private.uuid_v7_bound(now() - p_older_than);
-    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
-                                        '500ms')::interval;
-    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
-                                  '60s')::interval;
-    v_limited text;
+    v_lock_timeout interval;
+    v_budget interval;
+    v_setting text;
     v_caller_lock_timeout text := current_setting('lock_timeout');
     v_started timestamptz := clock_timestamp();
     v_attempt integer := 0;
@@ -212,11 +275,7 @@ BEGIN
     IF p_batch IS NULL OR p_batch < 1 THEN
         RAISE EXCEPTION USING ERRCODE = 'MS005', MESSAGE = 'a batch must delete at least one entry';
     END IF;
-    IF v_lock_timeout <= interval '0' OR v_budget < interval '0' THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS005',
-            MESSAGE = format('machine_state.ddl_lock_timeout must be positive and machine_state.ddl_budget not negative, got %s and %s',
-                             v_lock_timeout, v_budget);
-    END IF;
+    SELECT * INTO v_lock_timeout, v_budget, v_setting FROM machine_state_private.ddl_patience();
     -- The locks below are taken from what this transaction sees; a
     -- REPEATABLE READ snapshot could be older than them.
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -224,12 +283,10 @@ BEGIN
             MESSAGE = format('cannot prune the history in a %s transaction', current_setting('transaction_isolation')),
             HINT = 'call it in autocommit or a READ COMMITTED transaction';
     END IF;
-    -- Whole milliseconds, at least one (0 would mean no limit).
-    v_limited := greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms';
     -- Every lock wait of the run limited from here on (the caller's setting
     -- is put back at the end); a wait that times out outside the guarded
     -- steps fails the call (55P03), nothing removed.
-    PERFORM set_config('lock_timeout', v_limited, true);
+    PERFORM set_config('lock_timeout', v_setting, true);
     -- 1. One at a time with prepare: SHARE UPDATE EXCLUSIVE on the history
     -- itself (ONLY: not on its partitions, where autovacuum works), which
     -- neither reads nor writes wait for.
@@ -327,13 +384,6 @@ DECLARE
     diverged bigint;
     total bigint;
     example text;
-    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
-                                        '500ms')::interval;
-    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
-                                  '60s')::interval;
-    v_caller_lock_timeout text := current_setting('lock_timeout');
-    v_started timestamptz := clock_timestamp();
-    v_attempt integer := 0;
 BEGIN
     -- The check below must see every committed write, and nothing may diverge
     -- between it and the triggers going on. The lock (which every INSERT,
@@ -351,19 +401,7 @@ BEGIN
     -- writes, say) would queue every writer behind this call: each wait is
     -- limited to machine_state.ddl_lock_timeout (default 500 ms) and tried
     -- again until machine_state.ddl_budget (default 60 s) is spent.
-    LOOP
-        BEGIN
-            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms', true);
-            LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
-            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            v_attempt := v_attempt + 1;
-            PERFORM machine_state_private.lock_retry(
-                v_attempt, v_started, v_budget, v_lock_timeout,
-                ARRAY['machines'::regclass, 'machine_state'::regclass], 'enforcing the pair invariants');
-        END;
-    END LOOP;
+    PERFORM machine_state_private.lock_pair_tables('enforcing the pair invariants');
     SELECT count(*) FILTER (WHERE cardinality(v.broken) > 0),
            count(*),
            min(format('machine `%s`: %s', m.id, array_to_string(v.broken, '; ')))
@@ -390,30 +428,10 @@ CREATE OR REPLACE FUNCTION machine_state_relax_invariants()
 RETURNS void
 LANGUAGE plpgsql
 AS $fn$
-DECLARE
-    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
-                                        '500ms')::interval;
-    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
-                                  '60s')::interval;
-    v_caller_lock_timeout text := current_setting('lock_timeout');
-    v_started timestamptz := clock_timestamp();
-    v_attempt integer := 0;
 BEGIN
     -- Disabling a trigger locks its table against writes: waited for as in
     -- machine_state_enforce_invariants.
-    LOOP
-        BEGIN
-            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms', true);
-            LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
-            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            v_attempt := v_attempt + 1;
-            PERFORM machine_state_private.lock_retry(
-                v_attempt, v_started, v_budget, v_lock_timeout,
-                ARRAY['machines'::regclass, 'machine_state'::regclass], 'relaxing the pair invariants');
-        END;
-    END LOOP;
+    PERFORM machine_state_private.lock_pair_tables('relaxing the pair invariants');
     ALTER TABLE machines DISABLE TRIGGER machine_state_pair_invariant;
     ALTER TABLE machine_state DISABLE TRIGGER machine_state_pair_invariant;
 END

@@ -12,13 +12,6 @@ DECLARE
     diverged bigint;
     total bigint;
     example text;
-    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
-                                        '500ms')::interval;
-    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
-                                  '60s')::interval;
-    v_caller_lock_timeout text := current_setting('lock_timeout');
-    v_started timestamptz := clock_timestamp();
-    v_attempt integer := 0;
 BEGIN
     -- The check below must see every committed write, and nothing may diverge
     -- between it and the triggers going on. The lock (which every INSERT,
@@ -36,19 +29,7 @@ BEGIN
     -- writes, say) would queue every writer behind this call: each wait is
     -- limited to machine_state.ddl_lock_timeout (default 500 ms) and tried
     -- again until machine_state.ddl_budget (default 60 s) is spent.
-    LOOP
-        BEGIN
-            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms', true);
-            LOCK TABLE machines, machine_state IN SHARE ROW EXCLUSIVE MODE;
-            PERFORM set_config('lock_timeout', v_caller_lock_timeout, true);
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            v_attempt := v_attempt + 1;
-            PERFORM machine_state_private.lock_retry(
-                v_attempt, v_started, v_budget, v_lock_timeout,
-                ARRAY['machines'::regclass, 'machine_state'::regclass], 'enforcing the pair invariants');
-        END;
-    END LOOP;
+    PERFORM machine_state_private.lock_pair_tables('enforcing the pair invariants');
     SELECT count(*) FILTER (WHERE cardinality(v.broken) > 0),
            count(*),
            min(format('machine `%s`: %s', m.id, array_to_string(v.broken, '; ')))

@@ -12,10 +12,9 @@ DECLARE
     -- The history's schema (the pinned search_path starts with pg_catalog).
     v_schema name := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                       WHERE c.oid = 'machine_state_transitions'::regclass);
-    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
-                                        '500ms')::interval;
-    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
-                                  '60s')::interval;
+    v_lock_timeout interval;
+    v_budget interval;
+    v_setting text;
     v_caller_lock_timeout text := current_setting('lock_timeout');
     v_started timestamptz := clock_timestamp();
     v_attempt integer := 0;
@@ -31,16 +30,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MS005',
             MESSAGE = format('days ahead must be between 0 and 366, got %s', coalesce(p_days_ahead::text, 'NULL'));
     END IF;
-    IF v_lock_timeout <= interval '0' OR v_budget < interval '0' THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS005',
-            MESSAGE = format('machine_state.ddl_lock_timeout must be positive and machine_state.ddl_budget not negative, got %s and %s',
-                             v_lock_timeout, v_budget);
-    END IF;
+    SELECT * INTO v_lock_timeout, v_budget, v_setting FROM machine_state_private.ddl_patience();
     LOOP
         BEGIN
             -- Every lock wait of the attempt limited; the setting, like the
             -- locks, goes with the subtransaction when it fails.
-            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms', true);
+            PERFORM set_config('lock_timeout', v_setting, true);
             v_created := ARRAY[]::text[];
             -- One at a time (a scheduled run and the command, say); neither
             -- reads nor writes of the history wait for it.

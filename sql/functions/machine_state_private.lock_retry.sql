@@ -37,4 +37,4 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION machine_state_private.lock_retry(p_attempt integer, p_started timestamp with time zone, p_budget interval, p_lock_timeout interval, p_tables regclass[], p_what text) IS 'Between two attempts of a step whose lock wait timed out (`machine_state_prepare_history`, `machine_state_prune_history`, `machine_state_enforce_invariants`): pauses (jittered, growing, at most 5 s), or raises 55P03 naming the sessions holding `p_tables` (or their partitions) once the budget cannot hold another wait.';
+COMMENT ON FUNCTION machine_state_private.lock_retry(p_attempt integer, p_started timestamp with time zone, p_budget interval, p_lock_timeout interval, p_tables regclass[], p_what text) IS 'Between two attempts of a step whose lock wait timed out (`machine_state_prepare_history`, `machine_state_prune_history`, `machine_state_private.lock_pair_tables`): pauses (jittered, growing, at most 5 s), or raises 55P03 naming the sessions holding `p_tables` (or their partitions) once the budget cannot hold another wait.';

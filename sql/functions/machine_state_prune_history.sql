@@ -11,11 +11,9 @@ AS $function$
 DECLARE
     v_cutoff timestamptz := now() - p_older_than;
     v_bound uuid := machine_state_private.uuid_v7_bound(now() - p_older_than);
-    v_lock_timeout interval := coalesce(nullif(current_setting('machine_state.ddl_lock_timeout', true), ''),
-                                        '500ms')::interval;
-    v_budget interval := coalesce(nullif(current_setting('machine_state.ddl_budget', true), ''),
-                                  '60s')::interval;
-    v_limited text;
+    v_lock_timeout interval;
+    v_budget interval;
+    v_setting text;
     v_caller_lock_timeout text := current_setting('lock_timeout');
     v_started timestamptz := clock_timestamp();
     v_attempt integer := 0;
@@ -36,11 +34,7 @@ BEGIN
     IF p_batch IS NULL OR p_batch < 1 THEN
         RAISE EXCEPTION USING ERRCODE = 'MS005', MESSAGE = 'a batch must delete at least one entry';
     END IF;
-    IF v_lock_timeout <= interval '0' OR v_budget < interval '0' THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS005',
-            MESSAGE = format('machine_state.ddl_lock_timeout must be positive and machine_state.ddl_budget not negative, got %s and %s',
-                             v_lock_timeout, v_budget);
-    END IF;
+    SELECT * INTO v_lock_timeout, v_budget, v_setting FROM machine_state_private.ddl_patience();
     -- The locks below are taken from what this transaction sees; a
     -- REPEATABLE READ snapshot could be older than them.
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -48,12 +42,10 @@ BEGIN
             MESSAGE = format('cannot prune the history in a %s transaction', current_setting('transaction_isolation')),
             HINT = 'call it in autocommit or a READ COMMITTED transaction';
     END IF;
-    -- Whole milliseconds, at least one (0 would mean no limit).
-    v_limited := greatest(1, ceil(extract(epoch FROM v_lock_timeout) * 1000))::bigint || 'ms';
     -- Every lock wait of the run limited from here on (the caller's setting
     -- is put back at the end); a wait that times out outside the guarded
     -- steps fails the call (55P03), nothing removed.
-    PERFORM set_config('lock_timeout', v_limited, true);
+    PERFORM set_config('lock_timeout', v_setting, true);
     -- 1. One at a time with prepare: SHARE UPDATE EXCLUSIVE on the history
     -- itself (ONLY: not on its partitions, where autovacuum works), which
     -- neither reads nor writes wait for.
