@@ -44,13 +44,13 @@ const HELD: &str = "c0000000-0000-0000-0000-000000000001";
 /// The legacy two-write writers, every 20 ms, each on a machine of its own
 /// and its own connection; each records the longest any one of its
 /// statements took.
-struct Writers {
+pub(crate) struct Writers {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<(Duration, u32)>>,
 }
 
 impl Writers {
-    fn start(db: &TestDb) -> Writers {
+    pub(crate) fn start(db: &TestDb) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = WRITTEN
             .iter()
@@ -84,7 +84,7 @@ impl Writers {
     /// Stop, and return the worst stall of any writer, asserting that each
     /// writer's is under the limit.
     #[track_caller]
-    fn assert_never_stalled(self) -> Duration {
+    pub(crate) fn assert_never_stalled(self) -> Duration {
         self.stop.store(true, Ordering::Relaxed);
         let mut worst_of_all = Duration::ZERO;
         for (n, thread) in self.threads.into_iter().enumerate() {
@@ -105,7 +105,7 @@ struct Pid {
 
 /// A session holding a write transaction open on `machines` (one row, not
 /// the writer's), named `stalled-executor`; its pid.
-fn hold_machines(db: &TestDb) -> (PgConnection, i32) {
+pub(crate) fn hold_machines(db: &TestDb) -> (PgConnection, i32) {
     let mut conn = db.conn();
     let pid = sql_query("SELECT pg_backend_pid() AS pid")
         .get_result::<Pid>(&mut conn)
