@@ -31,6 +31,7 @@ pub(crate) fn with_lock_retries<T>(
     mut attempt: impl FnMut(&mut PgConnection) -> Result<T, Error>,
 ) -> Result<T, Error> {
     let started = Instant::now();
+    let deadline = started + options.budget();
     let setting = crate::lock::setting(options.lock_timeout());
     let mut attempts = 0;
     loop {
@@ -45,15 +46,13 @@ pub(crate) fn with_lock_retries<T>(
         });
         match result {
             Err(error) if waited_for_a_lock(&error) => {
-                let left = options.budget().saturating_sub(started.elapsed());
-                if attempts >= options.max_attempts() || left < options.lock_timeout() {
+                let Some(pause) = options.pause_before_retry(attempts, deadline) else {
                     return Err(Error::Blocked {
                         operation,
                         waited: started.elapsed(),
                         blockers: blockers::find(conn, options.lock_timeout()),
                     });
-                }
-                let pause = options.backoff(attempts).min(left - options.lock_timeout());
+                };
                 tracing::info!(
                     attempts,
                     "{operation}: a lock was held past {:?}: retry in {pause:?}",

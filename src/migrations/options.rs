@@ -1,6 +1,6 @@
 //! How patiently a migration (or its revert) waits for the locks it needs.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How a migration or a revert (and the other changes of the schema's
 /// objects: the history's [`prepare`](crate::history::prepare_history_with)
@@ -81,6 +81,19 @@ impl MigrationOptions {
         u32::try_from(ratio).unwrap_or(u32::MAX).max(1)
     }
 
+    /// The pause before trying again after the blocked attempt number
+    /// `attempt` (the first is 1) of a run that must end by `deadline`:
+    /// `None` when the budget is spent (no attempts left, or no room for one
+    /// more full lock wait), else the [`backoff`](Self::backoff), shortened
+    /// to leave that room.
+    pub(crate) fn pause_before_retry(&self, attempt: u32, deadline: Instant) -> Option<Duration> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if attempt >= self.max_attempts() || left < self.lock_timeout {
+            return None;
+        }
+        Some(self.backoff(attempt).min(left - self.lock_timeout))
+    }
+
     /// The random pause after blocked attempt `attempt` (from 1): uniform
     /// between zero and `min(5 s, lock_timeout * 2^(attempt-1))` ("full
     /// jitter"), so that writers get the table between attempts and two
@@ -121,5 +134,20 @@ mod tests {
         assert!(options.backoff(1) <= options.lock_timeout());
         let tiny = options.with_budget(Duration::ZERO);
         assert_eq!(tiny.max_attempts(), 1);
+    }
+
+    #[test]
+    fn a_retry_waits_only_while_one_more_full_lock_wait_fits_the_budget() {
+        let options = MigrationOptions::default();
+        let now = Instant::now();
+        assert_eq!(options.pause_before_retry(1, now), None, "budget spent");
+        let tight = now + options.lock_timeout() + Duration::from_millis(100);
+        let pause = options.pause_before_retry(1, tight).unwrap();
+        assert!(pause <= Duration::from_millis(100), "{pause:?}");
+        let far = now + Duration::from_secs(3600);
+        assert_eq!(
+            options.pause_before_retry(options.max_attempts(), far),
+            None
+        );
     }
 }

@@ -238,17 +238,15 @@ fn step(
         } else {
             Vec::new()
         };
-        let waited = started.elapsed();
-        let left = deadline.saturating_duration_since(Instant::now());
-        if attempt >= max_attempts || left < options.lock_timeout() {
+        let Some(backoff) = options.pause_before_retry(attempt, deadline) else {
             return Err(Error::MigrationBlocked {
                 migration: name,
                 reverting: direction == Direction::Revert,
                 attempts: attempt,
-                waited,
+                waited: started.elapsed(),
                 blockers,
             });
-        }
+        };
         let cause = if lock_timeout {
             format!(
                 "waited {:?} for a lock held by {}",
@@ -258,8 +256,6 @@ fn step(
         } else {
             "was chosen as a deadlock victim".to_owned()
         };
-        // The pause leaves room for one more full wait within the budget.
-        let backoff = options.backoff(attempt).min(left - options.lock_timeout());
         tracing::info!(
             migration = %name,
             attempt,
